@@ -1,0 +1,81 @@
+# The two commands of README.md: `make run` and `make test`. Everything else here serves them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# The production-topology pass of `make test` (PostgreSQL + channels-redis on this machine).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+PYTEST_ARGS ?=
+
+.PHONY: run test lint pytest pytest-topology system-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --editable .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --editable '.[test]'
+	@touch $@ $(VENV)/.installed
+
+## make run: a fresh machine to a running product at http://$(HOST):$(PORT)/ (Ctrl-C stops it).
+run: $(VENV)/.installed
+	@export DEBUG="$${DEBUG:-true}"; set -e; \
+	$(BIN)/python manage.py migrate --noinput; \
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0; \
+	echo; $(BIN)/python manage.py ensure_admin --url "http://$(HOST):$(PORT)"; \
+	echo; echo "Conference is running at http://$(HOST):$(PORT)/  (Ctrl-C stops it)"; echo; \
+	exec $(BIN)/daphne --bind $(HOST) --port $(PORT) conference.asgi:application
+
+## make test: install what tests need, lint, then the whole suite on both topologies.
+test: $(VENV)/.installed-test system-deps lint pytest pytest-topology
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py makemigrations --check --dry-run --settings tests.settings
+
+# pytest exits 5 when it collected nothing: for this project that is a failure, said plainly.
+define run_pytest
+	status=0; $(BIN)/python -m pytest $(1) $(PYTEST_ARGS) || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests for: $(1)" >&2; fi; \
+	exit $$status
+endef
+
+pytest: $(VENV)/.installed-test
+	@$(call run_pytest,)
+
+# The tests marked `topology` again, on PostgreSQL and Redis. Outside CI a machine without them
+# skips this pass with a notice; under CI=true it runs and fails.
+pytest-topology: $(VENV)/.installed-test
+	@if [ -z "$$CI" ] && ! $(BIN)/python -c "import socket; [socket.create_connection(a, 1).close() for a in (('127.0.0.1', 5432), ('127.0.0.1', 6379))]" 2>/dev/null; then \
+		echo "NOTICE: PostgreSQL or Redis not reachable on 127.0.0.1; skipping the production-topology pass."; \
+	else \
+		echo "== production topology: PostgreSQL + channels-redis =="; \
+		export DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" \
+			CHANNEL_LAYER_PREFIX="conference-test-$$$$" CONFERENCE_TOPOLOGY=production; \
+		$(call run_pytest,-m topology); \
+	fi
+
+# Debian packages the real-component tests use: Chromium (browser tests), coturn (TURN tests).
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v turnserver >/dev/null || missing="$$missing coturn"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "Installing Debian packages:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "NOTICE: missing Debian packages:$$missing (install them as root; their tests skip, or fail under CI)"; \
+		fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .test-db.sqlite3*

@@ -1,0 +1,107 @@
+"""Admin for rooms (with live counts and a close action) and the read-only join/leave history."""
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from rooms import selectors, services
+from rooms.models import Participant, Room
+
+
+class OpenClosedFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return (("open", "Open"), ("closed", "Closed"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "open":
+            return queryset.filter(closed_at__isnull=True)
+        if self.value() == "closed":
+            return queryset.filter(closed_at__isnull=False)
+        return queryset
+
+
+@admin.register(Room)
+class RoomAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "slug",
+        "owner",
+        "visibility",
+        "locked",
+        "live_count",
+        "max_participants",
+        "created_at",
+        "closed_at",
+    )
+    list_filter = (OpenClosedFilter, "visibility", "locked", "created_at")
+    search_fields = ("name", "slug", "description", "owner__username", "owner__display_name")
+    readonly_fields = ("slug", "created_at", "updated_at", "closed_at", "live_count", "history")
+    raw_id_fields = ("owner",)
+    date_hierarchy = "created_at"
+    actions = ("close_rooms", "reopen_rooms")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Room]:
+        return selectors.rooms_with_live_count()
+
+    @admin.display(description="Live participants", ordering="live_count")
+    def live_count(self, room: Room) -> int:
+        return room.live_count
+
+    @admin.display(description="Join/leave history")
+    def history(self, room: Room) -> str:
+        url = reverse("admin:rooms_participant_changelist") + f"?room__id__exact={room.pk}"
+        return format_html('<a href="{}">All joins and leaves of this room</a>', url)
+
+    @admin.action(description="Close selected rooms (disconnects everyone in them)")
+    def close_rooms(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
+        rooms = list(queryset.filter(closed_at__isnull=True))
+        removed = sum(
+            services.room_close(room=room, message="An administrator closed this room.")
+            for room in rooms
+        )
+        self.message_user(
+            request,
+            f"Closed {len(rooms)} room(s); {removed} participant(s) were disconnected.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Reopen selected rooms")
+    def reopen_rooms(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
+        rooms = list(queryset.filter(closed_at__isnull=False))
+        for room in rooms:
+            services.room_reopen(room=room)
+        self.message_user(request, f"Reopened {len(rooms)} room(s).", messages.SUCCESS)
+
+
+@admin.register(Participant)
+class ParticipantAdmin(admin.ModelAdmin):
+    """The join/leave history: read-only, written only by the signaling services."""
+
+    list_display = ("display_name", "user", "room", "state", "joined_at", "left_at", "duration")
+    list_filter = ("state", "joined_at")
+    search_fields = ("display_name", "user__username", "room__name", "room__slug")
+    list_select_related = ("user", "room")
+    date_hierarchy = "joined_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Duration")
+    def duration(self, participant: Participant) -> str:
+        if participant.left_at is None:
+            return "—"
+        seconds = int((participant.left_at - participant.joined_at).total_seconds())
+        minutes, seconds = divmod(max(seconds, 0), 60)
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"

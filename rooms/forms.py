@@ -1,0 +1,38 @@
+"""Room create/edit form."""
+
+from django import forms
+from django.conf import settings
+
+from rooms.models import Room
+
+
+class RoomForm(forms.ModelForm):
+    class Meta:
+        model = Room
+        fields = ("name", "description", "visibility", "max_participants", "locked")
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 3}),
+            "visibility": forms.RadioSelect,
+        }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        limit = settings.ROOM_MAX_PARTICIPANTS_LIMIT
+        field = self.fields["max_participants"]
+        field.widget.attrs.update({"min": 2, "max": limit})
+        field.help_text = f"Between 2 and {limit}."
+        if not self.instance.pk:
+            field.initial = settings.ROOM_DEFAULT_MAX_PARTICIPANTS
+
+    def clean_max_participants(self) -> int:
+        value = self.cleaned_data["max_participants"]
+        limit = settings.ROOM_MAX_PARTICIPANTS_LIMIT
+        if value > limit:
+            raise forms.ValidationError(f"This server allows at most {limit} people per room.")
+        return value
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("Give the room a name.")
+        return name

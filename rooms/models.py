@@ -1,0 +1,90 @@
+"""Rooms and the people in them.
+
+A Participant row is one connection to a room (one browser tab): it records who joined, when,
+through which connection, and how it ended. The rows are the join/leave history the admin shows
+and the live presence the lobby counts.
+"""
+
+import secrets
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.urls import reverse
+
+
+def _new_invite_key() -> str:
+    return secrets.token_urlsafe(12)
+
+
+class Room(models.Model):
+    class Visibility(models.TextChoices):
+        PUBLIC = "public", "Public: listed in the lobby"
+        PRIVATE = "private", "Private: invite link only"
+
+    name = models.CharField(max_length=80)
+    slug = models.SlugField(max_length=60, unique=True, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="owned_rooms"
+    )
+    description = models.TextField(max_length=500, blank=True)
+    visibility = models.CharField(
+        max_length=10, choices=Visibility.choices, default=Visibility.PUBLIC
+    )
+    max_participants = models.PositiveSmallIntegerField(
+        default=10,
+        validators=[MinValueValidator(2), MaxValueValidator(1000)],
+        help_text="How many people can be in the room at once.",
+    )
+    locked = models.BooleanField(
+        default=False, help_text="A locked room lets nobody new in except its owner."
+    )
+    # Changing the key invalidates every invite link handed out before.
+    invite_key = models.CharField(max_length=32, default=_new_invite_key, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=("visibility", "closed_at"))]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("rooms:detail", kwargs={"slug": self.slug})
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closed_at is not None
+
+    @property
+    def is_private(self) -> bool:
+        return self.visibility == self.Visibility.PRIVATE
+
+
+class Participant(models.Model):
+    class State(models.TextChoices):
+        CONNECTED = "connected", "Connected"
+        LEFT = "left", "Left"  # said goodbye
+        DROPPED = "dropped", "Dropped"  # connection vanished without a goodbye
+        REMOVED = "removed", "Removed"  # the room was closed or deleted around them
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="participants")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="participations"
+    )
+    display_name = models.CharField(max_length=64)
+    connection_id = models.CharField(max_length=200, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.CONNECTED)
+    joined_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField()
+    left_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-joined_at",)
+        indexes = [models.Index(fields=("room", "state", "last_seen_at"))]
+
+    def __str__(self) -> str:
+        return f"{self.display_name} in {self.room}"

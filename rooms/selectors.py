@@ -1,0 +1,109 @@
+"""Reads on rooms and participants, including who may enter a room."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from rooms.invites import invite_is_valid
+from rooms.models import Participant, Room
+
+
+def presence_cutoff() -> datetime:
+    """Connections not seen since this instant are taken for gone."""
+    return timezone.now() - timedelta(seconds=settings.PRESENCE_STALE_SECONDS)
+
+
+def _live_filter(prefix: str = "") -> Q:
+    return Q(
+        **{
+            f"{prefix}state": Participant.State.CONNECTED,
+            f"{prefix}last_seen_at__gte": presence_cutoff(),
+        }
+    )
+
+
+def participants_live(*, room: Room) -> QuerySet[Participant]:
+    return (
+        Participant.objects.filter(_live_filter(), room=room)
+        .select_related("room")
+        .order_by("joined_at", "pk")
+    )
+
+
+def participants_live_count(*, room: Room) -> int:
+    return Participant.objects.filter(_live_filter(), room=room).count()
+
+
+def _with_live_count(rooms: QuerySet[Room]) -> QuerySet[Room]:
+    return rooms.annotate(
+        live_count=Count("participants", filter=_live_filter("participants__"))
+    ).select_related("owner")
+
+
+def rooms_with_live_count() -> QuerySet[Room]:
+    return _with_live_count(Room.objects.all())
+
+
+def rooms_public(*, search: str = "") -> QuerySet[Room]:
+    rooms = Room.objects.filter(visibility=Room.Visibility.PUBLIC, closed_at__isnull=True)
+    if search:
+        rooms = rooms.filter(Q(name__icontains=search) | Q(description__icontains=search))
+    return _with_live_count(rooms).order_by("-live_count", "name")
+
+
+def rooms_owned(*, user: AbstractBaseUser) -> QuerySet[Room]:
+    return _with_live_count(Room.objects.filter(owner=user)).order_by("closed_at", "-created_at")
+
+
+def room_by_slug(*, slug: str) -> Room | None:
+    return Room.objects.select_related("owner").filter(slug=slug).first()
+
+
+def room_is_managed_by(*, room: Room, user: AbstractBaseUser | AnonymousUser) -> bool:
+    return user.is_authenticated and room.owner_id == user.pk
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why someone may not enter a room: a stable code for programs, a sentence for people."""
+
+    reason: str
+    message: str
+
+
+def room_access_refusal(
+    *, room: Room, user: AbstractBaseUser | AnonymousUser, invite: str | None = None
+) -> Refusal | None:
+    """Whether the user may see the room at all (the room page and the socket both ask)."""
+    if not user.is_authenticated:
+        return Refusal("login_required", "Log in to join this room.")
+    if room.is_closed:
+        return Refusal("closed", "This room has been closed.")
+    is_owner = room.owner_id == user.pk
+    if room.is_private and not is_owner and not invite_is_valid(room, invite):
+        return Refusal("private", "This room is private. Ask its owner for an invite link to join.")
+    return None
+
+
+def room_entry_refusal(
+    *, room: Room, user: AbstractBaseUser | AnonymousUser, invite: str | None = None
+) -> Refusal | None:
+    """Whether the user may join now: access, then the lock and the room's capacity."""
+    refusal = room_access_refusal(room=room, user=user, invite=invite)
+    if refusal is not None:
+        return refusal
+    if room.locked and room.owner_id != user.pk:
+        return Refusal("locked", "This room is locked: nobody new can join right now.")
+    if participants_live_count(room=room) >= room.max_participants:
+        return Refusal(
+            "full", f"This room is full ({room.max_participants} people). Try again later."
+        )
+    return None
+
+
+def participant_history(*, room: Room) -> QuerySet[Participant]:
+    return room.participants.select_related("user").order_by("-joined_at")

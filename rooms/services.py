@@ -1,0 +1,189 @@
+"""Writes on rooms and participants. Every change that others must see is published from here."""
+
+import logging
+import secrets
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from rooms import events
+from rooms.models import Participant, Room
+from rooms.selectors import Refusal, presence_cutoff, room_entry_refusal
+
+logger = logging.getLogger(__name__)
+
+_SLUG_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
+
+
+class JoinRefused(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+def _new_slug(name: str) -> str:
+    base = slugify(name)[:40].strip("-") or "room"
+    suffix = "".join(secrets.choice(_SLUG_ALPHABET) for _ in range(6))
+    return f"{base}-{suffix}"
+
+
+def room_create(
+    *,
+    owner: AbstractBaseUser,
+    name: str,
+    description: str = "",
+    visibility: str = Room.Visibility.PUBLIC,
+    max_participants: int = 10,
+    locked: bool = False,
+) -> Room:
+    for _ in range(5):
+        try:
+            with transaction.atomic():
+                room = Room.objects.create(
+                    owner=owner,
+                    name=name,
+                    slug=_new_slug(name),
+                    description=description,
+                    visibility=visibility,
+                    max_participants=max_participants,
+                    locked=locked,
+                )
+        except IntegrityError:  # a slug collision: draw another suffix
+            continue
+        logger.info("room %s created by user %s", room.slug, owner.pk)
+        return room
+    raise RuntimeError("could not find a free room slug")
+
+
+_UPDATABLE = frozenset({"name", "description", "visibility", "max_participants", "locked"})
+
+
+def room_update(*, room: Room, **changes: object) -> Room:
+    unknown = set(changes) - _UPDATABLE
+    if unknown:
+        raise TypeError(f"room_update cannot change {sorted(unknown)}")
+    for field, value in changes.items():
+        setattr(room, field, value)
+    with transaction.atomic():
+        room.save(update_fields=[*changes, "updated_at"])
+        events.publish_room_updated(room)
+    return room
+
+
+def room_reset_invite(*, room: Room) -> Room:
+    room.invite_key = Room._meta.get_field("invite_key").get_default()
+    room.save(update_fields=["invite_key", "updated_at"])
+    logger.info("room %s invite link reset", room.slug)
+    return room
+
+
+def _remove_everyone(room: Room, *, reason: str, message: str) -> int:
+    now = timezone.now()
+    removed = Participant.objects.filter(room=room, state=Participant.State.CONNECTED).update(
+        state=Participant.State.REMOVED, left_at=now
+    )
+    events.publish_room_closed(room.pk, reason=reason, message=message)
+    return removed
+
+
+def room_close(*, room: Room, message: str = "This room has been closed.") -> int:
+    """Close the room: nobody can join any more, and everyone in it is told and disconnected."""
+    with transaction.atomic():
+        room.closed_at = timezone.now()
+        room.save(update_fields=["closed_at", "updated_at"])
+        removed = _remove_everyone(room, reason="closed", message=message)
+    logger.info("room %s closed, %d participants removed", room.slug, removed)
+    return removed
+
+
+def room_reopen(*, room: Room) -> Room:
+    room.closed_at = None
+    room.save(update_fields=["closed_at", "updated_at"])
+    return room
+
+
+def room_delete(*, room: Room) -> None:
+    with transaction.atomic():
+        _remove_everyone(room, reason="deleted", message="The owner deleted this room.")
+        slug = room.slug
+        room.delete()
+    logger.info("room %s deleted", slug)
+
+
+def _reap_stale(queryset) -> int:
+    stale = list(
+        queryset.filter(state=Participant.State.CONNECTED, last_seen_at__lt=presence_cutoff())
+    )
+    for participant in stale:
+        participant.state = Participant.State.DROPPED
+        participant.left_at = participant.last_seen_at
+        participant.save(update_fields=["state", "left_at"])
+        events.publish_participant_left(participant)
+        logger.info(
+            "participant %s in room %s reaped (not seen since %s)",
+            participant.pk,
+            participant.room_id,
+            participant.last_seen_at.isoformat(),
+        )
+    return len(stale)
+
+
+def participants_reap_stale(*, room_id: int | None = None) -> int:
+    """Mark connections whose worker stopped refreshing them as dropped, and tell their rooms."""
+    queryset = (
+        Participant.objects.all()
+        if room_id is None
+        else Participant.objects.filter(room_id=room_id)
+    )
+    with transaction.atomic():
+        return _reap_stale(queryset)
+
+
+def participant_join(
+    *, room_id: int, user: AbstractBaseUser, connection_id: str, invite: str | None = None
+) -> Participant:
+    """Admit the user into the room as a new connection, or raise JoinRefused with the reason."""
+    with transaction.atomic():
+        # The row lock serialises joins to one room, so two joiners cannot both take the last seat.
+        room = Room.objects.select_for_update().select_related("owner").filter(pk=room_id).first()
+        if room is None:
+            raise JoinRefused(Refusal("not_found", "This room no longer exists."))
+        _reap_stale(Participant.objects.filter(room=room))
+        refusal = room_entry_refusal(room=room, user=user, invite=invite)
+        if refusal is not None:
+            raise JoinRefused(refusal)
+        participant = Participant.objects.create(
+            room=room,
+            user=user,
+            display_name=user.shown_name,
+            connection_id=connection_id,
+            last_seen_at=timezone.now(),
+        )
+        events.publish_participant_joined(participant)
+    logger.info("participant %s (user %s) joined room %s", participant.pk, user.pk, room.slug)
+    return participant
+
+
+def participant_leave(*, participant_id: int, state: str = Participant.State.LEFT) -> bool:
+    """End a connection's presence; False when it had already ended (room closed, reaped)."""
+    with transaction.atomic():
+        updated = Participant.objects.filter(
+            pk=participant_id, state=Participant.State.CONNECTED
+        ).update(state=state, left_at=timezone.now())
+        if not updated:
+            return False
+        participant = Participant.objects.get(pk=participant_id)
+        events.publish_participant_left(participant)
+    logger.info("participant %s left room %s (%s)", participant_id, participant.room_id, state)
+    return True
+
+
+def participant_touch(*, participant_id: int) -> bool:
+    """Refresh a live connection's presence; False when the connection is no longer present."""
+    return bool(
+        Participant.objects.filter(pk=participant_id, state=Participant.State.CONNECTED).update(
+            last_seen_at=timezone.now()
+        )
+    )

@@ -1,0 +1,15 @@
+from django.urls import path
+
+from rooms import views
+
+app_name = "rooms"
+
+urlpatterns = [
+    path("", views.lobby, name="lobby"),
+    path("new/", views.room_create, name="create"),
+    path("<slug:slug>/", views.room_detail, name="detail"),
+    path("<slug:slug>/edit/", views.room_edit, name="edit"),
+    path("<slug:slug>/delete/", views.room_delete, name="delete"),
+    path("<slug:slug>/lock/", views.room_lock, name="lock"),
+    path("<slug:slug>/invite/reset/", views.room_invite_reset, name="invite_reset"),
+]

@@ -1,0 +1,181 @@
+"""Shared fixtures: users, rooms, logged-in WebSocket clients, and the rule for missing components.
+
+Under CI=true a test whose real component (PostgreSQL, Redis, Chromium...) is missing fails;
+elsewhere it is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+
+from accounts.models import User
+from accounts.services import user_create
+from rooms.models import Room
+from rooms.services import room_create
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require(available: bool, what: str) -> None:
+    """Fail under CI, skip elsewhere, when a real component the test needs is missing."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required under CI=true but is missing", pytrace=False)
+    pytest.skip(f"{what} is missing")
+
+
+def tcp_reachable(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def _fresh_in_memory_layer() -> None:
+    layer = get_channel_layer()
+    if hasattr(layer, "flush") and type(layer).__name__ == "InMemoryChannelLayer":
+        layer.groups.clear()
+        layer.channels.clear()
+
+
+@pytest.fixture
+def make_user(django_db_blocker) -> Callable[..., User]:
+    counter = iter(range(1, 10_000))
+
+    def make(name: str | None = None, **extra: Any) -> User:
+        username = name or f"user{next(counter)}"
+        with django_db_blocker.unblock():
+            return user_create(
+                username=username,
+                password="correct horse battery staple",
+                display_name=extra.pop("display_name", username.title()),
+                **extra,
+            )
+
+    return make
+
+
+@pytest.fixture
+def make_room(django_db_blocker) -> Callable[..., Room]:
+    def make(owner: User, name: str = "Weekly sync", **fields: Any) -> Room:
+        with django_db_blocker.unblock():
+            return room_create(owner=owner, name=name, **fields)
+
+    return make
+
+
+def session_cookie(user: User) -> str:
+    client = Client()
+    client.force_login(user)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+
+
+class RoomClient:
+    """A logged-in WebSocket client of the real ASGI application (auth, origin check, routing)."""
+
+    def __init__(self, communicator: WebsocketCommunicator, accepted: bool) -> None:
+        self.communicator = communicator
+        self.accepted = accepted
+        self.closed_with: int | None = None
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        await self.communicator.send_json_to(payload)
+
+    async def send_text(self, text: str) -> None:
+        await self.communicator.send_to(text_data=text)
+
+    async def receive(self, timeout: float = 3) -> dict[str, Any]:
+        return await self.communicator.receive_json_from(timeout=timeout)
+
+    async def receive_until(self, kind: str, timeout: float = 5) -> dict[str, Any]:
+        """Skip messages until one of the given type arrives."""
+        while True:
+            message = await self.receive(timeout=timeout)
+            if message.get("type") == kind:
+                return message
+
+    async def expect_close(self, timeout: float = 3) -> int:
+        event = await self.communicator.receive_output(timeout=timeout)
+        while event["type"] == "websocket.send":
+            event = await self.communicator.receive_output(timeout=timeout)
+        assert event["type"] == "websocket.close", event
+        self.closed_with = event.get("code")
+        return self.closed_with
+
+    async def nothing_more(self, timeout: float = 0.3) -> bool:
+        return await self.communicator.receive_nothing(timeout=timeout)
+
+    async def close(self) -> None:
+        await self.communicator.disconnect()
+
+
+@pytest.fixture
+async def room_client() -> AsyncIterator[Callable[..., Any]]:
+    from asgiref.sync import sync_to_async
+
+    from conference.asgi import application
+
+    clients: list[RoomClient] = []
+
+    async def connect(
+        user: User | None,
+        room: Room | str,
+        *,
+        invite: str | None = None,
+        origin: str = "http://testserver",
+    ) -> RoomClient:
+        slug = room if isinstance(room, str) else room.slug
+        path = f"/ws/rooms/{slug}/" + (f"?invite={invite}" if invite else "")
+        headers = [(b"origin", origin.encode()), (b"host", b"testserver")]
+        if user is not None:
+            cookie = await sync_to_async(session_cookie)(user)
+            headers.append((b"cookie", cookie.encode()))
+        communicator = WebsocketCommunicator(application, path, headers=headers)
+        connected, _ = await communicator.connect(timeout=5)
+        client = RoomClient(communicator, connected)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        with contextlib.suppress(Exception):  # already closed by the server
+            await client.close()
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A headless Chromium (Playwright's sync API); fails under CI when Chromium is missing."""
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS, chromium_available
+
+    require(chromium_available(), "Chromium (Debian package chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def product(tmp_path_factory):
+    """The product served by daphne on a free loopback port, with its own database."""
+    from tests.live import ProductServer
+
+    server = ProductServer(tmp_path_factory.mktemp("product")).start()
+    yield server
+    server.stop()

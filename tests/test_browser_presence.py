@@ -1,0 +1,149 @@
+"""Live presence as people use it: real headless Chromium against daphne serving the product.
+
+New users sign up through the pages, create rooms, join from separate browser sessions and
+watch each other appear and disappear in the live list.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "a sturdy pass phrase 42"
+WAIT_MS = 10_000
+
+
+class Person:
+    """One person in their own browser session (cookies are not shared between people)."""
+
+    def __init__(self, chromium, product, username: str, display_name: str) -> None:
+        self.context = chromium.new_context(base_url=product.url)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.name = display_name
+        self.sign_up(username, display_name)
+
+    def sign_up(self, username: str, display_name: str) -> None:
+        page = self.page
+        page.goto("/accounts/signup/")
+        page.fill("input[name=username]", username)
+        page.fill("input[name=display_name]", display_name)
+        page.fill("input[name=password1]", PASSWORD)
+        page.fill("input[name=password2]", PASSWORD)
+        page.click("#main button[type=submit]")
+        page.wait_for_url(re.compile(r"/rooms/$"))
+
+    def create_room(self, name: str, *, private: bool = False) -> str:
+        page = self.page
+        page.goto("/rooms/new/")
+        page.fill("input[name=name]", name)
+        page.check(f"input[name=visibility][value={'private' if private else 'public'}]")
+        page.click("#main button[type=submit]")
+        page.wait_for_url(re.compile(r"/rooms/[-a-z0-9]+/$"))
+        self.wait_connected()
+        return page.url
+
+    def open(self, url: str) -> None:
+        self.page.goto(url)
+
+    def wait_connected(self) -> None:
+        self.page.wait_for_selector("#room-status[data-state=connected]", timeout=WAIT_MS)
+
+    def names_in_room(self) -> list[str]:
+        return self.page.locator("#participants li").all_inner_texts()
+
+    def wait_sees(self, name: str) -> None:
+        self.page.wait_for_selector(f"#participants li:has-text('{name}')", timeout=WAIT_MS)
+
+    def wait_not_sees(self, name: str) -> None:
+        self.page.wait_for_selector(
+            f"#participants li:has-text('{name}')", state="detached", timeout=WAIT_MS
+        )
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def people(chromium, product):
+    made: list[Person] = []
+
+    def make(username: str, display_name: str) -> Person:
+        person = Person(chromium, product, username, display_name)
+        made.append(person)
+        return person
+
+    yield make
+    errors = {p.name: p.errors for p in made if p.errors}
+    for person in made:
+        person.close()
+    assert not errors, f"JavaScript errors in the pages: {errors}"
+
+
+def test_people_see_each_other_arrive_and_leave(people, product):
+    ada = people("ada", "Ada Lovelace")
+    room_url = ada.create_room("Team room")
+    assert len(ada.names_in_room()) == 1
+    assert "Ada Lovelace" in ada.names_in_room()[0]
+
+    grace = people("grace", "Grace Hopper")
+    grace.open(room_url)
+    grace.wait_connected()
+    grace.wait_sees("Ada Lovelace")
+    ada.wait_sees("Grace Hopper")
+    assert ada.page.locator("#participant-count").inner_text().strip().endswith("(2)")
+
+    # The lobby counts both of them.
+    alan = people("alan", "Alan Turing")
+    alan.page.goto("/rooms/")
+    slug = room_url.rstrip("/").rsplit("/", 1)[-1]
+    count = alan.page.locator(f"[data-room-slug='{slug}'] .live-count").inner_text()
+    assert "2" in count
+
+    # Leaving with the button takes Grace to the lobby and out of Ada's list.
+    grace.page.click("#leave-button")
+    grace.page.wait_for_url(re.compile(r"/rooms/$"))
+    ada.wait_not_sees("Grace Hopper")
+
+    # Closing the tab without leaving also takes her out.
+    grace.open(room_url)
+    grace.wait_connected()
+    ada.wait_sees("Grace Hopper")
+    grace.page.close()
+    ada.wait_not_sees("Grace Hopper")
+    assert len(ada.names_in_room()) == 1
+
+
+def test_private_room_opens_with_the_invite_link_only(people):
+    ada = people("ada2", "Ada Lovelace")
+    ada.create_room("Secret plans", private=True)
+    invite = ada.page.input_value("#invite-link")
+    assert "invite=" in invite
+    room_url = invite.split("?", 1)[0]
+
+    alan = people("alan2", "Alan Turing")
+    alan.open(room_url)
+    assert "invite link" in alan.page.locator("#main").inner_text()
+    assert not alan.page.locator("#participants").count()
+
+    grace = people("grace2", "Grace Hopper")
+    grace.open(invite)
+    grace.wait_connected()
+    ada.wait_sees("Grace Hopper")
+
+
+def test_locked_room_tells_newcomers_why(people):
+    ada = people("ada3", "Ada Lovelace")
+    room_url = ada.create_room("Board meeting")
+    ada.page.click("form[action$='/lock/'] button[type=submit]")
+    ada.page.wait_for_load_state()
+    ada.wait_connected()
+
+    alan = people("alan3", "Alan Turing")
+    alan.open(room_url)
+    status = alan.page.wait_for_selector("#room-status[data-state=refused]", timeout=WAIT_MS)
+    assert "locked" in status.inner_text()

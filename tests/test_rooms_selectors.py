@@ -1,0 +1,88 @@
+"""Reads: the lobby lists, live counts, and who may enter."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
+
+from rooms import selectors, services
+from rooms.models import Participant
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def owner(make_user):
+    return make_user("owner")
+
+
+@pytest.fixture
+def other(make_user):
+    return make_user("other")
+
+
+def _participant(room, user, *, seen_ago: float = 0, state: str = "connected") -> Participant:
+    return Participant.objects.create(
+        room=room,
+        user=user,
+        display_name=user.username,
+        connection_id=f"c-{Participant.objects.count()}",
+        state=state,
+        last_seen_at=timezone.now() - timedelta(seconds=seen_ago),
+    )
+
+
+@pytest.mark.topology
+def test_live_count_counts_only_present_connections(owner, other, settings):
+    settings.PRESENCE_STALE_SECONDS = 60
+    room = services.room_create(owner=owner, name="Busy")
+    _participant(room, owner)
+    _participant(room, other)
+    _participant(room, other, state="left")
+    _participant(room, other, seen_ago=120)  # its worker died
+    [listed] = selectors.rooms_public()
+    assert listed.live_count == 2
+    assert selectors.participants_live_count(room=room) == 2
+    assert [p.user for p in selectors.participants_live(room=room)] == [owner, other]
+
+
+@pytest.mark.topology
+def test_public_list_hides_private_and_closed_rooms_and_searches(owner):
+    services.room_create(owner=owner, name="Design review", description="Weekly")
+    services.room_create(owner=owner, name="Standup")
+    services.room_create(owner=owner, name="Secret", visibility="private")
+    closed = services.room_create(owner=owner, name="Old")
+    services.room_close(room=closed)
+    assert {r.name for r in selectors.rooms_public()} == {"Design review", "Standup"}
+    assert [r.name for r in selectors.rooms_public(search="weekly")] == ["Design review"]
+    assert [r.name for r in selectors.rooms_public(search="STAND")] == ["Standup"]
+
+
+def test_public_rooms_sorted_busiest_first(owner, other):
+    quiet = services.room_create(owner=owner, name="A quiet room")
+    busy = services.room_create(owner=owner, name="Z busy room")
+    _participant(busy, other)
+    assert [r.pk for r in selectors.rooms_public()] == [busy.pk, quiet.pk]
+
+
+def test_owned_rooms_include_private_and_closed(owner, other):
+    services.room_create(owner=owner, name="Mine", visibility="private")
+    closed = services.room_create(owner=owner, name="Closed one")
+    services.room_close(room=closed)
+    services.room_create(owner=other, name="Theirs")
+    assert {r.name for r in selectors.rooms_owned(user=owner)} == {"Mine", "Closed one"}
+
+
+def test_access_refusals(owner, other):
+    room = services.room_create(owner=owner, name="Private", visibility="private")
+    assert selectors.room_access_refusal(room=room, user=AnonymousUser()).reason == (
+        "login_required"
+    )
+    assert selectors.room_access_refusal(room=room, user=other).reason == "private"
+    assert selectors.room_access_refusal(room=room, user=owner) is None
+    assert selectors.room_is_managed_by(room=room, user=owner)
+    assert not selectors.room_is_managed_by(room=room, user=other)
+    assert not selectors.room_is_managed_by(room=room, user=AnonymousUser())

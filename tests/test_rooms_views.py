@@ -1,0 +1,218 @@
+"""Room pages: who may see and do what."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from rooms import services
+from rooms.invites import invite_token
+from rooms.models import Room
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def owner(make_user):
+    return make_user("owner", display_name="Olive")
+
+
+@pytest.fixture
+def stranger(make_user):
+    return make_user("stranger")
+
+
+@pytest.fixture
+def room(owner):
+    return services.room_create(owner=owner, name="Weekly sync", description="Our standup")
+
+
+@pytest.fixture
+def private_room(owner):
+    return services.room_create(owner=owner, name="Secret plans", visibility="private")
+
+
+def _login(client, user):
+    client.force_login(user)
+    return client
+
+
+def test_home_greets_visitors_and_sends_members_to_the_lobby(client, owner):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert reverse("signup").encode() in response.content
+    assert _login(client, owner).get("/").url == reverse("rooms:lobby")
+
+
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [
+        ("rooms:lobby", "get"),
+        ("rooms:create", "get"),
+        ("rooms:detail", "get"),
+        ("rooms:edit", "get"),
+        ("rooms:delete", "get"),
+        ("rooms:lock", "post"),
+        ("rooms:invite_reset", "post"),
+    ],
+)
+def test_anonymous_visitors_are_sent_to_log_in(client, room, name, method):
+    url = (
+        reverse(name, kwargs={"slug": room.slug})
+        if name
+        not in {
+            "rooms:lobby",
+            "rooms:create",
+        }
+        else reverse(name)
+    )
+    response = getattr(client, method)(url)
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("login") + "?next=")
+
+
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [
+        ("rooms:edit", "get"),
+        ("rooms:edit", "post"),
+        ("rooms:delete", "get"),
+        ("rooms:delete", "post"),
+        ("rooms:lock", "post"),
+        ("rooms:invite_reset", "post"),
+    ],
+)
+def test_only_the_owner_manages_a_room(client, room, stranger, name, method):
+    response = getattr(_login(client, stranger), method)(
+        reverse(name, kwargs={"slug": room.slug}), {"name": "Hijacked", "locked": "true"}
+    )
+    assert response.status_code == 403
+    room.refresh_from_db()
+    assert room.name == "Weekly sync"
+    assert room.locked is False
+
+
+def test_lobby_lists_public_rooms_with_live_counts_and_my_rooms(
+    client, owner, stranger, room, private_room
+):
+    services.participant_join(room_id=room.pk, user=stranger, connection_id="c1")
+    theirs = services.room_create(owner=stranger, name="Their secret", visibility="private")
+    page = _login(client, owner).get(reverse("rooms:lobby"))
+    assert page.status_code == 200
+    public = page.context["public_rooms"]
+    assert [r.name for r in public] == ["Weekly sync"]
+    assert public[0].live_count == 1
+    assert {r.name for r in page.context["my_rooms"]} == {"Weekly sync", "Secret plans"}
+    html = page.content.decode()
+    assert f'data-room-slug="{room.slug}"' in html
+    assert theirs.name not in html
+
+
+def test_lobby_search(client, owner, room):
+    services.room_create(owner=owner, name="Design review")
+    page = _login(client, owner).get(reverse("rooms:lobby"), {"q": "design"})
+    assert [r.name for r in page.context["public_rooms"]] == ["Design review"]
+
+
+def test_create_room(client, owner):
+    response = _login(client, owner).post(
+        reverse("rooms:create"),
+        {"name": "Retro", "description": "", "visibility": "private", "max_participants": 6},
+    )
+    room = Room.objects.get(name="Retro")
+    assert response.url == room.get_absolute_url()
+    assert (room.owner, room.visibility, room.max_participants) == (owner, "private", 6)
+
+
+def test_create_room_validates_capacity(client, owner, settings):
+    settings.ROOM_MAX_PARTICIPANTS_LIMIT = 20
+    response = _login(client, owner).post(
+        reverse("rooms:create"),
+        {"name": "Huge", "visibility": "public", "max_participants": 21},
+    )
+    assert response.status_code == 200
+    assert "at most 20" in response.content.decode()
+    assert not Room.objects.filter(name="Huge").exists()
+
+
+def test_owner_edits_room(client, owner, room):
+    _login(client, owner)
+    assert client.get(reverse("rooms:edit", kwargs={"slug": room.slug})).status_code == 200
+    response = client.post(
+        reverse("rooms:edit", kwargs={"slug": room.slug}),
+        {"name": "Renamed", "description": "x", "visibility": "public", "max_participants": 4},
+    )
+    assert response.status_code == 302
+    room.refresh_from_db()
+    assert (room.name, room.max_participants) == ("Renamed", 4)
+
+
+def test_owner_locks_and_unlocks(client, owner, room):
+    _login(client, owner)
+    client.post(reverse("rooms:lock", kwargs={"slug": room.slug}), {"locked": "true"})
+    room.refresh_from_db()
+    assert room.locked
+    client.post(reverse("rooms:lock", kwargs={"slug": room.slug}), {"locked": "false"})
+    room.refresh_from_db()
+    assert not room.locked
+
+
+def test_owner_deletes_room_after_confirming(client, owner, room):
+    _login(client, owner)
+    url = reverse("rooms:delete", kwargs={"slug": room.slug})
+    assert client.get(url).status_code == 200
+    assert Room.objects.filter(pk=room.pk).exists()
+    assert client.post(url).url == reverse("rooms:lobby")
+    assert not Room.objects.filter(pk=room.pk).exists()
+
+
+def test_room_page_carries_the_socket_address(client, stranger, room):
+    page = _login(client, stranger).get(room.get_absolute_url())
+    assert page.status_code == 200
+    assert page.context["client_config"]["wsPath"] == f"/ws/rooms/{room.slug}/"
+    assert page.context["invite_url"] is None
+    assert b'id="room-config"' in page.content
+
+
+def test_unknown_room_is_404(client, stranger):
+    assert _login(client, stranger).get("/rooms/nope/").status_code == 404
+
+
+def test_private_room_is_refused_without_invite(client, stranger, private_room):
+    page = _login(client, stranger).get(private_room.get_absolute_url())
+    assert page.status_code == 403
+    assert "invite link" in page.content.decode()
+
+
+def test_invite_link_opens_a_private_room(client, owner, stranger, private_room):
+    owner_page = _login(client, owner).get(private_room.get_absolute_url())
+    invite_url = owner_page.context["invite_url"]
+    assert invite_url.startswith("http://testserver/rooms/")
+    assert invite_url in owner_page.content.decode()
+
+    client.logout()
+    _login(client, stranger)
+    landing = client.get(invite_url)
+    assert landing.url == private_room.get_absolute_url()  # the token leaves the address bar
+    page = client.get(landing.url)
+    assert page.status_code == 200
+    assert page.context["client_config"]["wsPath"].startswith(
+        f"/ws/rooms/{private_room.slug}/?invite="
+    )
+
+
+def test_forged_and_reset_invites_are_refused(client, owner, stranger, private_room):
+    old = invite_token(private_room)
+    _login(client, owner).post(reverse("rooms:invite_reset", kwargs={"slug": private_room.slug}))
+    client.logout()
+    _login(client, stranger)
+    for token in (old, "forged"):
+        client.get(private_room.get_absolute_url(), {"invite": token})
+        assert client.get(private_room.get_absolute_url()).status_code == 403
+
+
+def test_closed_room_page_says_so(client, stranger, room):
+    services.room_close(room=room)
+    page = _login(client, stranger).get(room.get_absolute_url())
+    assert page.status_code == 410
+    assert "closed" in page.content.decode()

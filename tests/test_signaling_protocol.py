@@ -1,0 +1,74 @@
+"""Validation of browser messages, independent of any socket."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import pytest
+
+from signaling import protocol
+
+
+def test_known_messages_parse_to_typed_values():
+    assert protocol.parse_client_message('{"type": "ping", "id": "a1"}') == protocol.Ping(id="a1")
+    assert protocol.parse_client_message('{"type": "leave"}') == protocol.Leave(id=None)
+    assert protocol.parse_client_message('{"type": "sync", "id": 3}') == protocol.Sync(id=3)
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "fragment"),
+    [
+        ("{", "bad_json", "JSON"),
+        ('"ping"', "invalid", "object"),
+        ("{}", "invalid", "type"),
+        ('{"type": null}', "invalid", "type"),
+        ('{"type": "nope"}', "unknown_type", "leave, ping, sync"),
+        ('{"type": "ping", "sdp": "x"}', "invalid", "sdp"),
+        ('{"type": "ping", "id": true}', "invalid", "id"),
+        ('{"type": "ping", "id": [1]}', "invalid", "id"),
+    ],
+)
+def test_bad_messages_are_refused_with_a_reason(text, code, fragment):
+    with pytest.raises(protocol.ProtocolError) as error:
+        protocol.parse_client_message(text)
+    assert error.value.code == code
+    assert fragment in error.value.message
+
+
+def test_error_payload_carries_the_request_id():
+    with pytest.raises(protocol.ProtocolError) as error:
+        protocol.parse_client_message('{"type": "nope", "id": "r9"}')
+    assert error.value.payload() == {
+        "type": "error",
+        "code": "unknown_type",
+        "message": error.value.message,
+        "id": "r9",
+    }
+
+
+def test_field_validation_covers_types_and_lengths():
+    @dataclass(frozen=True)
+    class Probe(protocol.ClientMessage):
+        type_name: ClassVar[str] = "probe"
+        sdp: str = field(metadata={"max_length": 10})
+        count: int = 0
+        note: str | None = None
+
+    protocol._MESSAGE_TYPES["probe"] = Probe
+    try:
+        parsed = protocol.parse_client_message('{"type": "probe", "sdp": "v=0", "count": 2}')
+        assert parsed == Probe(id=None, sdp="v=0", count=2, note=None)
+        for text, fragment in [
+            ('{"type": "probe"}', "needs the field 'sdp'"),
+            ('{"type": "probe", "sdp": 5}', "must be a string"),
+            ('{"type": "probe", "sdp": "x", "count": true}', "must be an integer"),
+            ('{"type": "probe", "sdp": "x", "count": 1.5}', "must be an integer"),
+            ('{"type": "probe", "sdp": "x", "note": 3}', "a string or null"),
+            ('{"type": "probe", "sdp": "' + "y" * 11 + '"}', "longer than 10"),
+        ]:
+            with pytest.raises(protocol.ProtocolError) as error:
+                protocol.parse_client_message(text)
+            assert fragment in error.value.message, text
+    finally:
+        del protocol._MESSAGE_TYPES["probe"]
