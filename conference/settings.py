@@ -123,7 +123,7 @@ STORAGES = {
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         if DEBUG
-        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        else "conference.storage.StaticStorage"
     },
 }
 # Without collectstatic (development, tests) whitenoise serves straight from the app folders.

@@ -1,6 +1,6 @@
-"""The product as an operator runs it, for end-to-end tests: migrate, then daphne on loopback.
+"""The product as an operator runs it, for end-to-end tests: migrate, collectstatic, daphne.
 
-`ProductServer` starts `manage.py migrate` and daphne in subprocesses with production-like
+`ProductServer` runs `manage.py migrate` and `collectstatic`, then starts daphne in subprocesses with production-like
 settings (DEBUG off, the real conference.settings) on a fresh SQLite file and a free port, and
 stops them again. Tests talk to it only over HTTP and WebSocket, as browsers do.
 """
@@ -37,7 +37,7 @@ class ProductServer:
             "SECRET_KEY": secrets.token_urlsafe(50),
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DATABASE_URL": f"sqlite:///{workdir / 'product.sqlite3'}",
-            "WHITENOISE_USE_FINDERS": "true",
+            "STATIC_ROOT": str(workdir / "static"),
             "SECURE_SSL_REDIRECT": "false",
             "SESSION_COOKIE_SECURE": "false",
             "CSRF_COOKIE_SECURE": "false",
@@ -63,6 +63,7 @@ class ProductServer:
 
     def start(self) -> ProductServer:
         self.manage("migrate", "--noinput")
+        self.manage("collectstatic", "--noinput", "--verbosity", "0")
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]

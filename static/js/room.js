@@ -1,0 +1,229 @@
+// The room page: joins the room's socket and keeps status, participants and header current.
+import { CLOSE_LEFT, RoomSocket } from './room-socket.js';
+
+const config = JSON.parse(document.getElementById('room-config').textContent);
+const $ = (id) => document.getElementById(id);
+const ui = {
+  status: $('room-status'),
+  list: $('participants'),
+  count: $('participant-count'),
+  leave: $('leave-button'),
+  retry: $('retry-button'),
+  lobby: $('lobby-link'),
+  notice: $('room-notice'),
+  announcer: $('announcer'),
+  name: $('room-name'),
+  description: $('room-description'),
+  badges: $('room-badges'),
+  capacity: $('room-capacity'),
+  lockForm: $('lock-form'), // owners only
+  lockButton: $('lock-button'),
+};
+
+const ACTIVE = new Set(['joining', 'connected', 'reconnecting']);
+const RETRYABLE = new Set(['full', 'locked']); // refusals that may pass a moment later
+const NOTICE_MS = 6_000;
+const ANNOUNCEMENT_MS = 10_000;
+
+const people = new Map(); // participant id -> participant, in join order
+let you = null; // this connection's participant id, from its snapshot
+let state = 'joining';
+let countdown = 0;
+let noticeTimer = 0;
+
+// --- Rendering ------------------------------------------------------------------------------
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+const nameOf = (participant) => participant.name?.trim() || 'Someone';
+
+/** Show a state in the status line; outside a live connection the list empties and Leave greys out. */
+function setStatus(next, text, { retry = false } = {}) {
+  clearInterval(countdown);
+  state = next;
+  ui.status.setAttribute('aria-live', 'polite');
+  ui.status.dataset.state = next;
+  ui.status.textContent = text;
+  ui.leave.disabled = !ACTIVE.has(next);
+  ui.retry.hidden = !retry;
+  ui.lobby.hidden = ACTIVE.has(next);
+  ui.list.setAttribute('aria-busy', String(next === 'reconnecting'));
+  if (!ACTIVE.has(next)) {
+    people.clear();
+    renderParticipants();
+  }
+}
+
+/** Change the status text without a screen reader announcement (countdown ticks). */
+function setStatusQuietly(text) {
+  ui.status.setAttribute('aria-live', 'off');
+  ui.status.textContent = text;
+}
+
+function showCountdown(delay) {
+  let seconds = Math.max(1, Math.round(delay / 1000));
+  setStatus('reconnecting', `Reconnecting in ${seconds} s…`);
+  countdown = setInterval(() => {
+    seconds -= 1;
+    setStatusQuietly(seconds > 0 ? `Reconnecting in ${seconds} s…` : 'Reconnecting…');
+    if (seconds <= 0) clearInterval(countdown);
+  }, 1000);
+}
+
+function participantItem(participant) {
+  const name = nameOf(participant);
+  const item = el('li', 'participant');
+  item.dataset.participantId = String(participant.id);
+  const avatar = el('span', 'participant__avatar', [...name][0]);
+  avatar.setAttribute('aria-hidden', 'true');
+  const text = el('span', 'participant__text');
+  text.append(el('span', 'participant__name', name));
+  if (participant.id === you) {
+    item.classList.add('is-you');
+    text.append(el('span', 'participant__you', '(you)'));
+  } else if (participant.user_id === config.userId) {
+    // Another tab or device of yours (or, briefly, a connection of yours that just dropped).
+    text.append(el('span', 'participant__you', '(also you)'));
+  }
+  item.append(avatar, text);
+  if (participant.is_owner) item.append(el('span', 'badge badge--owner', 'owner'));
+  return item;
+}
+
+function renderParticipants() {
+  ui.list.replaceChildren(...Array.from(people.values(), participantItem));
+  ui.count.textContent = `In the room (${people.size})`;
+  ui.count.dataset.count = String(people.size);
+}
+
+/** The room's header, as includes/room_badges.html draws it, plus the owner's lock button. */
+function showRoom(room) {
+  ui.name.textContent = room.name;
+  document.title = `${room.name} · Conference`;
+  ui.description.textContent = room.description;
+  ui.description.hidden = !room.description;
+  const isPrivate = room.visibility === 'private';
+  ui.badges.replaceChildren(
+    el('span', `badge badge--${isPrivate ? 'private' : 'public'}`, isPrivate ? 'Private' : 'Public'),
+  );
+  if (room.locked) ui.badges.append(el('span', 'badge badge--locked', 'Locked'));
+  ui.capacity.textContent = String(room.max_participants);
+  if (ui.lockForm) {
+    ui.lockForm.elements.namedItem('locked').value = room.locked ? 'false' : 'true';
+    ui.lockButton.textContent = room.locked ? 'Unlock room' : 'Lock room';
+  }
+}
+
+/** Tell screen reader users what changed, without moving focus. */
+function announce(text) {
+  const line = el('p', null, text);
+  ui.announcer.append(line);
+  setTimeout(() => line.remove(), ANNOUNCEMENT_MS);
+}
+
+function showNotice(text) {
+  clearTimeout(noticeTimer);
+  ui.notice.textContent = text;
+  noticeTimer = setTimeout(() => {
+    ui.notice.textContent = '';
+  }, NOTICE_MS);
+}
+
+// --- The connection -------------------------------------------------------------------------
+
+const socket = new RoomSocket(config.wsPath);
+const on = (type, handler) => socket.addEventListener(type, (event) => handler(event.detail ?? {}));
+
+on('connecting', ({ attempt }) => {
+  if (attempt === 0) {
+    setStatus('joining', 'Joining…');
+  } else {
+    clearInterval(countdown); // the countdown may be cut short (the browser came back online)
+    setStatusQuietly('Reconnecting…');
+  }
+});
+
+on('open', () => {
+  you = null; // a new connection is a new participant; its snapshot says which
+});
+
+on('snapshot', (message) => {
+  you = message.you;
+  people.clear();
+  for (const participant of message.participants) people.set(participant.id, participant);
+  showRoom(message.room);
+  setStatus('connected', 'Connected');
+  renderParticipants();
+});
+
+on('participant_joined', ({ participant }) => {
+  const known = people.has(participant.id);
+  people.set(participant.id, participant);
+  renderParticipants();
+  if (!known && you !== null && participant.id !== you) announce(`${nameOf(participant)} joined`);
+});
+
+on('participant_left', ({ participant_id: id, reason }) => {
+  const participant = people.get(id);
+  if (!participant) return;
+  people.delete(id);
+  renderParticipants();
+  if (reason !== 'removed' && id !== you) announce(`${nameOf(participant)} left`);
+});
+
+on('room_updated', ({ room }) => showRoom(room));
+
+on('room_closed', ({ message }) => setStatus('closed', `This room has been closed: ${message}`));
+
+on('refused', ({ reason, message }) => {
+  setStatus('refused', message, { retry: RETRYABLE.has(reason) });
+});
+
+on('error', ({ code, message }) => {
+  console.warn(`Room socket error ${code}: ${message}`);
+  if (code === 'rate_limited') showNotice(message);
+});
+
+on('reconnecting', ({ delay }) => showCountdown(delay));
+
+on('gaveup', () => {
+  setStatus('error', 'Could not reconnect to the room. Check your connection, then try again.', {
+    retry: true,
+  });
+});
+
+on('close', ({ code, final }) => {
+  if (!final || !ACTIVE.has(state)) return; // a reconnect follows, or the page already says why
+  if (code === CLOSE_LEFT) setStatus('left', 'You left the room.');
+  else setStatus('error', `You were disconnected from the room (code ${code}).`, { retry: true });
+});
+
+// --- Buttons and page life ------------------------------------------------------------------
+
+ui.leave.addEventListener('click', async () => {
+  setStatus('left', 'You left the room.');
+  await socket.leave();
+  location.assign(config.lobbyUrl);
+});
+
+ui.retry.addEventListener('click', () => {
+  socket.retry();
+  ui.status.focus(); // the button hides itself; keep focus somewhere sensible
+});
+
+window.addEventListener('pagehide', () => {
+  if (!ACTIVE.has(state)) return;
+  socket.leave(); // best effort: the page may be gone before the server hears it
+  setStatus('left', 'You left the room.');
+});
+
+window.addEventListener('pageshow', (event) => {
+  if (event.persisted && state === 'left') socket.retry(); // back from the back/forward cache
+});
+
+socket.retry();
