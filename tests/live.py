@@ -1,8 +1,9 @@
 """The product as an operator runs it, for end-to-end tests: migrate, collectstatic, daphne.
 
-`ProductServer` runs `manage.py migrate` and `collectstatic`, then starts daphne in subprocesses with production-like
-settings (DEBUG off, the real conference.settings) on a fresh SQLite file and a free port, and
-stops them again. Tests talk to it only over HTTP and WebSocket, as browsers do.
+`ProductServer` runs `manage.py migrate` and `collectstatic`, then starts daphne, in
+subprocesses with production-like settings (DEBUG off, the real conference.settings) on a fresh
+SQLite file and a free port, and stops them again. Tests talk to it only over HTTP and
+WebSocket, as browsers do.
 """
 
 from __future__ import annotations
@@ -66,8 +67,10 @@ class ProductServer:
         self.manage("collectstatic", "--noinput", "--verbosity", "0")
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
-            + ["conference.asgi:application"],
+            [
+                *(sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)),
+                "conference.asgi:application",
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=log,
