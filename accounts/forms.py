@@ -11,9 +11,14 @@ class SignUpForm(UserCreationForm):
         model = User
         fields = ("username", "display_name", "email")
         help_texts = {"display_name": "Shown to others in rooms. Optional."}
+        widgets = {
+            "display_name": forms.TextInput(attrs={"autocomplete": "nickname"}),
+            "email": forms.EmailInput(attrs={"autocomplete": "email"}),
+        }
 
 
 class ProfileForm(forms.ModelForm):
     class Meta:
         model = User
         fields = ("display_name", "email")
+        widgets = SignUpForm.Meta.widgets

@@ -141,16 +141,40 @@ def participants_reap_stale(*, room_id: int | None = None) -> int:
         return _reap_stale(queryset)
 
 
+def _end_replaced(*, room: Room, user: AbstractBaseUser, participant_id: int) -> None:
+    previous = Participant.objects.filter(
+        pk=participant_id, room=room, user=user, state=Participant.State.CONNECTED
+    ).first()
+    if previous is None:
+        return
+    previous.state = Participant.State.DROPPED
+    previous.left_at = timezone.now()
+    previous.save(update_fields=["state", "left_at"])
+    events.publish_participant_left(previous)
+
+
 def participant_join(
-    *, room_id: int, user: AbstractBaseUser, connection_id: str, invite: str | None = None
+    *,
+    room_id: int,
+    user: AbstractBaseUser,
+    connection_id: str,
+    invite: str | None = None,
+    replaces: int | None = None,
 ) -> Participant:
-    """Admit the user into the room as a new connection, or raise JoinRefused with the reason."""
+    """Admit the user into the room as a new connection, or raise JoinRefused with the reason.
+
+    `replaces` names the participant this connection takes over from (a reconnecting tab passes
+    its previous id): if that connection is still recorded as present, it belongs to the same
+    user and room, so it is ended first instead of lingering as a ghost that holds a seat.
+    """
     with transaction.atomic():
         # The row lock serialises joins to one room, so two joiners cannot both take the last seat.
         room = Room.objects.select_for_update().select_related("owner").filter(pk=room_id).first()
         if room is None:
             raise JoinRefused(Refusal("not_found", "This room no longer exists."))
         _reap_stale(Participant.objects.filter(room=room))
+        if replaces is not None:
+            _end_replaced(room=room, user=user, participant_id=replaces)
         refusal = room_entry_refusal(room=room, user=user, invite=invite)
         if refusal is not None:
             raise JoinRefused(refusal)

@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -134,6 +134,9 @@ def room_lock(request: HttpRequest, slug: str) -> HttpResponse:
     room = _owned_room(request, slug)
     locked = request.POST.get("locked") == "true"
     services.room_update(room=room, locked=locked)
+    if "application/json" in request.headers.get("Accept", ""):
+        # The room page locks in place (its socket stays open); room_updated redraws it.
+        return JsonResponse({"locked": locked})
     messages.success(request, "Room locked: nobody new can join." if locked else "Room unlocked.")
     return redirect(room)
 

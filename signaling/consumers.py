@@ -27,12 +27,14 @@ logger = logging.getLogger(__name__)
 
 
 @database_sync_to_async
-def _join(*, slug: str, user: Any, invite: str | None, connection_id: str) -> Participant:
+def _join(
+    *, slug: str, user: Any, invite: str | None, replaces: int | None, connection_id: str
+) -> Participant:
     room = selectors.room_by_slug(slug=slug)
     if room is None:
         raise services.JoinRefused(Refusal("not_found", "There is no room at this address."))
     return services.participant_join(
-        room_id=room.pk, user=user, invite=invite, connection_id=connection_id
+        room_id=room.pk, user=user, invite=invite, replaces=replaces, connection_id=connection_id
     )
 
 
@@ -47,6 +49,11 @@ def _snapshot(participant: Participant) -> dict[str, Any]:
             events.participant_payload(p) for p in selectors.participants_live(room=room)
         ],
     }
+
+
+def _reply(payload: dict[str, Any], request: protocol.ClientMessage) -> dict[str, Any]:
+    """A reply carries the request's id when it had one."""
+    return payload if request.id is None else {**payload, "id": request.id}
 
 
 class _RateLimit:
@@ -77,12 +84,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self.rate = _RateLimit(settings.SIGNALING_RATE_PER_SECOND, settings.SIGNALING_RATE_BURST)
         self.last_rate_warning = 0.0
-        invite = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("invite")
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        resume = query.get("resume", [""])[0]
         try:
             participant = await _join(
                 slug=self.scope["url_route"]["kwargs"]["slug"],
                 user=self.scope.get("user"),
-                invite=invite[0] if invite else None,
+                invite=query.get("invite", [None])[0],
+                replaces=int(resume) if resume.isdigit() else None,
                 connection_id=self.channel_name,
             )
         except services.JoinRefused as refused:
@@ -142,10 +151,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def _handle(self, message: protocol.ClientMessage) -> None:
         match message:
             case protocol.Ping():
-                await self.send_json({"type": "pong", "id": message.id})
+                await self.send_json(_reply({"type": "pong"}, message))
             case protocol.Sync():
                 assert self.participant is not None
-                await self.send_json({**await _snapshot(self.participant), "id": message.id})
+                await self.send_json(_reply(await _snapshot(self.participant), message))
             case protocol.Leave():
                 await self._end_presence(Participant.State.LEFT)
                 await self.close(code=protocol.CLOSE_LEFT)

@@ -137,8 +137,11 @@ async def room_client() -> AsyncIterator[Callable[..., Any]]:
         invite: str | None = None,
         origin: str = "http://testserver",
     ) -> RoomClient:
-        slug = room if isinstance(room, str) else room.slug
-        path = f"/ws/rooms/{slug}/" + (f"?invite={invite}" if invite else "")
+        # A string may carry a query of its own: "slug/?resume=12".
+        target = room if isinstance(room, str) else f"{room.slug}/"
+        path = f"/ws/rooms/{target.rstrip('/')}/" if "?" not in target else f"/ws/rooms/{target}"
+        if invite:
+            path += ("&" if "?" in path else "?") + f"invite={invite}"
         headers = [(b"origin", origin.encode()), (b"host", b"testserver")]
         if user is not None:
             cookie = await sync_to_async(session_cookie)(user)

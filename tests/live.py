@@ -65,7 +65,11 @@ class ProductServer:
     def start(self) -> ProductServer:
         self.manage("migrate", "--noinput")
         self.manage("collectstatic", "--noinput", "--verbosity", "0")
-        log = self.log_path.open("wb")
+        return self.serve()
+
+    def serve(self) -> ProductServer:
+        """Start daphne on this server's port (again, after `crash`)."""
+        log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)),
@@ -89,6 +93,12 @@ class ProductServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def crash(self) -> None:
+        """SIGKILL daphne: no disconnect handler runs, as when a worker dies."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=5)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

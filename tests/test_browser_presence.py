@@ -139,11 +139,54 @@ def test_private_room_opens_with_the_invite_link_only(people):
 def test_locked_room_tells_newcomers_why(people):
     ada = people("ada3", "Ada Lovelace")
     room_url = ada.create_room("Board meeting")
-    ada.page.click("form[action$='/lock/'] button[type=submit]")
-    ada.page.wait_for_load_state()
+    me = ada.page.get_attribute("#participants li.is-you", "data-participant-id")
+    ada.page.click("#lock-button")
+    ada.page.wait_for_selector("#lock-button:has-text('Unlock room')", timeout=WAIT_MS)
+    ada.page.wait_for_selector("#room-badges .badge--locked", timeout=WAIT_MS)
+    # Locking happened in place: Ada is still the same participant, still connected.
     ada.wait_connected()
+    assert ada.page.get_attribute("#participants li.is-you", "data-participant-id") == me
 
     alan = people("alan3", "Alan Turing")
     alan.open(room_url)
     status = alan.page.wait_for_selector("#room-status[data-state=refused]", timeout=WAIT_MS)
     assert "locked" in status.inner_text()
+
+
+@pytest.fixture
+def slow_reaping_product(tmp_path):
+    """A server that takes minutes to reap: only resume can clear a reconnecting tab's ghost."""
+    from tests.live import ProductServer
+
+    server = ProductServer(tmp_path, {"PRESENCE_STALE_SECONDS": "300"}).start()
+    yield server
+    server.stop()
+
+
+def test_pages_recover_from_a_crashed_server_without_ghosts(chromium, slow_reaping_product):
+    product = slow_reaping_product
+    made = [Person(chromium, product, name, f"{name.title()} Test") for name in ("ada", "grace")]
+    ada, grace = made
+    ada.name, grace.name = "Ada Test", "Grace Test"
+    room_url = ada.create_room("Resilient room")
+    grace.open(room_url)
+    grace.wait_connected()
+    ada.wait_sees("Grace Test")
+
+    product.crash()
+    for person in (ada, grace):
+        person.page.wait_for_selector("#room-status[data-state=reconnecting]", timeout=WAIT_MS)
+    product.serve()
+    for person in (ada, grace):
+        person.page.wait_for_selector("#room-status[data-state=connected]", timeout=40_000)
+    # Each reconnecting tab took over from its own dead connection: no "(also you)" ghosts.
+    for person in (ada, grace):
+        person.page.wait_for_function(
+            "document.querySelectorAll('#participants li').length === 2", timeout=WAIT_MS
+        )
+        names = " ".join(person.names_in_room())
+        assert "also you" not in names
+        assert "Ada Test" in names and "Grace Test" in names
+    for person in made:
+        assert not person.errors
+        person.close()

@@ -157,6 +157,23 @@ def test_owner_locks_and_unlocks(client, owner, room):
     assert not room.locked
 
 
+def test_lock_answers_json_for_the_room_page(client, owner, room):
+    response = _login(client, owner).post(
+        reverse("rooms:lock", kwargs={"slug": room.slug}),
+        {"locked": "true"},
+        headers={"accept": "application/json"},
+    )
+    assert response.json() == {"locked": True}
+    room.refresh_from_db()
+    assert room.locked
+
+
+def test_favicon_redirects_to_the_icon(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 302
+    assert response.url.endswith(".svg")
+
+
 def test_owner_deletes_room_after_confirming(client, owner, room):
     _login(client, owner)
     url = reverse("rooms:delete", kwargs={"slug": room.slug})

@@ -346,3 +346,30 @@ async def test_connection_reaped_while_alive_is_told_to_reconnect(room_client, r
         participant_id=you, state=Participant.State.DROPPED
     )
     assert await client.expect_close(timeout=5) == protocol.CLOSE_STALE
+
+
+async def test_reconnecting_tab_replaces_its_own_ghost(room_client, room, ada, grace):
+    watcher = await room_client(grace, room)
+    await watcher.receive()
+    # Ada's previous connection still counts as present (say its worker died a moment ago).
+    first = await room_client(ada, room)
+    old_id = (await first.receive())["you"]
+    await watcher.receive_until("participant_joined")
+
+    again = await room_client(ada, f"{room.slug}/?resume={old_id}")
+    snapshot = await again.receive()
+    assert old_id not in [p["id"] for p in snapshot["participants"]]
+    left = await watcher.receive_until("participant_left")
+    assert left == {"type": "participant_left", "participant_id": old_id, "reason": "dropped"}
+    old = await sync_to_async(Participant.objects.get)(pk=old_id)
+    assert old.state == Participant.State.DROPPED
+
+
+async def test_resume_cannot_end_someone_elses_connection(room_client, room, ada, grace):
+    victim = await room_client(grace, room)
+    victim_id = (await victim.receive())["you"]
+    await room_client(ada, f"{room.slug}/?resume={victim_id}")
+    record = await sync_to_async(Participant.objects.get)(pk=victim_id)
+    assert record.state == Participant.State.CONNECTED
+    await victim.send({"type": "ping"})
+    assert (await victim.receive_until("pong"))["type"] == "pong"

@@ -24,6 +24,7 @@ export const FINAL_CLOSE_CODES = new Set([CLOSE_LEFT, 4401, 4403, 4404, 4409, 44
  */
 export class RoomSocket extends EventTarget {
   #url;
+  #resume = null; // our last participant id: a reconnect takes over from it (no ghost, no seat)
   #ws = null;
   #attempt = 0;
   #stopped = true;
@@ -45,6 +46,11 @@ export class RoomSocket extends EventTarget {
     this.#attempt = 0;
     this.#stopped = false;
     this.#open();
+  }
+
+  /** Remember this connection's participant id; the next connection replaces it. */
+  resumeAs(participantId) {
+    this.#resume = participantId;
   }
 
   /** Send one message; false when the socket is not open. */
@@ -76,7 +82,9 @@ export class RoomSocket extends EventTarget {
   #open() {
     clearTimeout(this.#retryTimer);
     this.#told = false;
-    const ws = new WebSocket(this.#url);
+    const url = new URL(this.#url);
+    if (this.#resume !== null) url.searchParams.set('resume', String(this.#resume));
+    const ws = new WebSocket(url);
     this.#ws = ws;
     this.#emit('connecting', { attempt: this.#attempt });
     ws.addEventListener('open', () => {

@@ -154,6 +154,7 @@ on('open', () => {
 
 on('snapshot', (message) => {
   you = message.you;
+  socket.resumeAs(you);
   people.clear();
   for (const participant of message.participants) people.set(participant.id, participant);
   showRoom(message.room);
@@ -209,6 +210,27 @@ ui.leave.addEventListener('click', async () => {
   setStatus('left', 'You left the room.');
   await socket.leave();
   location.assign(config.lobbyUrl);
+});
+
+// Lock and unlock in place: a page reload would make the owner leave and rejoin. The server's
+// room_updated event redraws the button; without JavaScript the form posts as usual.
+ui.lockForm?.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  ui.lockButton.disabled = true;
+  try {
+    const response = await fetch(ui.lockForm.action, {
+      method: 'POST',
+      body: new FormData(ui.lockForm),
+      headers: { Accept: 'application/json' },
+      credentials: 'same-origin',
+    });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  } catch (error) {
+    showNotice('Could not change the lock. Please try again.');
+    console.warn('Lock request failed', error);
+  } finally {
+    ui.lockButton.disabled = false;
+  }
 });
 
 ui.retry.addEventListener('click', () => {
