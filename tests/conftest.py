@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,10 +19,11 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import User
 from accounts.services import user_create
-from rooms.models import Room
+from rooms.models import Participant, Room
 from rooms.services import room_create
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -75,6 +78,20 @@ def make_room(django_db_blocker) -> Callable[..., Room]:
             return room_create(owner=owner, name=name, **fields)
 
     return make
+
+
+def record_participant(
+    room: Room, user: User, *, seen_ago: float = 0, state: str = "connected", name: str = ""
+) -> Participant:
+    """A participant row written directly, as a worker that has since died would have left it."""
+    return Participant.objects.create(
+        room=room,
+        user=user,
+        display_name=name or user.shown_name,
+        connection_id=f"specific.dead-worker!{secrets.token_hex(4)}",
+        state=state,
+        last_seen_at=timezone.now() - timedelta(seconds=seen_ago),
+    )
 
 
 def session_cookie(user: User) -> str:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.contrib.auth.models import AnonymousUser
-from django.utils import timezone
 
 from rooms import selectors, services
-from rooms.models import Participant
+from tests.conftest import record_participant
 
 pytestmark = pytest.mark.django_db
 
@@ -24,25 +21,14 @@ def other(make_user):
     return make_user("other")
 
 
-def _participant(room, user, *, seen_ago: float = 0, state: str = "connected") -> Participant:
-    return Participant.objects.create(
-        room=room,
-        user=user,
-        display_name=user.username,
-        connection_id=f"c-{Participant.objects.count()}",
-        state=state,
-        last_seen_at=timezone.now() - timedelta(seconds=seen_ago),
-    )
-
-
 @pytest.mark.topology
 def test_live_count_counts_only_present_connections(owner, other, settings):
     settings.PRESENCE_STALE_SECONDS = 60
     room = services.room_create(owner=owner, name="Busy")
-    _participant(room, owner)
-    _participant(room, other)
-    _participant(room, other, state="left")
-    _participant(room, other, seen_ago=120)  # its worker died
+    record_participant(room, owner)
+    record_participant(room, other)
+    record_participant(room, other, state="left")
+    record_participant(room, other, seen_ago=120)  # its worker died
     [listed] = selectors.rooms_public()
     assert listed.live_count == 2
     assert selectors.participants_live_count(room=room) == 2
@@ -64,7 +50,7 @@ def test_public_list_hides_private_and_closed_rooms_and_searches(owner):
 def test_public_rooms_sorted_busiest_first(owner, other):
     quiet = services.room_create(owner=owner, name="A quiet room")
     busy = services.room_create(owner=owner, name="Z busy room")
-    _participant(busy, other)
+    record_participant(busy, other)
     assert [r.pk for r in selectors.rooms_public()] == [busy.pk, quiet.pk]
 
 

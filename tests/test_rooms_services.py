@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import close_old_connections
-from django.utils import timezone
 
 from rooms import events, services
 from rooms.invites import invite_token
 from rooms.models import Participant, Room
 from rooms.services import JoinRefused
+from tests.conftest import record_participant
 
 
 class GroupListener:
@@ -163,13 +162,7 @@ class TestAccessRules:
     def test_stale_participants_do_not_take_seats(self, owner, guest):
         room = services.room_create(owner=owner, name="Pair", max_participants=2)
         for name in ("ghost1", "ghost2"):
-            Participant.objects.create(
-                room=room,
-                user=owner,
-                display_name=name,
-                connection_id=name,
-                last_seen_at=timezone.now() - timedelta(hours=1),
-            )
+            record_participant(room, owner, seen_ago=3600, name=name)
         services.participant_join(room_id=room.pk, user=guest, connection_id="c1")
         ghosts = Participant.objects.filter(display_name__startswith="ghost")
         assert set(ghosts.values_list("state", flat=True)) == {Participant.State.DROPPED}
@@ -200,13 +193,7 @@ class TestCloseDeleteReap:
         settings.PRESENCE_STALE_SECONDS = 60
         room = services.room_create(owner=owner, name="Sync")
         fresh = services.participant_join(room_id=room.pk, user=guest, connection_id="c1")
-        stale = Participant.objects.create(
-            room=room,
-            user=owner,
-            display_name="Crashed",
-            connection_id="c2",
-            last_seen_at=timezone.now() - timedelta(seconds=61),
-        )
+        stale = record_participant(room, owner, seen_ago=61)
         listener = GroupListener(room)
         assert services.participants_reap_stale() == 1
         fresh.refresh_from_db()

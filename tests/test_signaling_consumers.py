@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import override_settings
-from django.utils import timezone
 
 from rooms import services
 from rooms.invites import invite_token
 from rooms.models import Participant, Room
 from signaling import protocol
+from tests.conftest import record_participant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -298,13 +296,7 @@ async def test_sync_returns_a_fresh_snapshot(room_client, room, ada, grace):
 @override_settings(PRESENCE_HEARTBEAT_SECONDS=0.1, PRESENCE_STALE_SECONDS=30)
 async def test_heartbeat_reaps_participants_of_a_crashed_worker(room_client, room, ada, grace):
     # A participant whose worker died: its row says connected but nobody refreshes it.
-    ghost = await sync_to_async(Participant.objects.create)(
-        room=room,
-        user=grace,
-        display_name="Grace Hopper",
-        connection_id="specific.dead-worker!abc",
-        last_seen_at=timezone.now() - timedelta(seconds=120),
-    )
+    ghost = await sync_to_async(record_participant)(room, grace, seen_ago=120)
     live = await room_client(ada, room)
     snapshot = await live.receive()
     assert [p["id"] for p in snapshot["participants"]] == [snapshot["you"]]  # ghost not counted
@@ -327,13 +319,7 @@ async def ghost_state_becomes(ghost: Participant, state: str) -> None:
 async def test_stale_peer_is_announced_as_dropped_to_the_room(room_client, room, ada, grace):
     watcher = await room_client(ada, room)
     await watcher.receive()
-    ghost = await sync_to_async(Participant.objects.create)(
-        room=room,
-        user=grace,
-        display_name="Grace Hopper",
-        connection_id="specific.dead-worker!def",
-        last_seen_at=timezone.now(),
-    )
+    ghost = await sync_to_async(record_participant)(room, grace)
     left = await watcher.receive_until("participant_left", timeout=5)
     assert left == {"type": "participant_left", "participant_id": ghost.pk, "reason": "dropped"}
 
