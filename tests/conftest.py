@@ -9,13 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
@@ -38,18 +37,10 @@ def require(available: bool, what: str) -> None:
     pytest.skip(f"{what} is missing")
 
 
-def tcp_reachable(host: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(autouse=True)
 def _fresh_in_memory_layer() -> None:
     layer = get_channel_layer()
-    if hasattr(layer, "flush") and type(layer).__name__ == "InMemoryChannelLayer":
+    if isinstance(layer, InMemoryChannelLayer):  # Redis keys are isolated by a per-run prefix
         layer.groups.clear()
         layer.channels.clear()
 
