@@ -2,6 +2,7 @@
 
 import logging
 import secrets
+from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
@@ -112,15 +113,19 @@ def room_delete(*, room: Room) -> None:
     logger.info("room %s deleted", slug)
 
 
+def _end_dropped(participant: Participant, *, left_at: datetime) -> None:
+    participant.state = Participant.State.DROPPED
+    participant.left_at = left_at
+    participant.save(update_fields=["state", "left_at"])
+    events.publish_participant_left(participant)
+
+
 def _reap_stale(queryset) -> int:
     stale = list(
         queryset.filter(state=Participant.State.CONNECTED, last_seen_at__lt=presence_cutoff())
     )
     for participant in stale:
-        participant.state = Participant.State.DROPPED
-        participant.left_at = participant.last_seen_at
-        participant.save(update_fields=["state", "left_at"])
-        events.publish_participant_left(participant)
+        _end_dropped(participant, left_at=participant.last_seen_at)
         logger.info(
             "participant %s in room %s reaped (not seen since %s)",
             participant.pk,
@@ -145,12 +150,8 @@ def _end_replaced(*, room: Room, user: AbstractBaseUser, participant_id: int) ->
     previous = Participant.objects.filter(
         pk=participant_id, room=room, user=user, state=Participant.State.CONNECTED
     ).first()
-    if previous is None:
-        return
-    previous.state = Participant.State.DROPPED
-    previous.left_at = timezone.now()
-    previous.save(update_fields=["state", "left_at"])
-    events.publish_participant_left(previous)
+    if previous is not None:
+        _end_dropped(previous, left_at=timezone.now())
 
 
 def participant_join(

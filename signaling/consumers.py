@@ -51,6 +51,13 @@ def _snapshot(participant: Participant) -> dict[str, Any]:
     }
 
 
+def _participant_id(text: str) -> int | None:
+    """A participant id from the query string, or None: ASCII digits that fit a bigint."""
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
+    return None
+
+
 def _reply(payload: dict[str, Any], request: protocol.ClientMessage) -> dict[str, Any]:
     """A reply carries the request's id when it had one."""
     return payload if request.id is None else {**payload, "id": request.id}
@@ -85,13 +92,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.rate = _RateLimit(settings.SIGNALING_RATE_PER_SECOND, settings.SIGNALING_RATE_BURST)
         self.last_rate_warning = 0.0
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        resume = query.get("resume", [""])[0]
         try:
             participant = await _join(
                 slug=self.scope["url_route"]["kwargs"]["slug"],
                 user=self.scope.get("user"),
                 invite=query.get("invite", [None])[0],
-                replaces=int(resume) if resume.isdigit() else None,
+                replaces=_participant_id(query.get("resume", [""])[0]),
                 connection_id=self.channel_name,
             )
         except services.JoinRefused as refused:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
@@ -38,11 +38,13 @@ def require(available: bool, what: str) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_in_memory_layer() -> None:
-    layer = get_channel_layer()
-    if isinstance(layer, InMemoryChannelLayer):  # Redis keys are isolated by a per-run prefix
-        layer.groups.clear()
-        layer.channels.clear()
+def _fresh_channel_layer() -> Iterator[None]:
+    """A new layer instance per test: each test has its own event loop, and channels-redis
+    binds its locks and pools to the loop that first used them (Redis keys are isolated by a
+    per-run prefix; the in-memory layer starts empty)."""
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
 
 
 @pytest.fixture

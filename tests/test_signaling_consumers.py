@@ -359,3 +359,11 @@ async def test_resume_cannot_end_someone_elses_connection(room_client, room, ada
     assert record.state == Participant.State.CONNECTED
     await victim.send({"type": "ping"})
     assert (await victim.receive_until("pong"))["type"] == "pong"
+
+
+@pytest.mark.parametrize("resume", ["%C2%B2", "9" * 30, "-3", "abc"])
+async def test_a_malformed_resume_id_is_ignored(room_client, room, ada, resume):
+    client = await room_client(ada, f"{room.slug}/?resume={resume}")
+    snapshot = await client.receive()
+    assert snapshot["type"] == "snapshot"
+    assert [p["name"] for p in snapshot["participants"]] == ["Ada Lovelace"]
