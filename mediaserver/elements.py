@@ -1,0 +1,368 @@
+"""Pipelines, the server manager, and media elements with their connections and media-flow state."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from typing import Any, ClassVar
+
+from .errors import invalid_params
+from .forwarding import EncodedFrame, MediaHub, SinkPad
+from .objects import MediaObject, Property, Registry, complex_value
+
+SERVER_VERSION = "7.3.0"
+MEDIA_KINDS = {"AUDIO": "audio", "VIDEO": "video"}
+MEDIA_TYPES = ("AUDIO", "VIDEO", "DATA")
+FLOW_TIMEOUT = 2.0  # seconds without media before a stream counts as NOT_FLOWING
+
+
+class MediaPipeline(MediaObject):
+    TYPE = "MediaPipeline"
+    ABSTRACT = False
+    PROPERTIES = (Property("latencyStats", kind=bool),)
+
+    def __init__(self, registry: Registry) -> None:
+        super().__init__(registry)
+        self.values["latencyStats"] = False
+
+    async def op_getGstreamerDot(self, details: str | None = None) -> str:
+        lines = [f'digraph "{self.id}" {{']
+        for child in self.children:
+            if isinstance(child, MediaElement):
+                for sink, media_type in child.sink_links():
+                    lines.append(f'  "{child.id}" -> "{sink.id}" [label="{media_type}"];')
+        lines.append("}")
+        return "\n".join(lines)
+
+    async def op_dumpGstreamerDot(self, details: str | None = None) -> None:
+        return None
+
+
+class ServerManager(MediaObject):
+    """The fixed object `manager_ServerManager`: what the server runs and how loaded it is."""
+
+    TYPE = "ServerManager"
+    EVENTS = frozenset({"ObjectCreated", "ObjectDestroyed"})
+    PROPERTIES = (
+        Property("info", read_only=True),
+        Property("pipelines", read_only=True),
+        Property("sessions", read_only=True),
+        Property("metadata", read_only=True),
+    )
+    ID = "manager_ServerManager"
+
+    def __init__(self, registry: Registry, sessions: Any, factories: list[str]) -> None:
+        super().__init__(registry, object_id=self.ID)
+        self._sessions = sessions
+        self._factories = factories
+        self._cpu_sample = (time.monotonic(), time.process_time())
+
+    def get_property(self, name: str) -> Any:
+        if name == "info":
+            return self.info()
+        if name == "pipelines":
+            return [p.id for p in self.registry.pipelines()]
+        if name == "sessions":
+            return self._sessions.ids()
+        if name == "metadata":
+            return "{}"
+        return super().get_property(name)
+
+    def info(self) -> dict[str, Any]:
+        core = [f for f in self._factories if f in ("MediaPipeline", "PassThrough")]
+        elements = [f for f in self._factories if f not in core]
+        modules = [("core", core), ("elements", elements), ("filters", [])]
+        return complex_value(
+            "ServerInfo",
+            version=SERVER_VERSION,
+            type="KMS",
+            capabilities=["transactions"],
+            modules=[
+                complex_value(
+                    "ModuleInfo",
+                    name=name,
+                    version=SERVER_VERSION,
+                    generationTime="",
+                    factories=factories,
+                )
+                for name, factories in modules
+            ],
+        )
+
+    async def op_getKmd(self, moduleName: str) -> str:
+        raise invalid_params(f"Module '{moduleName}' has no KMD in this server")
+
+    async def op_getCpuCount(self) -> int:
+        return len(os.sched_getaffinity(0))
+
+    async def op_getUsedCpu(self, interval: int = 1000) -> float:
+        """Percent of all CPUs used by this process since the previous call."""
+        now = (time.monotonic(), time.process_time())
+        wall, cpu = now[0] - self._cpu_sample[0], now[1] - self._cpu_sample[1]
+        self._cpu_sample = now
+        cpus = len(os.sched_getaffinity(0))
+        return round(100.0 * cpu / wall / cpus, 2) if wall > 0 else 0.0
+
+    async def op_getUsedMemory(self) -> int:
+        """Resident memory of this process in KiB, as KMS reports it."""
+        try:
+            with open("/proc/self/statm") as statm:
+                return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+        except OSError:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    async def release(self) -> None:
+        return None  # the manager lives as long as the server
+
+
+class MediaElement(MediaObject):
+    """An element in a pipeline: it has an outgoing hub and an incoming pad per media kind, links to
+    the elements it feeds, and tracks whether media flows in and out."""
+
+    TYPE = "MediaElement"
+    EVENTS = frozenset(
+        {
+            "ElementConnected",
+            "ElementDisconnected",
+            "MediaFlowOutStateChanged",
+            "MediaFlowInStateChanged",
+            "MediaTranscodingStateChanged",
+        }
+    )
+    PROPERTIES = (
+        Property("encoderBitrate", kind=int),
+        Property("minEncoderBitrate", kind=int),
+        Property("maxEncoderBitrate", kind=int),
+    )
+    CONSTRUCTOR: ClassVar[dict[str, type]] = {}
+
+    def __init__(self, registry: Registry, pipeline: MediaPipeline) -> None:
+        super().__init__(registry, parent=pipeline)
+        self.values.update(encoderBitrate=300000, minEncoderBitrate=0, maxEncoderBitrate=0)
+        self.hubs = {
+            kind: MediaHub(kind, lambda k=kind: self.request_keyframe(k))
+            for kind in MEDIA_KINDS.values()
+        }
+        for kind, hub in self.hubs.items():
+            hub.on_transcoding = lambda codec, on, k=kind: self._transcoding(k, codec, on)
+        self.pads = {
+            kind: SinkPad(
+                kind, lambda frame, k=kind: self.on_sink_frame(k, frame), self.accepts(kind)
+            )
+            for kind in MEDIA_KINDS.values()
+        }
+        # media type -> the element feeding this one, and -> the elements this one feeds
+        self.sources: dict[str, MediaElement] = {}
+        self.sinks: dict[str, list[MediaElement]] = {t: [] for t in MEDIA_TYPES}
+        self.flowing_in = {kind: False for kind in MEDIA_KINDS.values()}
+        self.flowing_out = {kind: False for kind in MEDIA_KINDS.values()}
+        self.transcoding: dict[str, bool] = {kind: False for kind in MEDIA_KINDS.values()}
+
+    # -- what subclasses provide ---------------------------------------------------------------
+
+    def accepts(self, kind: str) -> Any:
+        """A callable answering which codecs the element can take in (empty: any)."""
+        return lambda: ()
+
+    def on_sink_frame(self, kind: str, frame: EncodedFrame) -> None:
+        """A frame arrived from the connected source."""
+
+    def request_keyframe(self, kind: str) -> None:
+        """A sink wants a keyframe from this element's outgoing stream."""
+
+    def flow_in_at(self, kind: str) -> float:
+        return self.hubs[kind].last_frame_at
+
+    def flow_out_at(self, kind: str) -> float:
+        return self.pads[kind].last_frame_at
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def sink_links(self) -> list[tuple[MediaElement, str]]:
+        return [(sink, t) for t, sinks in self.sinks.items() for sink in sinks]
+
+    async def op_connect(
+        self,
+        sink: MediaElement,
+        mediaType: str | None = None,
+        sourceMediaDescription: str | None = None,
+        sinkMediaDescription: str | None = None,
+    ) -> None:
+        for media_type in _media_types(mediaType):
+            previous = sink.sources.get(media_type)
+            if previous is self:
+                continue
+            if previous is not None:
+                previous.unlink(sink, media_type)
+            sink.sources[media_type] = self
+            self.sinks[media_type].append(sink)
+            kind = MEDIA_KINDS.get(media_type)
+            if kind is not None:
+                sink.pads[kind].connect(self.hubs[kind])
+            self.emit("ElementConnected", **_connection_event(sink, media_type))
+
+    async def op_disconnect(
+        self,
+        sink: MediaElement,
+        mediaType: str | None = None,
+        sourceMediaDescription: str | None = None,
+        sinkMediaDescription: str | None = None,
+    ) -> None:
+        for media_type in _media_types(mediaType):
+            if sink.sources.get(media_type) is self:
+                self.unlink(sink, media_type)
+
+    def unlink(self, sink: MediaElement, media_type: str) -> None:
+        del sink.sources[media_type]
+        self.sinks[media_type].remove(sink)
+        kind = MEDIA_KINDS.get(media_type)
+        if kind is not None:
+            sink.pads[kind].disconnect()
+        if not self.released:
+            self.emit("ElementDisconnected", **_connection_event(sink, media_type))
+
+    async def op_getSourceConnections(
+        self, mediaType: str | None = None, description: str | None = None
+    ) -> list[dict[str, Any]]:
+        return [
+            _connection_data(source, self, t)
+            for t, source in self.sources.items()
+            if t in _media_types(mediaType)
+        ]
+
+    async def op_getSinkConnections(
+        self, mediaType: str | None = None, description: str | None = None
+    ) -> list[dict[str, Any]]:
+        return [
+            _connection_data(self, sink, t)
+            for sink, t in self.sink_links()
+            if t in _media_types(mediaType)
+        ]
+
+    async def op_isMediaFlowingIn(
+        self, mediaType: str, sinkMediaDescription: str | None = None
+    ) -> bool:
+        kind = MEDIA_KINDS.get(_media_types(mediaType)[0])
+        return bool(kind) and self.flowing_in[kind]
+
+    async def op_isMediaFlowingOut(
+        self, mediaType: str, sourceMediaDescription: str | None = None
+    ) -> bool:
+        kind = MEDIA_KINDS.get(_media_types(mediaType)[0])
+        return bool(kind) and self.flowing_out[kind]
+
+    async def op_isMediaTranscoding(self, mediaType: str, binName: str | None = None) -> bool:
+        kind = MEDIA_KINDS.get(_media_types(mediaType)[0])
+        return bool(kind) and self.transcoding[kind]
+
+    async def op_setAudioFormat(self, caps: dict) -> None:
+        return None
+
+    async def op_setVideoFormat(self, caps: dict) -> None:
+        return None
+
+    async def op_getGstreamerDot(self, details: str | None = None) -> str:
+        return f'digraph "{self.id}" {{}}'
+
+    async def op_dumpGstreamerDot(self, details: str | None = None) -> None:
+        return None
+
+    async def op_getStats(self, mediaType: str | None = None) -> dict[str, Any]:
+        stats_id = f"{self.id}_element"
+        return {
+            stats_id: complex_value(
+                "ElementStats",
+                id=stats_id,
+                type="element",
+                timestampMillis=int(time.time() * 1000),
+                inputLatency=[],
+            )
+        }
+
+    # -- media flow ----------------------------------------------------------------------------
+
+    def check_flow(self, now: float) -> None:
+        """Emit MediaFlowIn/OutStateChanged when a stream starts or stops (called periodically)."""
+        for kind in MEDIA_KINDS.values():
+            for state, last, event in (
+                (self.flowing_in, self.flow_in_at(kind), "MediaFlowInStateChanged"),
+                (self.flowing_out, self.flow_out_at(kind), "MediaFlowOutStateChanged"),
+            ):
+                flowing = last > 0 and now - last < FLOW_TIMEOUT
+                if flowing != state[kind]:
+                    state[kind] = flowing
+                    self.emit(
+                        event,
+                        state="FLOWING" if flowing else "NOT_FLOWING",
+                        padName="default",
+                        mediaType=kind.upper(),
+                    )
+                    self.on_flow_change()
+
+    def on_flow_change(self) -> None:
+        """Hook for endpoints whose media state follows the flow."""
+
+    def _transcoding(self, kind: str, codec: str, on: bool) -> None:
+        self.transcoding[kind] = bool(self.hubs[kind].transcoders)
+        self.emit(
+            "MediaTranscodingStateChanged",
+            state="TRANSCODING" if on else "NOT_TRANSCODING",
+            binName=f"{kind}-{codec}",
+            mediaType=kind.upper(),
+        )
+
+    async def on_release(self) -> None:
+        for media_type, source in tuple(self.sources.items()):
+            source.unlink(self, media_type)
+        for sink, media_type in self.sink_links():
+            self.unlink(sink, media_type)
+        for hub in self.hubs.values():
+            hub.close()
+
+
+class PassThrough(MediaElement):
+    """Forwards what it receives to its sinks unchanged."""
+
+    TYPE = "PassThrough"
+    ABSTRACT = False
+
+    def on_sink_frame(self, kind: str, frame: EncodedFrame) -> None:
+        self.hubs[kind].push(frame)
+
+    def request_keyframe(self, kind: str) -> None:
+        self.pads[kind].request_keyframe()
+
+    def flow_in_at(self, kind: str) -> float:
+        return self.pads[kind].last_frame_at
+
+    def flow_out_at(self, kind: str) -> float:
+        return self.hubs[kind].last_frame_at
+
+
+def _media_types(media_type: str | None) -> tuple[str, ...]:
+    if media_type is None:
+        return MEDIA_TYPES
+    if media_type not in MEDIA_TYPES:
+        raise invalid_params(f"Invalid MediaType '{media_type}'")
+    return (media_type,)
+
+
+def _connection_data(source: MediaElement, sink: MediaElement, media_type: str) -> dict[str, Any]:
+    return complex_value(
+        "ElementConnectionData",
+        source=source.id,
+        sink=sink.id,
+        type=media_type,
+        sourceDescription="default",
+        sinkDescription="default",
+    )
+
+
+def _connection_event(sink: MediaElement, media_type: str) -> dict[str, Any]:
+    return {
+        "sink": sink.id,
+        "mediaType": media_type,
+        "sourceMediaDescription": "default",
+        "sinkMediaDescription": "default",
+    }

@@ -1,0 +1,595 @@
+"""The Kurento Protocol over WebSocket: JSON-RPC requests in, responses and onEvent notifications out.
+
+One `MediaServer` holds the object registry and the sessions. Each socket is a `ClientConnection` with
+its own rate limit and an ordered outbox; each request runs as its own task, so one slow negotiation
+never holds up the rest of the socket, while operations on one object stay ordered by the object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+
+import websockets
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from . import forwarding, ice
+from .config import Config
+from .elements import MediaElement, MediaPipeline, PassThrough, ServerManager
+from .errors import Code, KurentoError, object_not_found
+from .objects import EVENT_ALIASES, MediaObject, Registry
+from .sessions import Session, Sessions
+from .webrtc import IceDefaults, WebRtcEndpoint
+
+logger = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 4 * 1024 * 1024  # beyond this the socket is closed (1009); below, answered
+MAX_IN_FLIGHT = 256
+OUTBOX_LIMIT = 10_000
+COLLECT_INTERVAL = 5.0
+FLOW_CHECK_INTERVAL = 0.5
+_NEWREF = re.compile(r"^newref:(\d+)$")
+
+Handler = Callable[["ClientConnection", Session | None, dict[str, Any]], Awaitable[Any]]
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens, self.stamp = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class ClientConnection:
+    """One WebSocket: its bound session, rate limit, in-flight requests and ordered outbox."""
+
+    _serial = 0
+
+    def __init__(self, ws: ServerConnection, config: Config) -> None:
+        ClientConnection._serial += 1
+        self.name = (
+            f"socket#{ClientConnection._serial}({ws.remote_address[0]}:{ws.remote_address[1]})"
+        )
+        self.ws = ws
+        self.session: Session | None = None
+        self.bucket = TokenBucket(config.requests_per_second, config.request_burst)
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.writer = asyncio.create_task(self._write())
+
+    def __str__(self) -> str:
+        return self.name
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.outbox.qsize() >= OUTBOX_LIMIT:
+            logger.warning("%s is not reading; closing it", self)
+            asyncio.ensure_future(self.ws.close(1008, "not reading"))
+            return
+        self.outbox.put_nowait(json.dumps(message, separators=(",", ":")))
+
+    async def _write(self) -> None:
+        while (text := await self.outbox.get()) is not None:
+            try:
+                await self.ws.send(text)
+            except websockets.ConnectionClosed:
+                return
+
+    async def close(self) -> None:
+        self.outbox.put_nowait(None)
+        await asyncio.gather(self.writer, return_exceptions=True)
+
+
+class MediaServer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.server_id = str(uuid.uuid4())
+        self.sessions = Sessions()
+        self.registry = Registry(self._deliver_event)
+        for cls in (MediaPipeline, PassThrough, WebRtcEndpoint):
+            self.registry.register_factory(cls)
+        self.manager = ServerManager(self.registry, self.sessions, list(self.registry.factories))
+        self.ice_defaults = IceDefaults(config.stun_address, config.stun_port, config.turn_url)
+        self.connections: set[ClientConnection] = set()
+        self._ws_server: Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._handlers: dict[str, Handler] = {
+            "ping": self._ping,
+            "connect": self._connect,
+            "create": self._create,
+            "invoke": self._invoke,
+            "subscribe": self._subscribe,
+            "unsubscribe": self._unsubscribe,
+            "release": self._release,
+            "describe": self._describe,
+            "ref": self._ref,
+            "unref": self._unref,
+            "keepAlive": self._keep_alive,
+            "closeSession": self._close_session,
+            "transaction": self._transaction,
+        }
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        forwarding.install()
+        ice.configure(
+            ice.IcePolicy(
+                addresses=self.config.ice_addresses,
+                announced_address=self.config.announced_address,
+                port_min=self.config.port_min,
+                port_max=self.config.port_max,
+            )
+        )
+        self._ws_server = await serve(
+            self._serve_socket,
+            self.config.host,
+            self.config.port,
+            max_size=MAX_FRAME_BYTES,
+            compression=None,
+            process_request=self._check_path,
+            ping_interval=20,
+            ping_timeout=20,
+        )
+        self._tasks = [
+            asyncio.create_task(self._collect_sessions()),
+            asyncio.create_task(self._watch_media_flow()),
+        ]
+        logger.info(
+            "media server %s listening on %s (ICE on %s%s)",
+            self.server_id,
+            self.url,
+            ",".join(self.config.ice_addresses),
+            f", announced as {self.config.announced_address}"
+            if self.config.announced_address
+            else "",
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._ws_server is not None
+        return next(iter(self._ws_server.sockets)).getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.config.host}:{self.port}{self.config.path}"
+
+    async def stop(self) -> None:
+        """Close every socket, release every pipeline, stop background tasks."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._ws_server is not None:
+            self._ws_server.close()
+            await self._ws_server.wait_closed()
+        for pipeline in self.registry.pipelines():
+            await pipeline.release()
+        logger.info("media server stopped")
+
+    def _check_path(self, connection: ServerConnection, request: Any) -> Any:
+        if request.path.split("?", 1)[0] != self.config.path:
+            return connection.respond(HTTPStatus.NOT_FOUND, f"Not found; use {self.config.path}\n")
+        return None
+
+    # -- sockets ------------------------------------------------------------------------------
+
+    async def _serve_socket(self, ws: ServerConnection) -> None:
+        conn = ClientConnection(ws, self.config)
+        self.connections.add(conn)
+        logger.info("%s connected", conn)
+        try:
+            async for message in ws:
+                self._accept(conn, message)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.connections.discard(conn)
+            self.sessions.detach(conn)
+            await conn.close()
+            logger.info("%s closed", conn)
+
+    def _accept(self, conn: ClientConnection, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            # The official Node.js client sends its JSON in binary frames; KMS takes both.
+            try:
+                message = message.decode()
+            except UnicodeDecodeError:
+                conn.send(_error(None, KurentoError(Code.PARSE_ERROR, "Parse error: not UTF-8")))
+                return
+        if len(message) > self.config.max_request_bytes:
+            conn.send(
+                _error(
+                    _peek_id(message),
+                    KurentoError(
+                        Code.INVALID_REQUEST,
+                        f"Request too large ({len(message)} bytes, limit {self.config.max_request_bytes})",
+                    ),
+                )
+            )
+            return
+        if not conn.bucket.take():
+            conn.send(
+                _error(
+                    _peek_id(message),
+                    KurentoError(Code.NOT_ENOUGH_RESOURCES, "Too many requests; slow down"),
+                )
+            )
+            return
+        if len(conn.in_flight) >= MAX_IN_FLIGHT:
+            conn.send(
+                _error(
+                    _peek_id(message),
+                    KurentoError(
+                        Code.NOT_ENOUGH_RESOURCES, "Too many requests in flight on this connection"
+                    ),
+                )
+            )
+            return
+        try:
+            request = json.loads(message)
+        except ValueError:
+            conn.send(_error(None, KurentoError(Code.PARSE_ERROR, "Parse error: not JSON")))
+            return
+        task = asyncio.create_task(self._answer(conn, request))
+        conn.in_flight.add(task)
+        task.add_done_callback(conn.in_flight.discard)
+
+    async def _answer(self, conn: ClientConnection, request: Any) -> None:
+        response = await self.handle(conn, request)
+        if response is not None:
+            conn.send(response)
+
+    async def handle(self, conn: ClientConnection, request: Any) -> dict[str, Any] | None:
+        """Answer one JSON-RPC request (None for a notification)."""
+        request_id = request.get("id") if isinstance(request, dict) else None
+        try:
+            method, params = _validate(request)
+            session = self._session_for(conn, method, params)
+            if session is not None and (cached := session.cached_response(request)) is not None:
+                return cached
+            result = await self._handlers[method](conn, session, params)
+        except KurentoError as error:
+            logger.debug("%s: %s failed: %s", conn, _method_of(request), error.message)
+            return _error(request_id, error) if "id" in request else None
+        except Exception as exc:  # a bug here must not take the socket down with it
+            logger.exception("%s: %s crashed", conn, _method_of(request))
+            error = KurentoError(Code.UNEXPECTED_ERROR, f"Unexpected error: {exc}")
+            return _error(request_id, error) if "id" in request else None
+        if "id" not in request:
+            return None
+        response = {"jsonrpc": "2.0", "id": request_id, "result": result}
+        if session is not None and method not in ("ping", "connect"):
+            session.cache_response(request, response)
+        return response
+
+    def _session_for(
+        self, conn: ClientConnection, method: str, params: dict[str, Any]
+    ) -> Session | None:
+        if method in ("ping", "connect"):
+            return conn.session
+        session_id = params.get("sessionId")
+        if session_id is not None and not isinstance(session_id, str):
+            raise KurentoError(Code.INVALID_PARAMS, "'sessionId' must be a string")
+        session = self.sessions.get(session_id) if session_id else conn.session
+        if session is None:
+            # A new socket, or a session this server no longer knows (say it restarted): a new
+            # session, under the id the client holds when it gave one, as KMS does.
+            session = self.sessions.create(session_id)
+        self.sessions.bind(session, conn)
+        return session
+
+    # -- methods ------------------------------------------------------------------------------
+
+    async def _ping(self, conn: ClientConnection, session: Session | None, params: dict) -> Any:
+        result: dict[str, Any] = {"value": "pong"}
+        if session is not None:
+            result["sessionId"] = session.id
+        return result
+
+    async def _connect(self, conn: ClientConnection, session: Session | None, params: dict) -> Any:
+        session_id = params.get("sessionId")
+        if session_id is None:
+            session = conn.session or self.sessions.create()
+        else:
+            session = self.sessions.get(session_id) if isinstance(session_id, str) else None
+            if session is None:
+                raise KurentoError(Code.INVALID_SESSION, "Invalid session")
+            logger.info("session %s resumed on %s", session.id, conn)
+        self.sessions.bind(session, conn)
+        return {"sessionId": session.id, "serverId": self.server_id}
+
+    async def _create(self, conn: ClientConnection, session: Session | None, params: dict) -> Any:
+        assert session is not None
+        cls = self.registry.factory(params.get("type"))
+        if cls.ABSTRACT:
+            raise KurentoError(
+                Code.MEDIA_OBJECT_TYPE_NOT_FOUND, f"Factory '{params.get('type')}' not found"
+            )
+        ctor = params.get("constructorParams") or {}
+        if not isinstance(ctor, dict):
+            raise KurentoError(Code.INVALID_PARAMS, "'constructorParams' must be an object")
+        obj = self._construct(cls, ctor)
+        session.objects.add(obj.id)
+        logger.info("session %s created %s", session.id, obj.id)
+        return {"value": obj.id, "sessionId": session.id}
+
+    def _construct(self, cls: type[MediaObject], ctor: dict[str, Any]) -> MediaObject:
+        if cls is MediaPipeline:
+            return MediaPipeline(self.registry)
+        pipeline_id = ctor.get("mediaPipeline")
+        if pipeline_id is None:
+            raise KurentoError(
+                Code.MEDIA_OBJECT_CONSTRUCTOR_NOT_FOUND,
+                f"{cls.TYPE} needs the constructor parameter 'mediaPipeline'",
+            )
+        pipeline = self.registry.get(pipeline_id)
+        if not isinstance(pipeline, MediaPipeline):
+            raise KurentoError(
+                Code.MEDIA_OBJECT_ILLEGAL_PARAM_ERROR, f"'{pipeline_id}' is not a MediaPipeline"
+            )
+        if cls is WebRtcEndpoint:
+            flags = {name: ctor.get(name, False) for name in ("recvonly", "sendonly")}
+            if not all(isinstance(v, bool) for v in flags.values()):
+                raise KurentoError(
+                    Code.MEDIA_OBJECT_ILLEGAL_PARAM_ERROR, "'recvonly' and 'sendonly' are booleans"
+                )
+            if flags["recvonly"] and flags["sendonly"]:
+                raise KurentoError(
+                    Code.MEDIA_OBJECT_ILLEGAL_PARAM_ERROR,
+                    "A WebRtcEndpoint cannot be both recvonly and sendonly",
+                )
+            return WebRtcEndpoint(self.registry, pipeline, ice=self.ice_defaults, **flags)
+        assert issubclass(cls, MediaElement)
+        return cls(self.registry, pipeline)  # type: ignore[call-arg]
+
+    async def _invoke(self, conn: ClientConnection, session: Session | None, params: dict) -> Any:
+        assert session is not None
+        obj = self.registry.get(_object_param(params))
+        operation_params = params.get("operationParams") or {}
+        if not isinstance(operation_params, dict):
+            raise KurentoError(Code.INVALID_PARAMS, "'operationParams' must be an object")
+        logger.debug("session %s: %s.%s", session.id, obj.id, params.get("operation"))
+        value = await obj.invoke(params.get("operation"), operation_params)
+        return {"value": value, "sessionId": session.id}
+
+    async def _subscribe(
+        self, conn: ClientConnection, session: Session | None, params: dict
+    ) -> Any:
+        assert session is not None
+        obj = self.registry.get(_object_param(params))
+        event = params.get("type")
+        if not isinstance(event, str):
+            raise KurentoError(Code.INVALID_PARAMS, "'type' must be an event name")
+        canonical = EVENT_ALIASES.get(event, event)
+        if canonical not in obj.supported_events():
+            raise KurentoError(
+                Code.MEDIA_OBJECT_EVENT_NOT_SUPPORTED, f"Event '{event}' not supported"
+            )
+        subscription = self.sessions.subscribe(session, obj.id, event, canonical)
+        return {"value": subscription, "sessionId": session.id}
+
+    async def _unsubscribe(
+        self, conn: ClientConnection, session: Session | None, params: dict
+    ) -> Any:
+        assert session is not None
+        subscription = params.get("subscription")
+        if not isinstance(subscription, str):
+            raise KurentoError(Code.INVALID_PARAMS, "'subscription' must be a string")
+        self.sessions.unsubscribe(session, subscription)
+        return {"sessionId": session.id}
+
+    async def _release(self, conn: ClientConnection, session: Session | None, params: dict) -> Any:
+        assert session is not None
+        object_id = _object_param(params)
+        obj = self.registry.objects.get(object_id)
+        if obj is not None:
+            logger.info("session %s releases %s", session.id, object_id)
+            await self._release_object(obj)
+        return {"sessionId": session.id}
+
+    async def _release_object(self, obj: MediaObject) -> None:
+        doomed = [obj.id] + [o for o in self.registry.objects if o.startswith(obj.id + "/")]
+        await obj.release()
+        for object_id in doomed:
+            if object_id not in self.registry.objects:
+                self.sessions.forget_object(object_id)
+
+    async def _describe(self, conn: ClientConnection, session: Session | None, params: dict) -> Any:
+        assert session is not None
+        obj = self.registry.get(_object_param(params))
+        return {**obj.describe(), "sessionId": session.id}
+
+    async def _ref(self, conn: ClientConnection, session: Session | None, params: dict) -> Any:
+        assert session is not None
+        session.objects.add(self.registry.get(_object_param(params)).id)
+        return {"sessionId": session.id}
+
+    async def _unref(self, conn: ClientConnection, session: Session | None, params: dict) -> Any:
+        assert session is not None
+        object_id = _object_param(params)
+        if object_id not in session.objects:
+            raise object_not_found(object_id)
+        session.objects.discard(object_id)
+        await self._release_unheld([object_id])
+        return {"sessionId": session.id}
+
+    async def _keep_alive(
+        self, conn: ClientConnection, session: Session | None, params: dict
+    ) -> Any:
+        assert session is not None
+        return {"sessionId": session.id}
+
+    async def _close_session(
+        self, conn: ClientConnection, session: Session | None, params: dict
+    ) -> Any:
+        assert session is not None
+        held = self.sessions.end(session)
+        if params.get("release") is True:
+            for object_id in held:
+                if (obj := self.registry.objects.get(object_id)) is not None:
+                    await self._release_object(obj)
+        else:
+            await self._release_unheld(held)
+        return None
+
+    async def _transaction(
+        self, conn: ClientConnection, session: Session | None, params: dict
+    ) -> Any:
+        assert session is not None
+        operations = params.get("operations")
+        if not isinstance(operations, list):
+            raise KurentoError(Code.INVALID_PARAMS, "'operations' must be a list")
+        responses: list[dict[str, Any]] = []
+        results: list[Any] = []
+        for operation in operations:
+            if not isinstance(operation, dict) or operation.get("method") == "transaction":
+                raise KurentoError(Code.MALFORMED_TRANSACTION, "Malformed transaction operation")
+            operation = {**operation, "params": _resolve_newrefs(operation.get("params"), results)}
+            operation.setdefault("jsonrpc", "2.0")
+            operation.setdefault("id", len(responses))
+            operation["params"] = {**(operation["params"] or {}), "sessionId": session.id}
+            response = await self.handle(conn, operation)
+            assert response is not None
+            responses.append(response)
+            result = response.get("result")
+            results.append(result.get("value") if isinstance(result, dict) else None)
+            if "error" in response:
+                break
+        return {"value": responses, "sessionId": session.id}
+
+    # -- events and housekeeping ----------------------------------------------------------------
+
+    def _deliver_event(self, obj: MediaObject, event: str, data: dict[str, Any]) -> None:
+        listeners = self.sessions.listeners.get((obj.id, event))
+        if not listeners:
+            return
+        for subscription in tuple(listeners.values()):
+            session = self.sessions.get(subscription.session_id)
+            if session is None or session.connection is None:
+                continue  # events for a detached session are dropped, as in KMS
+            session.connection.send(
+                {
+                    "jsonrpc": "2.0",
+                    "method": "onEvent",
+                    "params": {
+                        "value": {
+                            "object": obj.id,
+                            "type": subscription.event,
+                            "data": {**data, "type": subscription.event},
+                        }
+                    },
+                }
+            )
+
+    async def _release_unheld(self, object_ids: set[str] | list[str]) -> None:
+        for object_id in object_ids:
+            obj = self.registry.objects.get(object_id)
+            if obj is not None and obj is not self.manager and not self.sessions.holders(object_id):
+                logger.info("releasing %s: no session holds it any more", object_id)
+                await self._release_object(obj)
+
+    async def collect(self) -> None:
+        """End sessions detached longer than the grace period, releasing what only they held."""
+        for session in self.sessions.expired(self.config.session_grace):
+            logger.info("session %s expired after %.0f s", session.id, self.config.session_grace)
+            await self._release_unheld(self.sessions.end(session))
+
+    async def _collect_sessions(self) -> None:
+        interval = min(COLLECT_INTERVAL, max(self.config.session_grace / 4, 0.05))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.collect()
+            except Exception:
+                logger.exception("session collection failed")
+
+    async def _watch_media_flow(self) -> None:
+        while True:
+            await asyncio.sleep(FLOW_CHECK_INTERVAL)
+            now = time.monotonic()
+            for obj in tuple(self.registry.objects.values()):
+                if isinstance(obj, MediaElement) and not obj.released:
+                    obj.check_flow(now)
+
+
+def _validate(request: Any) -> tuple[str, dict[str, Any]]:
+    if not isinstance(request, dict):
+        raise KurentoError(Code.INVALID_REQUEST, "Invalid request: not a JSON object")
+    if request.get("jsonrpc") != "2.0":
+        raise KurentoError(Code.INVALID_REQUEST, "Invalid request: 'jsonrpc' must be \"2.0\"")
+    if "id" in request and (
+        isinstance(request["id"], bool) or not isinstance(request["id"], int | str | None)
+    ):
+        raise KurentoError(Code.INVALID_REQUEST, "Invalid request: 'id' must be a number or string")
+    method = request.get("method")
+    if not isinstance(method, str):
+        raise KurentoError(Code.INVALID_REQUEST, "Invalid request: 'method' must be a string")
+    params = request.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise KurentoError(Code.INVALID_PARAMS, "Invalid params: 'params' must be an object")
+    if method not in [
+        "ping",
+        "connect",
+        "create",
+        "invoke",
+        "subscribe",
+        "unsubscribe",
+        "release",
+        "describe",
+        "ref",
+        "unref",
+        "keepAlive",
+        "closeSession",
+        "transaction",
+    ]:
+        raise KurentoError(Code.METHOD_NOT_FOUND, f"Method not found: '{method[:100]}'")
+    return method, params
+
+
+def _object_param(params: dict[str, Any]) -> str:
+    object_id = params.get("object")
+    if not isinstance(object_id, str) or not object_id:
+        raise KurentoError(Code.MISSING_OBJECT, "Invalid or missing 'object' parameter")
+    return object_id
+
+
+def _resolve_newrefs(value: Any, results: list[Any]) -> Any:
+    if isinstance(value, str) and (match := _NEWREF.match(value)):
+        index = int(match.group(1))
+        if index >= len(results) or not isinstance(results[index], str):
+            raise KurentoError(Code.MALFORMED_TRANSACTION, f"Unresolved reference '{value}'")
+        return results[index]
+    if isinstance(value, dict):
+        return {k: _resolve_newrefs(v, results) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_newrefs(v, results) for v in value]
+    return value
+
+
+def _error(request_id: Any, error: KurentoError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "error": error.to_json()}
+
+
+def _peek_id(message: str) -> Any:
+    match = re.search(r'"id"\s*:\s*("(?:[^"\\]|\\.){0,64}"|-?\d{1,18})', message[:4096])
+    return json.loads(match.group(1)) if match else None
+
+
+def _method_of(request: Any) -> str:
+    return str(request.get("method"))[:50] if isinstance(request, dict) else "?"

@@ -1,0 +1,568 @@
+"""WebRtcEndpoint: one aiortc peer connection whose received media feeds the element's hubs and whose
+senders carry what the element's pads receive, encoded frames in both directions (see forwarding.py).
+
+Negotiation follows KMS: processOffer or generateOffer/processAnswer once; ICE candidates trickle out
+as IceCandidateFound after gatherCandidates() and in through addIceCandidate (queued until the remote
+description is known). KMS has no ICE restart, and neither does this endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.rtcicetransport import RTCIceTransport, candidate_from_aioice
+from aiortc.sdp import SessionDescription, candidate_from_sdp, candidate_to_sdp
+
+from .elements import MEDIA_KINDS, MediaElement, MediaPipeline
+from .errors import Code, KurentoError, invalid_params
+from .forwarding import FORWARDING, EncodedFrame, ForwardingReceiver, PacketTrack, codec_name
+from .objects import Property, Registry, complex_value
+
+logger = logging.getLogger(__name__)
+
+_CANDIDATE = re.compile(r"^(a=)?candidate:\S+ \d+ (udp|tcp) \d+ \S+ \d+ typ \w+", re.IGNORECASE)
+_KINDS = tuple(MEDIA_KINDS.values())
+
+
+@dataclass(frozen=True)
+class IceDefaults:
+    """Server-wide ICE servers for endpoints that set none of their own."""
+
+    stun_address: str = ""
+    stun_port: int = 3478
+    turn_url: str = ""
+
+
+class Endpoint(MediaElement):
+    TYPE = "Endpoint"
+
+
+class SessionEndpoint(Endpoint):
+    TYPE = "SessionEndpoint"
+    EVENTS = frozenset({"MediaSessionTerminated", "MediaSessionStarted"})
+
+
+class SdpEndpoint(SessionEndpoint):
+    TYPE = "SdpEndpoint"
+    PROPERTIES = (
+        Property("maxAudioRecvBandwidth", kind=int),
+        Property("maxVideoRecvBandwidth", kind=int),
+    )
+
+
+class BaseRtpEndpoint(SdpEndpoint):
+    TYPE = "BaseRtpEndpoint"
+    EVENTS = frozenset({"MediaStateChanged", "ConnectionStateChanged"})
+    PROPERTIES = (
+        Property("minVideoRecvBandwidth", kind=int),
+        Property("minVideoSendBandwidth", kind=int),
+        Property("maxVideoSendBandwidth", kind=int),
+        Property("mediaState", read_only=True),
+        Property("connectionState", read_only=True),
+        Property("mtu", kind=int),
+        Property("rembParams", kind=dict),
+    )
+
+
+class WebRtcEndpoint(BaseRtpEndpoint):
+    TYPE = "WebRtcEndpoint"
+    ABSTRACT = False
+    EVENTS = frozenset(
+        {
+            "IceCandidateFound",
+            "IceGatheringDone",
+            "IceComponentStateChanged",
+            "DtlsConnectionStateChange",
+            "DataChannelOpened",
+            "DataChannelClosed",
+            "NewCandidatePairSelected",
+        }
+    )
+    PROPERTIES = (
+        Property("networkInterfaces"),
+        Property("iceTcp", kind=bool),
+        Property("stunServerAddress"),
+        Property("stunServerPort", kind=int),
+        Property("turnUrl"),
+        Property("externalIPv4"),
+        Property("externalIPv6"),
+        Property("ICECandidatePairs", read_only=True),
+        Property("IceConnectionState", read_only=True),
+        Property("DtlsConnectionState", read_only=True),
+    )
+
+    def __init__(
+        self,
+        registry: Registry,
+        pipeline: MediaPipeline,
+        *,
+        ice: IceDefaults,
+        recvonly: bool = False,
+        sendonly: bool = False,
+    ) -> None:
+        super().__init__(registry, pipeline)
+        self.ice_defaults = ice
+        self.direction = "recvonly" if recvonly else "sendonly" if sendonly else "sendrecv"
+        self.values.update(
+            maxAudioRecvBandwidth=0,
+            maxVideoRecvBandwidth=0,
+            minVideoRecvBandwidth=0,
+            minVideoSendBandwidth=100,
+            maxVideoSendBandwidth=500,
+            mtu=1200,
+            rembParams=None,
+            networkInterfaces="",
+            iceTcp=True,
+            stunServerAddress="",
+            stunServerPort=0,
+            turnUrl="",
+            externalIPv4="",
+            externalIPv6="",
+        )
+        self.pc: RTCPeerConnection | None = None
+        self.tracks = {kind: PacketTrack(kind) for kind in _KINDS}
+        for kind, track in self.tracks.items():
+            track.on_overflow = self.pads[kind].resync
+        self.send_codecs: dict[str, str] = {}
+        self.receivers: dict[str, list[ForwardingReceiver]] = {kind: [] for kind in _KINDS}
+        self.local_sdp: str | None = None
+        self.remote_sdp: str | None = None
+        self.offer_generated = False
+        self.pending_candidates: list[dict[str, Any]] = []
+        self.gather_requested = False
+        self.gathering_done = False
+        self.media_state = "DISCONNECTED"
+        self.connection_state = "DISCONNECTED"
+        self.ice_state = "DISCONNECTED"
+        self.selected_pair: dict[str, Any] | None = None
+        self._lock = asyncio.Lock()
+        for pad in self.pads.values():
+            pad.active = False
+
+    # -- properties ---------------------------------------------------------------------------
+
+    def get_property(self, name: str) -> Any:
+        if name == "mediaState":
+            return self.media_state
+        if name == "connectionState":
+            return self.connection_state
+        if name == "ICECandidatePairs":
+            return [self.selected_pair] if self.selected_pair else []
+        if name == "IceConnectionState":
+            return [
+                complex_value("IceConnection", streamId="1", componentId=1, state=self.ice_state)
+            ]
+        if name == "DtlsConnectionState":
+            return []
+        return super().get_property(name)
+
+    def set_property(self, name: str, value: Any) -> None:
+        if name == "turnUrl" and value and not _parse_turn_url(value):
+            raise invalid_params(f"Invalid turnUrl '{value}' (expected user:password@host:port)")
+        super().set_property(name, value)
+
+    # -- negotiation --------------------------------------------------------------------------
+
+    async def op_processOffer(self, offer: str) -> str:
+        async with self._lock:
+            if self.remote_sdp is not None or self.offer_generated:
+                raise KurentoError(
+                    Code.SDP_END_POINT_ALREADY_NEGOTIATED, "Endpoint already negotiated"
+                )
+            _parse_sdp(offer, "offer")
+            pc = self._peer_connection()
+            token = FORWARDING.set(True)
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+                for transceiver in pc.getTransceivers():
+                    self._attach(transceiver)
+                answer = await pc.createAnswer()
+                await pc.setLocalDescription(answer)
+            except KurentoError:
+                raise
+            except Exception as exc:
+                await self._reset_peer_connection()
+                raise KurentoError(
+                    Code.SDP_END_POINT_PROCESS_OFFER_ERROR, f"Error processing offer: {exc}"
+                ) from exc
+            finally:
+                FORWARDING.reset(token)
+            self.remote_sdp = offer
+            return await self._negotiated()
+
+    async def op_generateOffer(self, options: dict | None = None) -> str:
+        async with self._lock:
+            if self.local_sdp is not None:
+                raise KurentoError(
+                    Code.SDP_END_POINT_ALREADY_NEGOTIATED, "Endpoint already negotiated"
+                )
+            options = options or {}
+            pc = self._peer_connection()
+            token = FORWARDING.set(True)
+            try:
+                for kind in _KINDS:
+                    if options.get(f"offerToReceive{kind.capitalize()}", True) is False:
+                        continue
+                    self._attach(pc.addTransceiver(kind, direction=self.direction))
+                offer = await pc.createOffer()
+                await pc.setLocalDescription(offer)
+            except Exception as exc:
+                await self._reset_peer_connection()
+                raise KurentoError(
+                    Code.SDP_END_POINT_GENERATE_OFFER_ERROR, f"Error generating offer: {exc}"
+                ) from exc
+            finally:
+                FORWARDING.reset(token)
+            self.offer_generated = True
+            self.local_sdp = pc.localDescription.sdp
+            self._emit_candidates_if_requested()
+            return self.local_sdp
+
+    async def op_processAnswer(self, answer: str) -> str:
+        async with self._lock:
+            if not self.offer_generated:
+                raise KurentoError(
+                    Code.SDP_END_POINT_NOT_OFFER_GENERATED,
+                    "Offer not generated. It is not possible to process an answer.",
+                )
+            if self.remote_sdp is not None:
+                raise KurentoError(
+                    Code.SDP_END_POINT_ANSWER_ALREADY_PROCCESED, "Sdp Answer already processed"
+                )
+            _parse_sdp(answer, "answer")
+            assert self.pc is not None
+            token = FORWARDING.set(True)
+            try:
+                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            except Exception as exc:
+                raise KurentoError(
+                    Code.SDP_END_POINT_PROCESS_ANSWER_ERROR, f"Error processing answer: {exc}"
+                ) from exc
+            finally:
+                FORWARDING.reset(token)
+            self.remote_sdp = answer
+            return await self._negotiated()
+
+    async def op_getLocalSessionDescriptor(self) -> str:
+        if self.local_sdp is None:
+            raise KurentoError(Code.SDP_END_POINT_NO_LOCAL_SDP_ERROR, "Local SDP not generated")
+        return self.local_sdp
+
+    async def op_getRemoteSessionDescriptor(self) -> str:
+        if self.remote_sdp is None:
+            raise KurentoError(Code.SDP_END_POINT_NO_REMOTE_SDP_ERROR, "Remote SDP not set")
+        return self.remote_sdp
+
+    def _peer_connection(self) -> RTCPeerConnection:
+        if self.pc is None:
+            self.pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers()))
+            self.pc.on("iceconnectionstatechange", self._on_ice_state)
+            self.pc.on("connectionstatechange", self._on_connection_state)
+        return self.pc
+
+    async def _reset_peer_connection(self) -> None:
+        if self.pc is not None:
+            pc, self.pc = self.pc, None
+            await pc.close()
+        for receivers in self.receivers.values():
+            receivers.clear()
+
+    def _attach(self, transceiver: RTCRtpTransceiver) -> None:
+        """Point a transceiver's receiver at this element's hub and its sender at the pad's track."""
+        kind = transceiver.kind
+        if kind not in self.tracks:
+            return
+        transceiver.direction = self.direction
+        if self.direction != "recvonly":
+            transceiver.sender.replaceTrack(self.tracks[kind])
+            transceiver.sender._send_keyframe = self.pads[kind].request_keyframe  # type: ignore
+        receiver = transceiver.receiver
+        if isinstance(receiver, ForwardingReceiver) and self.direction != "sendonly":
+            receiver.on_frame = self.hubs[kind].push
+            self.receivers[kind].append(receiver)
+
+    async def _negotiated(self) -> str:
+        assert self.pc is not None
+        for transceiver in self.pc.getTransceivers():
+            codecs = [c for c in transceiver._codecs if codec_name(c) not in ("rtx", "red")]
+            if transceiver.kind in self.pads and codecs:
+                self.send_codecs[transceiver.kind] = codec_name(codecs[0])
+                pad = self.pads[transceiver.kind]
+                pad.active = True
+                pad.resync()
+        self.local_sdp = self.pc.localDescription.sdp
+        for candidate in self.pending_candidates:
+            await self._add_candidate(candidate)
+        self.pending_candidates.clear()
+        self._emit_candidates_if_requested()
+        self.emit("MediaSessionStarted")
+        return self.local_sdp
+
+    def accepts(self, kind: str) -> Any:
+        return lambda: (self.send_codecs[kind],) if kind in self.send_codecs else ()
+
+    def on_sink_frame(self, kind: str, frame: EncodedFrame) -> None:
+        if self.send_codecs.get(kind) == frame.codec:
+            self.tracks[kind].put(frame)
+
+    def request_keyframe(self, kind: str) -> None:
+        for receiver in self.receivers[kind]:
+            receiver.request_keyframe()
+
+    async def op_requestKeyframe(self) -> None:
+        self.request_keyframe("video")
+
+    # -- ICE ----------------------------------------------------------------------------------
+
+    async def op_gatherCandidates(self) -> None:
+        if self.gather_requested:
+            return
+        self.gather_requested = True
+        self._emit_ice_state("GATHERING")
+        self._emit_candidates_if_requested()
+
+    def _emit_candidates_if_requested(self) -> None:
+        """aiortc gathers while it creates the local description; the candidates go out as events
+        once both that happened and the client asked for them."""
+        if not self.gather_requested or self.gathering_done or self.local_sdp is None:
+            return
+        assert self.pc is not None
+        self.gathering_done = True
+        seen: set[int] = set()
+        for transceiver in self.pc.getTransceivers():
+            ice_transport = transceiver.receiver.transport.transport
+            if id(ice_transport) in seen:
+                continue
+            seen.add(id(ice_transport))
+            for candidate in ice_transport.iceGatherer.getLocalCandidates():
+                self.emit(
+                    "IceCandidateFound",
+                    candidate=complex_value(
+                        "IceCandidate",
+                        candidate="candidate:" + candidate_to_sdp(candidate),
+                        sdpMid=transceiver.mid,
+                        sdpMLineIndex=transceiver._get_mline_index(),
+                    ),
+                )
+        self.emit("IceGatheringDone")
+
+    async def op_addIceCandidate(self, candidate: dict) -> None:
+        text = candidate.get("candidate")
+        mid = candidate.get("sdpMid")
+        index = candidate.get("sdpMLineIndex")
+        if not isinstance(text, str) or (mid is None and index is None):
+            raise KurentoError(
+                Code.ICE_ADD_CANDIDATE_ERROR,
+                "IceCandidate needs 'candidate' and 'sdpMid' or 'sdpMLineIndex'",
+            )
+        if text and not _CANDIDATE.match(text):
+            raise KurentoError(
+                Code.ICE_ADD_CANDIDATE_ERROR, f"Invalid ICE candidate '{text[:200]}'"
+            )
+        if self.remote_sdp is None:
+            self.pending_candidates.append(candidate)
+            return
+        await self._add_candidate(candidate)
+
+    async def _add_candidate(self, candidate: dict[str, Any]) -> None:
+        text = candidate["candidate"]
+        if not text:
+            return  # an empty candidate marks the end of a generation; KMS ignores it too
+        try:
+            parsed = candidate_from_sdp(text.removeprefix("a=").split(":", 1)[1])
+        except (ValueError, IndexError) as exc:
+            raise KurentoError(
+                Code.ICE_ADD_CANDIDATE_ERROR, f"Invalid ICE candidate: {exc}"
+            ) from exc
+        parsed.sdpMid = candidate.get("sdpMid")
+        index = candidate.get("sdpMLineIndex")
+        parsed.sdpMLineIndex = index if isinstance(index, int) else None
+        if parsed.ip.endswith(".local"):
+            return  # mDNS names are not resolved here; the peer's checks reach us anyway
+        assert self.pc is not None
+        try:
+            await self.pc.addIceCandidate(parsed)
+        except Exception as exc:
+            raise KurentoError(
+                Code.ICE_ADD_CANDIDATE_ERROR, f"Cannot add candidate: {exc}"
+            ) from exc
+
+    def _ice_servers(self) -> list[RTCIceServer]:
+        servers = []
+        stun = self.values["stunServerAddress"] or self.ice_defaults.stun_address
+        if stun:
+            port = self.values["stunServerPort"] or self.ice_defaults.stun_port
+            servers.append(RTCIceServer(urls=f"stun:{stun}:{port}"))
+        turn = _parse_turn_url(self.values["turnUrl"] or self.ice_defaults.turn_url)
+        if turn:
+            servers.append(turn)
+        return servers
+
+    # -- state --------------------------------------------------------------------------------
+
+    def _emit_ice_state(self, state: str) -> None:
+        if state == self.ice_state:
+            return
+        self.ice_state = state
+        self.emit("IceComponentStateChanged", streamId=1, componentId=1, state=state)
+
+    async def _on_ice_state(self) -> None:
+        if self.pc is None:
+            return
+        state = self.pc.iceConnectionState
+        if state == "checking":
+            self._emit_ice_state("CONNECTING")
+        elif state in ("connected", "completed"):
+            self._announce_pair()
+            self._emit_ice_state("CONNECTED")
+            self._emit_ice_state("READY")
+        elif state == "failed":
+            self._emit_ice_state("FAILED")
+        elif state == "closed":
+            self._emit_ice_state("DISCONNECTED")
+
+    def _announce_pair(self) -> None:
+        assert self.pc is not None
+        for transceiver in self.pc.getTransceivers():
+            ice: RTCIceTransport = transceiver.receiver.transport.transport
+            pair = ice._connection._nominated.get(1)
+            if pair is None:
+                continue
+            self.selected_pair = complex_value(
+                "IceCandidatePair",
+                streamId=str(transceiver.mid),
+                componentId=1,
+                localCandidate="candidate:"
+                + candidate_to_sdp(candidate_from_aioice(pair.local_candidate)),
+                remoteCandidate="candidate:"
+                + candidate_to_sdp(candidate_from_aioice(pair.remote_candidate)),
+            )
+            self.emit("NewCandidatePairSelected", candidatePair=self.selected_pair)
+            return
+
+    async def _on_connection_state(self) -> None:
+        if self.pc is None:
+            return
+        state = self.pc.connectionState
+        if state == "connected":
+            self._set_connection_state("CONNECTED")
+        elif state in ("failed", "closed"):
+            self._set_connection_state("DISCONNECTED")
+            self._set_media_state("DISCONNECTED")
+            if state == "failed":
+                self.emit(
+                    "Error",
+                    description="ICE/DTLS connection failed",
+                    errorCode=Code.CONNECT_ERROR.value,
+                    type="CONNECT_ERROR",
+                )
+
+    def _set_connection_state(self, state: str) -> None:
+        if state != self.connection_state:
+            old, self.connection_state = self.connection_state, state
+            self.emit("ConnectionStateChanged", oldState=old, newState=state)
+
+    def _set_media_state(self, state: str) -> None:
+        if state != self.media_state:
+            old, self.media_state = self.media_state, state
+            self.emit("MediaStateChanged", oldState=old, newState=state)
+
+    def on_flow_change(self) -> None:
+        if any(self.flowing_in.values()) or any(self.flowing_out.values()):
+            self._set_media_state("CONNECTED")
+
+    # -- stats and release --------------------------------------------------------------------
+
+    async def op_getStats(self, mediaType: str | None = None) -> dict[str, Any]:
+        stats = await super().op_getStats(mediaType)
+        if self.pc is None:
+            return stats
+        wanted = {k for t, k in MEDIA_KINDS.items() if mediaType in (None, t)}
+        millis = int(time.time() * 1000)
+        report = await self.pc.getStats()
+        for item in report.values():
+            kind = getattr(item, "kind", None)
+            if item.type == "inbound-rtp" and kind in wanted:
+                stats[item.id] = complex_value(
+                    "RTCInboundRTPStreamStats",
+                    id=item.id,
+                    type="inboundrtp",
+                    timestampMillis=millis,
+                    ssrc=str(item.ssrc),
+                    mediaTrackId=kind,
+                    packetsReceived=item.packetsReceived,
+                    packetsLost=item.packetsLost,
+                    jitter=item.jitter,
+                    bytesReceived=0,
+                    fractionLost=0.0,
+                )
+            elif item.type == "outbound-rtp" and kind in wanted:
+                stats[item.id] = complex_value(
+                    "RTCOutboundRTPStreamStats",
+                    id=item.id,
+                    type="outboundrtp",
+                    timestampMillis=millis,
+                    ssrc=str(item.ssrc),
+                    mediaTrackId=kind,
+                    packetsSent=item.packetsSent,
+                    bytesSent=item.bytesSent,
+                )
+        return stats
+
+    async def on_release(self) -> None:
+        await super().on_release()
+        for track in self.tracks.values():
+            track.stop()
+        if self.pc is not None:
+            pc, self.pc = self.pc, None
+            await pc.close()
+
+
+def _parse_sdp(sdp: str, kind: str) -> SessionDescription:
+    if not sdp.strip() or len(sdp) > 256 * 1024:
+        raise KurentoError(Code.SDP_PARSE_ERROR, f"Error parsing SDP {kind}: empty or too long")
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:
+        raise KurentoError(Code.SDP_PARSE_ERROR, f"Error parsing SDP {kind}: {exc}") from exc
+    if not parsed.media:
+        raise KurentoError(Code.SDP_PARSE_ERROR, f"Error parsing SDP {kind}: no media sections")
+    for media in parsed.media:
+        if media.kind in _KINDS and (media.ice.usernameFragment is None or media.dtls is None):
+            raise KurentoError(
+                Code.SDP_PARSE_ERROR,
+                f"Error parsing SDP {kind}: media '{media.kind}' lacks ICE or DTLS parameters",
+            )
+    return parsed
+
+
+def _parse_turn_url(value: str) -> RTCIceServer | None:
+    """KMS's turnUrl, `user:password@host:port[?transport=udp|tcp|tls]`, as an ICE server."""
+    match = re.fullmatch(
+        r"(?P<user>[^:@]+):(?P<password>[^@]+)@(?P<host>[^:?]+)(:(?P<port>\d+))?"
+        r"(\?transport=(?P<transport>udp|tcp|tls))?",
+        value or "",
+    )
+    if match is None:
+        return None
+    transport = match["transport"] or "udp"
+    scheme = "turns" if transport == "tls" else "turn"
+    port = match["port"] or ("5349" if transport == "tls" else "3478")
+    wire = "tcp" if transport == "tls" else transport
+    return RTCIceServer(
+        urls=f"{scheme}:{match['host']}:{port}?transport={wire}",
+        username=match["user"],
+        credential=match["password"],
+    )

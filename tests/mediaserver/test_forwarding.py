@@ -1,0 +1,205 @@
+"""The forwarding plane with real WebRTC peers (aiortc) over loopback, driven from Python."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from aiortc import RTCRtpSender
+
+from mediaserver.forwarding import ForwardingReceiver
+from mediaserver.server import MediaServer
+from mediaserver.webrtc import WebRtcEndpoint
+
+from .peers import Peer
+from .rpc import Rpc
+
+
+def decoder_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.endswith("-decoder"))
+
+
+def started_decoders(peers: list[Peer]) -> int:
+    return sum(
+        1
+        for peer in peers
+        for transceiver in peer.pc.getTransceivers()
+        if transceiver.receiver._RTCRtpReceiver__decoder_thread is not None
+    )
+
+
+async def publish(rpc: Rpc, pipeline: str) -> tuple[str, Peer]:
+    endpoint = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+    peer = Peer(send=True, receive=False)
+    await peer.negotiate(rpc, endpoint)
+    return endpoint, peer
+
+
+async def view(rpc: Rpc, pipeline: str, source: str | None = None) -> tuple[str, Peer]:
+    endpoint = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+    if source is not None:
+        await rpc.invoke(source, "connect", sink=endpoint)
+    peer = Peer(send=False, receive=True)
+    await peer.negotiate(rpc, endpoint)
+    return endpoint, peer
+
+
+async def test_fan_out_forwards_without_decoding(media_server: MediaServer, rpc: Rpc) -> None:
+    pipeline = await rpc.create("MediaPipeline")
+    source, publisher = await publish(rpc, pipeline)
+    viewers = [await view(rpc, pipeline, source) for _ in range(3)]
+    peers = [publisher] + [peer for _, peer in viewers]
+    try:
+        for _, peer in viewers:
+            await peer.wait_video(45)
+            assert peer.received.non_black_frames > 0 and peer.received.audio_frames > 0
+
+        # Every decoder thread in this process belongs to a test peer; the server's endpoints
+        # (one publishing, three viewing, each with audio and video receivers) run none.
+        server_receivers = [
+            t.receiver
+            for obj in media_server.registry.objects.values()
+            if isinstance(obj, WebRtcEndpoint) and obj.pc is not None
+            for t in obj.pc.getTransceivers()
+        ]
+        assert len(server_receivers) == 8
+        assert all(isinstance(r, ForwardingReceiver) and r.forwarding for r in server_receivers)
+        assert decoder_threads() == started_decoders(peers) > 0
+
+        stats = await rpc.invoke(source, "getStats", mediaType="VIDEO")
+        inbound = [s for s in stats.values() if s["type"] == "inboundrtp"]
+        assert inbound and inbound[0]["packetsReceived"] >= 45
+    finally:
+        for peer in peers:
+            await peer.close()
+    await rpc.request("release", object=pipeline)
+
+
+async def test_loopback_and_passthrough_chain(rpc: Rpc) -> None:
+    pipeline = await rpc.create("MediaPipeline")
+    endpoint = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+    passthrough = await rpc.create("PassThrough", mediaPipeline=pipeline)
+    await rpc.invoke(endpoint, "connect", sink=passthrough)
+    await rpc.invoke(passthrough, "connect", sink=endpoint)
+    await rpc.subscribe(passthrough, "MediaFlowOutStateChanged")
+    peer = Peer(send=True, receive=True)
+    try:
+        await peer.negotiate(rpc, endpoint)
+        await peer.wait_video(30)
+        assert peer.received.non_black_frames > 0
+        event = await rpc.next_event("MediaFlowOutStateChanged", passthrough)
+        assert event["data"]["state"] == "FLOWING"
+        assert await rpc.invoke(passthrough, "isMediaFlowingIn", mediaType="VIDEO") is True
+    finally:
+        await peer.close()
+    await rpc.request("release", object=pipeline)
+
+
+async def test_disconnect_and_release_stop_forwarding(media_server: MediaServer, rpc: Rpc) -> None:
+    pipeline = await rpc.create("MediaPipeline")
+    source, publisher = await publish(rpc, pipeline)
+    sink, viewer = await view(rpc, pipeline, source)
+    try:
+        await viewer.wait_video(20)
+        await rpc.subscribe(source, "ElementDisconnected")
+        await rpc.invoke(source, "disconnect", sink=sink)
+        await rpc.next_event("ElementDisconnected", source)
+        await asyncio.sleep(0.3)
+        frames = viewer.received.video_frames
+        await asyncio.sleep(1.0)
+        assert viewer.received.video_frames - frames <= 1
+        assert await rpc.invoke(sink, "getSourceConnections") == []
+
+        # Reconnecting resumes at a keyframe (the viewer decodes again).
+        await rpc.invoke(source, "connect", sink=sink)
+        await viewer.wait_video(frames + 15)
+
+        endpoint = media_server.registry.objects[sink]
+        assert isinstance(endpoint, WebRtcEndpoint) and endpoint.pc is not None
+        pc = endpoint.pc
+        await rpc.request("release", object=sink)
+        assert pc.connectionState == "closed"
+        assert endpoint.pads["video"].source is None
+        source_element = media_server.registry.objects[source]
+        assert source_element.hubs["video"].sinks == []
+    finally:
+        await publisher.close()
+        await viewer.close()
+    await rpc.request("release", object=pipeline)
+
+
+async def test_keyframe_requests_reach_the_publisher_rate_limited(rpc: Rpc) -> None:
+    pipeline = await rpc.create("MediaPipeline")
+    source, publisher = await publish(rpc, pipeline)
+    viewers = [await view(rpc, pipeline, source) for _ in range(3)]
+    requests: list[float] = []
+    video_sender: RTCRtpSender = next(
+        t.sender for t in publisher.pc.getTransceivers() if t.kind == "video"
+    )
+    original = video_sender._send_keyframe
+
+    def counted() -> None:
+        requests.append(asyncio.get_running_loop().time())
+        original()
+
+    video_sender._send_keyframe = counted
+    try:
+        for _, peer in viewers:
+            await peer.wait_video(10)
+        await asyncio.sleep(1.2)
+        requests.clear()
+        # Each viewer reports picture loss (a real RTCP PLI from aiortc's receiver), twice.
+        for _ in range(2):
+            for _, peer in viewers:
+                receiver = next(
+                    t.receiver for t in peer.pc.getTransceivers() if t.kind == "video"
+                )
+                ssrc = receiver.getSynchronizationSources()[0].source
+                await receiver._send_rtcp_pli(ssrc)
+        await asyncio.sleep(0.5)
+        assert len(requests) == 1  # six PLIs, one keyframe request upstream within the second
+        async with asyncio.timeout(3):  # the held-back request goes out when the interval ends
+            while len(requests) < 2:
+                await asyncio.sleep(0.05)
+        assert requests[1] - requests[0] >= 0.95
+        await asyncio.sleep(0.3)
+        assert len(requests) == 2
+        # requestKeyframe() asks the endpoint's own peer.
+        await asyncio.sleep(1.1)
+        await rpc.invoke(source, "requestKeyframe")
+        await asyncio.sleep(0.3)
+        assert len(requests) == 3
+    finally:
+        for peer in [publisher] + [p for _, p in viewers]:
+            await peer.close()
+    await rpc.request("release", object=pipeline)
+
+
+async def test_transcodes_only_for_a_sink_that_cannot_take_the_codec(rpc: Rpc) -> None:
+    pipeline = await rpc.create("MediaPipeline")
+    source, publisher = await publish(rpc, pipeline)
+    await rpc.subscribe(source, "MediaTranscodingStateChanged")
+    vp8_endpoint, vp8_viewer = await view(rpc, pipeline, source)
+    await vp8_viewer.wait_video(10)
+    assert await rpc.invoke(source, "isMediaTranscoding", mediaType="VIDEO") is False
+
+    h264_endpoint = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+    await rpc.invoke(source, "connect", sink=h264_endpoint)
+    h264_viewer = Peer(send=False, receive=True, video_codec="video/H264")
+    try:
+        await h264_viewer.negotiate(rpc, h264_endpoint)
+        answer = await rpc.invoke(h264_endpoint, "getLocalSessionDescriptor")
+        assert "H264/90000" in answer and "VP8/90000" not in answer
+        event = await rpc.next_event("MediaTranscodingStateChanged", source)
+        assert event["data"]["state"] == "TRANSCODING" and event["data"]["mediaType"] == "VIDEO"
+        await h264_viewer.wait_video(20, timeout=30)
+        assert h264_viewer.received.non_black_frames > 0
+        assert await rpc.invoke(source, "isMediaTranscoding", mediaType="VIDEO") is True
+
+        await rpc.request("release", object=h264_endpoint)
+        event = await rpc.next_event("MediaTranscodingStateChanged", source)
+        assert event["data"]["state"] == "NOT_TRANSCODING"
+    finally:
+        for peer in (publisher, vp8_viewer, h264_viewer):
+            await peer.close()
+    await rpc.request("release", object=pipeline)
