@@ -1,13 +1,15 @@
-"""The forwarding plane: encoded media from a publishing element to every connected sink, never decoded.
+"""The forwarding plane: encoded media from a publishing element to every connected sink, never
+decoded.
 
-aiortc decodes every received frame on a thread of its own. In the media server's peer connections the
-receivers are `ForwardingReceiver`s instead: they keep aiortc's SRTP, RTX unwrapping, NACK generation,
-receiver reports and jitter buffer, and hand each reassembled encoded frame to the element's
-`MediaHub` as an `av.Packet`. A hub fans the frame out to its `SinkPad`s; a WebRtcEndpoint's pad feeds a
-`PacketTrack`, which aiortc's sender packetizes without encoding (its `av.Packet` path).
+aiortc decodes every received frame on a thread of its own. In the media server's peer
+connections the receivers are `ForwardingReceiver`s instead: they keep aiortc's SRTP, RTX
+unwrapping, NACK generation, receiver reports and jitter buffer, and hand each reassembled
+encoded frame to the element's `MediaHub` as an `av.Packet`. A hub fans the frame out to its
+`SinkPad`s; a WebRtcEndpoint's pad feeds a `PacketTrack`, which aiortc's sender packetizes
+without encoding (its `av.Packet` path).
 
-The internals this relies on (name-mangled `RTCRtpReceiver` state, the module-level receiver class in
-`aiortc.rtcpeerconnection`) are why aiortc is pinned exactly in pyproject.toml.
+The internals this relies on (name-mangled `RTCRtpReceiver` state, the module-level receiver
+class in `aiortc.rtcpeerconnection`) are why aiortc is pinned exactly in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ FORWARDING: contextvars.ContextVar[bool] = contextvars.ContextVar("forwarding", 
 KEYFRAME_REQUEST_INTERVAL = 1.0  # seconds between keyframe requests sent to one publisher
 VIDEO_QUEUE_FRAMES = 30  # a sink further behind than this skips to the next keyframe
 AUDIO_QUEUE_FRAMES = 50
+
+# Fire-and-forget RTCP sends, referenced until done so the loop cannot drop them.
+_background: set[asyncio.Future[None]] = set()
 
 
 @dataclass(slots=True)
@@ -217,7 +222,7 @@ class SinkPad:
 
 
 class PacketTrack(MediaStreamTrack):
-    """What an RTCRtpSender sends: encoded frames handed over by a sink pad, packetized as they are."""
+    """What an RTCRtpSender sends: encoded frames from a sink pad, packetized as they are."""
 
     def __init__(self, kind: str) -> None:
         super().__init__()
@@ -307,7 +312,9 @@ class ForwardingReceiver(RTCRtpReceiver):
     def request_keyframe(self) -> None:
         """Send a PLI for every stream received lately (RFC 4585 section 6.3.1)."""
         for source in self.getSynchronizationSources():
-            asyncio.ensure_future(self._send_rtcp_pli(source.source))
+            task = asyncio.ensure_future(self._send_rtcp_pli(source.source))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
 
 
 def install() -> None:

@@ -1,9 +1,10 @@
 """Which addresses and ports the media server's ICE agents use, and what they announce.
 
-aioice gathers every interface address except 127.0.0.1 and binds random ports. A media server needs
-the opposite control (like KMS's networkInterfaces/externalIPv4 or mediasoup's listenIps/announcedIp):
-gather exactly the configured addresses, bind inside a UDP port range so a firewall can be opened for
-it, and optionally announce another address (the public one behind 1:1 NAT) in the candidates.
+aioice gathers every interface address except 127.0.0.1 and binds random ports. A media server
+needs the opposite control (like KMS's networkInterfaces/externalIPv4 or mediasoup's
+listenIps/announcedIp): gather exactly the configured addresses, bind inside a UDP port range so
+a firewall can be opened for it, and optionally announce another address (the public one behind
+1:1 NAT) in the candidates.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ _policy = IcePolicy()
 def use_host_addresses(addresses: tuple[str, ...]) -> None:
     """Make every aioice agent in this process gather exactly these addresses.
 
-    Test peers in the media server's process need the same loopback-only gathering, which is why this
-    applies process-wide while the port range and announced address apply to the server's agents only.
+    Test peers in the media server's process need the same loopback-only gathering, which is why
+    this applies process-wide, while the port range and announced address apply to the server's
+    agents only.
     """
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [
         a
@@ -66,7 +68,10 @@ class ServerConnection(aioice.ice.Connection):
         self._server_owned = FORWARDING.get()
 
     async def get_component_candidates(
-        self, component: int, addresses: list[str], timeout: int = 5
+        self,
+        component: int,
+        addresses: list[str],
+        timeout: int = 5,  # noqa: ASYNC109 (aioice's signature)
     ) -> list[aioice.ice.Candidate]:
         policy = _policy
         if not self._server_owned or not (policy.port_min or policy.announced_address):

@@ -1,8 +1,10 @@
-"""The Kurento Protocol over WebSocket: JSON-RPC requests in, responses and onEvent notifications out.
+"""The Kurento Protocol over WebSocket: JSON-RPC requests in, responses and onEvent notifications
+out.
 
-One `MediaServer` holds the object registry and the sessions. Each socket is a `ClientConnection` with
-its own rate limit and an ordered outbox; each request runs as its own task, so one slow negotiation
-never holds up the rest of the socket, while operations on one object stay ordered by the object.
+One `MediaServer` holds the object registry and the sessions. Each socket is a `ClientConnection`
+with its own rate limit and an ordered outbox; each request runs as its own task, so one slow
+negotiation never holds up the rest of the socket, while operations on one object stay ordered by
+the object.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class ClientConnection:
         self.in_flight: set[asyncio.Task[None]] = set()
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self.writer = asyncio.create_task(self._write())
+        self.closing: asyncio.Future[None] | None = None
 
     def __str__(self) -> str:
         return self.name
@@ -78,7 +81,7 @@ class ClientConnection:
     def send(self, message: dict[str, Any]) -> None:
         if self.outbox.qsize() >= OUTBOX_LIMIT:
             logger.warning("%s is not reading; closing it", self)
-            asyncio.ensure_future(self.ws.close(1008, "not reading"))
+            self.closing = asyncio.ensure_future(self.ws.close(1008, "not reading"))
             return
         self.outbox.put_nowait(json.dumps(message, separators=(",", ":")))
 
@@ -216,7 +219,8 @@ class MediaServer:
                     _peek_id(message),
                     KurentoError(
                         Code.INVALID_REQUEST,
-                        f"Request too large ({len(message)} bytes, limit {self.config.max_request_bytes})",
+                        f"Request too large ({len(message)} bytes, "
+                        f"limit {self.config.max_request_bytes})",
                     ),
                 )
             )
@@ -256,6 +260,10 @@ class MediaServer:
     async def handle(self, conn: ClientConnection, request: Any) -> dict[str, Any] | None:
         """Answer one JSON-RPC request (None for a notification)."""
         request_id = request.get("id") if isinstance(request, dict) else None
+        if isinstance(request_id, bool) or not isinstance(request_id, int | str | None):
+            request_id = None  # an id that is no id is answered as null (JSON-RPC 2.0, 5.1)
+        # A notification (no id) gets no answer; anything that is not even a request gets one.
+        answer = not isinstance(request, dict) or "id" in request
         try:
             method, params = _validate(request)
             session = self._session_for(conn, method, params)
@@ -264,12 +272,12 @@ class MediaServer:
             result = await self._handlers[method](conn, session, params)
         except KurentoError as error:
             logger.debug("%s: %s failed: %s", conn, _method_of(request), error.message)
-            return _error(request_id, error) if "id" in request else None
+            return _error(request_id, error) if answer else None
         except Exception as exc:  # a bug here must not take the socket down with it
             logger.exception("%s: %s crashed", conn, _method_of(request))
             error = KurentoError(Code.UNEXPECTED_ERROR, f"Unexpected error: {exc}")
-            return _error(request_id, error) if "id" in request else None
-        if "id" not in request:
+            return _error(request_id, error) if answer else None
+        if not answer:
             return None
         response = {"jsonrpc": "2.0", "id": request_id, "result": result}
         if session is not None and method not in ("ping", "connect"):

@@ -1,7 +1,8 @@
 """Video transcoding for the rare sink that cannot take its source's codec (VP8 <-> H.264).
 
-One worker per (source stream, target codec): it decodes each frame once and encodes it once, and every
-sink wanting that codec shares the result. It runs on its own thread so the event loop keeps forwarding.
+One worker per (source stream, target codec): it decodes each frame once and encodes it once, and
+every sink wanting that codec shares the result. It runs on its own thread so the event loop
+keeps forwarding.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""WebRtcEndpoint: one aiortc peer connection whose received media feeds the element's hubs and whose
-senders carry what the element's pads receive, encoded frames in both directions (see forwarding.py).
+"""WebRtcEndpoint: one aiortc peer connection whose received media feeds the element's hubs and
+whose senders carry what the element's pads receive, encoded frames in both directions (see
+forwarding.py).
 
-Negotiation follows KMS: processOffer or generateOffer/processAnswer once; ICE candidates trickle out
-as IceCandidateFound after gatherCandidates() and in through addIceCandidate (queued until the remote
-description is known). KMS has no ICE restart, and neither does this endpoint.
+Negotiation follows KMS: processOffer or generateOffer/processAnswer once; ICE candidates trickle
+out as IceCandidateFound after gatherCandidates() and in through addIceCandidate (queued until
+the remote description is known). KMS has no ICE restart, and neither does this endpoint.
 """
 
 from __future__ import annotations
@@ -280,7 +281,7 @@ class WebRtcEndpoint(BaseRtpEndpoint):
             receivers.clear()
 
     def _attach(self, transceiver: RTCRtpTransceiver) -> None:
-        """Point a transceiver's receiver at this element's hub and its sender at the pad's track."""
+        """Point a transceiver's receiver at the element's hub, its sender at the pad's track."""
         kind = transceiver.kind
         if kind not in self.tracks:
             return
@@ -392,6 +393,14 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         if parsed.ip.endswith(".local"):
             return  # mDNS names are not resolved here; the peer's checks reach us anyway
         assert self.pc is not None
+        if not any(
+            parsed.sdpMid == t.mid or parsed.sdpMLineIndex == t._get_mline_index()
+            for t in self.pc.getTransceivers()
+        ):
+            raise KurentoError(
+                Code.ICE_ADD_CANDIDATE_ERROR,
+                f"No media stream for sdpMid {parsed.sdpMid!r} / index {parsed.sdpMLineIndex!r}",
+            )
         try:
             await self.pc.addIceCandidate(parsed)
         except Exception as exc:

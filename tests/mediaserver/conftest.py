@@ -97,7 +97,9 @@ class JsClient:
         future = asyncio.get_running_loop().create_future()
         self._replies[self._serial] = future
         assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"id": self._serial, "op": op, **args}).encode() + b"\n")
+        self.process.stdin.write(
+            json.dumps({"id": self._serial, "op": op, **args}).encode() + b"\n"
+        )
         return await asyncio.wait_for(future, 20)
 
     async def next_event(self, name: str, ref: str | None = None, timeout: float = 15) -> dict:

@@ -1,6 +1,7 @@
 """A bare Kurento Protocol client for the media server's tests: send requests, collect events.
 
-Deliberately minimal (the product's client lives in signaling/kurento/): tests see the wire as it is.
+Deliberately minimal (the product's client lives in signaling/kurento/): tests see the wire as it
+is.
 """
 
 from __future__ import annotations

@@ -151,9 +151,7 @@ async def test_keyframe_requests_reach_the_publisher_rate_limited(rpc: Rpc) -> N
         # Each viewer reports picture loss (a real RTCP PLI from aiortc's receiver), twice.
         for _ in range(2):
             for _, peer in viewers:
-                receiver = next(
-                    t.receiver for t in peer.pc.getTransceivers() if t.kind == "video"
-                )
+                receiver = next(t.receiver for t in peer.pc.getTransceivers() if t.kind == "video")
                 ssrc = receiver.getSynchronizationSources()[0].source
                 await receiver._send_rtcp_pli(ssrc)
         await asyncio.sleep(0.5)
@@ -179,7 +177,7 @@ async def test_transcodes_only_for_a_sink_that_cannot_take_the_codec(rpc: Rpc) -
     pipeline = await rpc.create("MediaPipeline")
     source, publisher = await publish(rpc, pipeline)
     await rpc.subscribe(source, "MediaTranscodingStateChanged")
-    vp8_endpoint, vp8_viewer = await view(rpc, pipeline, source)
+    _, vp8_viewer = await view(rpc, pipeline, source)
     await vp8_viewer.wait_video(10)
     assert await rpc.invoke(source, "isMediaTranscoding", mediaType="VIDEO") is False
 

@@ -92,9 +92,10 @@ async def test_fan_out_one_publisher_to_three_viewers(
             assert viewer.received.sizes == {(640, 480)}
         sinks = await js_client.run("call", ref="pub", method="getSinkConnections", args=["VIDEO"])
         assert sorted(s["sink"] for s in sinks) == sorted(viewer_ids)
-        assert await js_client.run(
-            "call", ref="pub", method="isMediaFlowingIn", args=["VIDEO"]
-        ) is True
+        assert (
+            await js_client.run("call", ref="pub", method="isMediaFlowingIn", args=["VIDEO"])
+            is True
+        )
     finally:
         for peer in [publisher, *viewers]:
             await peer.close()
@@ -130,7 +131,10 @@ async def test_unimplemented_factory_is_an_error_not_a_crash(
     await js_client.run("connect", url=media_server.url)
     await js_client.run("create", ref="pipeline", type="MediaPipeline")
     reply = await js_client.try_run(
-        "create", ref="rec", type="RecorderEndpoint", parent="pipeline",
+        "create",
+        ref="rec",
+        type="RecorderEndpoint",
+        parent="pipeline",
         params={"uri": "file:///tmp/x.webm"},
     )
     assert not reply["ok"]

@@ -103,8 +103,9 @@ async def test_events_carry_kms_payloads_and_go_once_per_session(rpc: Rpc) -> No
     assert data["source"] == source and data["sink"] == sink and data["mediaType"] == "VIDEO"
     assert data["type"] == "ElementConnected"
     assert isinstance(data["timestampMillis"], str) and data["timestampMillis"].isdigit()
-    assert data["tags"] == [{"__module__": "kurento", "__type__": "Tag", "key": "who",
-                             "value": "alice"}]
+    assert data["tags"] == [
+        {"__module__": "kurento", "__type__": "Tag", "key": "who", "value": "alice"}
+    ]
     await asyncio.sleep(0.2)
     assert rpc.events.empty(), "a second subscription must not deliver the event twice"
 
@@ -148,12 +149,31 @@ async def test_transaction_with_new_references(rpc: Rpc) -> None:
     await rpc.request("ping")
     operations = [
         {"jsonrpc": "2.0", "id": 0, "method": "create", "params": {"type": "MediaPipeline"}},
-        {"jsonrpc": "2.0", "id": 1, "method": "create", "params": {
-            "type": "WebRtcEndpoint", "constructorParams": {"mediaPipeline": "newref:0"}}},
-        {"jsonrpc": "2.0", "id": 2, "method": "create", "params": {
-            "type": "PassThrough", "constructorParams": {"mediaPipeline": "newref:0"}}},
-        {"jsonrpc": "2.0", "id": 3, "method": "invoke", "params": {
-            "object": "newref:1", "operation": "connect", "operationParams": {"sink": "newref:2"}}},
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "create",
+            "params": {
+                "type": "WebRtcEndpoint",
+                "constructorParams": {"mediaPipeline": "newref:0"},
+            },
+        },
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "create",
+            "params": {"type": "PassThrough", "constructorParams": {"mediaPipeline": "newref:0"}},
+        },
+        {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "invoke",
+            "params": {
+                "object": "newref:1",
+                "operation": "connect",
+                "operationParams": {"sink": "newref:2"},
+            },
+        },
     ]
     result = await rpc.request("transaction", operations=operations)
     responses = result["value"]
@@ -163,8 +183,16 @@ async def test_transaction_with_new_references(rpc: Rpc) -> None:
     assert [s["sink"] for s in sinks] == [passthrough]
 
     # A transaction stops at its first error and says which.
-    broken = [operations[0], {"jsonrpc": "2.0", "id": 1, "method": "invoke",
-                              "params": {"object": "nope", "operation": "getName"}}, operations[0]]
+    broken = [
+        operations[0],
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "invoke",
+            "params": {"object": "nope", "operation": "getName"},
+        },
+        operations[0],
+    ]
     responses = (await rpc.request("transaction", operations=broken))["value"]
     assert len(responses) == 2 and responses[1]["error"]["code"] == 40101
     await rpc.request("release", object=responses[0]["result"]["value"])
@@ -173,8 +201,12 @@ async def test_transaction_with_new_references(rpc: Rpc) -> None:
 
 async def test_a_retried_request_gets_the_same_answer(rpc: Rpc) -> None:
     await rpc.request("ping")
-    request = {"jsonrpc": "2.0", "id": 77, "method": "create",
-               "params": {"type": "MediaPipeline", "sessionId": None}}
+    request = {
+        "jsonrpc": "2.0",
+        "id": 77,
+        "method": "create",
+        "params": {"type": "MediaPipeline", "sessionId": None},
+    }
     await rpc.create("MediaPipeline")  # binds the session
     request["params"]["sessionId"] = rpc.session_id
     first = await rpc.send_raw(request, 77)
@@ -260,7 +292,10 @@ async def test_unknown_object_and_operation_errors(rpc: Rpc) -> None:
     pipeline = await rpc.create("MediaPipeline")
     with pytest.raises(RpcError) as missing:
         await rpc.invoke("no-such-object", "getName")
-    assert (missing.value.code, missing.value.message) == (40101, "Object 'no-such-object' not found")
+    assert (missing.value.code, missing.value.message) == (
+        40101,
+        "Object 'no-such-object' not found",
+    )
     with pytest.raises(RpcError) as unknown_op:
         await rpc.invoke(pipeline, "fly", height=3)
     assert unknown_op.value.code == 40008
@@ -268,11 +303,15 @@ async def test_unknown_object_and_operation_errors(rpc: Rpc) -> None:
     with pytest.raises(RpcError) as unknown_event:
         await rpc.subscribe(pipeline, "IceCandidateFound")
     assert (unknown_event.value.code, unknown_event.value.message) == (
-        40106, "Event 'IceCandidateFound' not supported")
+        40106,
+        "Event 'IceCandidateFound' not supported",
+    )
     with pytest.raises(RpcError) as factory:
         await rpc.create("RecorderEndpoint", mediaPipeline=pipeline, uri="file:///tmp/a.webm")
     assert (factory.value.code, factory.value.message) == (
-        40100, "Factory 'RecorderEndpoint' not found")
+        40100,
+        "Factory 'RecorderEndpoint' not found",
+    )
     with pytest.raises(RpcError) as abstract:
         await rpc.create("MediaElement", mediaPipeline=pipeline)
     assert abstract.value.code == 40100
@@ -296,5 +335,8 @@ def test_config_from_flags_and_environment() -> None:
 async def test_wire_format_is_plain_jsonrpc(media_server: MediaServer) -> None:
     async with websockets.connect(media_server.url) as ws:
         await ws.send(json.dumps({"jsonrpc": "2.0", "id": "a", "method": "ping"}))
-        assert json.loads(await ws.recv()) == {"jsonrpc": "2.0", "id": "a",
-                                               "result": {"value": "pong"}}
+        assert json.loads(await ws.recv()) == {
+            "jsonrpc": "2.0",
+            "id": "a",
+            "result": {"value": "pong"},
+        }
