@@ -9,8 +9,10 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_ARGS ?=
+# The official Kurento JavaScript client, for the media server's conformance tests.
+KURENTO_CLIENT := tests/kurento_client
 
-.PHONY: run test lint pytest pytest-topology system-deps clean
+.PHONY: run test lint pytest pytest-topology system-deps js-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +36,7 @@ run: $(VENV)/.installed
 	exec $(BIN)/daphne --bind $(HOST) --port $(PORT) conference.asgi:application
 
 ## make test: install what tests need, lint, then the whole suite on both topologies.
-test: $(VENV)/.installed-test system-deps lint pytest pytest-topology
+test: $(VENV)/.installed-test system-deps js-deps lint pytest pytest-topology
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
@@ -68,6 +70,7 @@ system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v turnserver >/dev/null || missing="$$missing coturn"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "Installing Debian packages:$$missing"; \
@@ -78,4 +81,15 @@ system-deps:
 	fi
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .test-db.sqlite3*
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .test-db.sqlite3* $(KURENTO_CLIENT)/node_modules
+
+# npm kurento-client 7.3.0 installs with its git dependency pinned through package.json
+# "overrides" and without install scripts (the one it names is not shipped).
+js-deps: $(KURENTO_CLIENT)/node_modules/.package-lock.json
+
+$(KURENTO_CLIENT)/node_modules/.package-lock.json: $(KURENTO_CLIENT)/package.json $(KURENTO_CLIENT)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd $(KURENTO_CLIENT) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "NOTICE: npm is missing; the kurento-client conformance tests skip (fail under CI)"; \
+	fi

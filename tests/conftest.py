@@ -6,7 +6,9 @@ elsewhere it is skipped with the reason.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -35,6 +37,21 @@ def require(available: bool, what: str) -> None:
     if IN_CI:
         pytest.fail(f"{what} is required under CI=true but is missing", pytrace=False)
     pytest.skip(f"{what} is missing")
+
+
+@pytest.fixture(autouse=True)
+def _playwright_loop_aside(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Playwright's sync API (the session's Chromium) leaves its event loop marked as running in
+    the main thread; an async test needs that mark cleared to run its own loop."""
+    loop = asyncio.events._get_running_loop()
+    if loop is None or not inspect.iscoroutinefunction(getattr(request, "function", None)):
+        yield
+        return
+    asyncio.events._set_running_loop(None)
+    try:
+        yield
+    finally:
+        asyncio.events._set_running_loop(loop)
 
 
 @pytest.fixture(autouse=True)

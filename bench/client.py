@@ -1,0 +1,277 @@
+"""A benchmark client process: aiortc publishers or subscribers against a Kurento Protocol server,
+driven by JSON lines on stdin, answering on stdout.
+
+    python -m bench.client publisher URL MEDIA_FILE
+    python -m bench.client subscriber URL [counting|forwarding]
+
+Publishers replay pre-encoded media (bench/media.py) and never encode. Subscribers never decode.
+Their receivers keep aiortc's SRTP, RTP statistics and receiver reports, and either
+* "counting" (the default, the cheapest): count frames by the RTP marker bit, with no jitter buffer,
+  NACKs or bandwidth estimation (no REMB), or
+* "forwarding": are the media server's own `ForwardingReceiver`s (built while
+  `mediaserver.forwarding.FORWARDING` is set): aiortc's full receive path (jitter buffer, NACK,
+  REMB) up to the reassembled encoded frame, which `on_frame` counts.
+Either way packet loss comes from the receivers' RTP sequence-number statistics.
+
+Commands (one JSON object per line, each answered by one line):
+  {"cmd": "publish", "pipeline": ID}                         -> {"endpoint": ID}
+  {"cmd": "subscribe", "pipeline": ID, "sources": [ID|null]} -> {"created": n, "errors": [...]}
+  {"cmd": "wait_media", "seconds": s}                        -> {"ready": n, "total": n}
+  {"cmd": "snapshot"}                                        -> {"t": s, "subs": [[...], ...]}
+  {"cmd": "close"}                                           -> {} and the process exits
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiortc.rtcpeerconnection
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import RtpPacket
+
+from mediaserver import forwarding, ice
+from mediaserver.forwarding import FORWARDING, EncodedFrame, ForwardingReceiver
+
+from .media import EncodedMedia, LoopTrack
+from .rpc import Rpc
+
+SUBSCRIBE_CONCURRENCY = 4
+NEGOTIATION_TIMEOUT = 60.0
+
+
+async def negotiate(rpc: Rpc, pc: RTCPeerConnection, endpoint: str) -> None:
+    """The Kurento pattern: offer here, processOffer there, trickle our candidates."""
+    await rpc.subscribe(endpoint, "IceCandidateFound")
+    await pc.setLocalDescription(await pc.createOffer())
+    answer = await rpc.invoke(endpoint, "processOffer", offer=pc.localDescription.sdp)
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    await rpc.invoke(endpoint, "gatherCandidates")
+    for line in pc.localDescription.sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            candidate = {"candidate": line[2:], "sdpMid": "0", "sdpMLineIndex": 0}
+            await rpc.invoke(endpoint, "addIceCandidate", candidate=candidate)
+
+
+class Publisher:
+    def __init__(self, media: EncodedMedia) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.audio = LoopTrack("audio", media.audio)
+        self.video = LoopTrack("video", media.video, media.keyframes)
+        self.pc.addTransceiver(self.audio, direction="sendonly")
+        video = self.pc.addTransceiver(self.video, direction="sendonly")
+        # A PLI from the server makes the replay jump to a keyframe, as an encoder would.
+        video.sender._send_keyframe = self.video.request_keyframe  # type: ignore[method-assign]
+
+    async def counters(self) -> list[int]:
+        """[video frames sent, keyframe requests, then packets sent and packets the server reported
+        lost (RTCP receiver reports) for video and for audio]."""
+        packets = {"video": [0, 0], "audio": [0, 0]}
+        for transceiver in self.pc.getTransceivers():
+            for stats in (await transceiver.sender.getStats()).values():
+                if stats.type == "outbound-rtp":
+                    packets[transceiver.kind][0] = stats.packetsSent
+                elif stats.type == "remote-inbound-rtp":
+                    packets[transceiver.kind][1] = stats.packetsLost
+        return [self.video.sent, self.video.keyframe_requests, *packets["video"], *packets["audio"]]
+
+
+class CountingReceiver(ForwardingReceiver):
+    """A forwarding receiver that stops after the RTP statistics: one frame per marker bit (the last
+    packet of a video frame; every Opus packet), no jitter buffer, NACK or bandwidth estimation."""
+
+    def __init__(self, kind: str, transport: object) -> None:
+        super().__init__(kind, transport)
+        self.on_marker: Callable[[], None] | None = None
+
+    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        codec = self._RTCRtpReceiver__codecs.get(packet.payload_type)  # type: ignore[attr-defined]
+        if codec is None:
+            return
+        streams: dict[int, StreamStatistics] = self._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        stream = streams.get(packet.ssrc)
+        if stream is None:
+            stream = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+        stream.add(packet)
+        if packet.marker and codec.name != "rtx" and self.on_marker is not None:
+            self.on_marker()
+
+
+class Subscriber:
+    """A receive-only peer whose receivers count encoded frames and never decode."""
+
+    def __init__(self) -> None:
+        self.frames = {"audio": 0, "video": 0}
+        self.media = asyncio.Event()  # set once both audio and video frames arrived
+        self.receivers: dict[str, ForwardingReceiver] = {}
+        token = FORWARDING.set(True)
+        try:
+            self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            for kind in ("audio", "video"):
+                receiver = self.pc.addTransceiver(kind, direction="recvonly").receiver
+                assert isinstance(receiver, ForwardingReceiver) and receiver.forwarding
+                if isinstance(receiver, CountingReceiver):
+                    receiver.on_marker = self._counter(kind)
+                else:
+                    receiver.on_frame = self._counter(kind)
+                self.receivers[kind] = receiver
+        finally:
+            FORWARDING.reset(token)
+
+    def _counter(self, kind: str) -> Any:
+        frames = self.frames
+        media = self.media
+
+        def count(frame: EncodedFrame | None = None) -> None:
+            frames[kind] += 1
+            if not media.is_set() and frames["audio"] and frames["video"]:
+                media.set()
+
+        return count
+
+    def packets(self, kind: str) -> tuple[int, int]:
+        """(expected, received) RTP packets of the main stream of a kind (RTX aside)."""
+        streams = self.receivers[kind]._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        known = [s for s in streams.values() if s.max_seq is not None]
+        if not known:
+            return 0, 0
+        main = max(known, key=lambda s: s.packets_received)
+        return main.packets_expected, main.packets_received
+
+    def counters(self) -> list[int]:
+        return [
+            self.frames["video"],
+            self.frames["audio"],
+            *self.packets("video"),
+            *self.packets("audio"),
+        ]
+
+
+class Client:
+    def __init__(self, role: str, url: str, media: EncodedMedia | None) -> None:
+        self.role = role
+        self.url = url
+        self.media = media
+        self.rpc: Rpc | None = None
+        self.publishers: list[Publisher] = []
+        self.subscribers: list[Subscriber] = []
+
+    async def connect(self) -> Rpc:
+        if self.rpc is None:
+            self.rpc = await Rpc.open(self.url, request_timeout=NEGOTIATION_TIMEOUT)
+        return self.rpc
+
+    async def publish(self, pipeline: str) -> dict[str, Any]:
+        assert self.media is not None
+        rpc = await self.connect()
+        publisher = Publisher(self.media)
+        self.publishers.append(publisher)
+        endpoint = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+        await negotiate(rpc, publisher.pc, endpoint)
+        return {"endpoint": endpoint}
+
+    async def _subscribe_one(self, pipeline: str, source: str | None) -> None:
+        rpc = await self.connect()
+        subscriber = Subscriber()
+        self.subscribers.append(subscriber)
+        async with asyncio.timeout(NEGOTIATION_TIMEOUT):
+            endpoint = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+            if source is not None:
+                await rpc.invoke(source, "connect", sink=endpoint)
+            await negotiate(rpc, subscriber.pc, endpoint)
+
+    async def subscribe(self, pipeline: str, sources: list[str | None]) -> dict[str, Any]:
+        errors: list[str] = []
+        created = 0
+        for start in range(0, len(sources), SUBSCRIBE_CONCURRENCY):
+            batch = sources[start : start + SUBSCRIBE_CONCURRENCY]
+            results = await asyncio.gather(
+                *(self._subscribe_one(pipeline, source) for source in batch),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    errors.append(repr(result)[:300])
+                else:
+                    created += 1
+        return {"created": created, "errors": errors}
+
+    async def wait_media(self, seconds: float) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(seconds):
+                await asyncio.gather(*(s.media.wait() for s in self.subscribers))
+        except TimeoutError:
+            pass
+        ready = sum(1 for s in self.subscribers if s.media.is_set())
+        return {"ready": ready, "total": len(self.subscribers)}
+
+    async def snapshot(self) -> dict[str, Any]:
+        return {
+            "t": time.monotonic(),
+            "subs": [s.counters() for s in self.subscribers],
+            "pubs": [await p.counters() for p in self.publishers],
+        }
+
+    async def close(self) -> None:
+        peers = [p.pc for p in self.publishers] + [s.pc for s in self.subscribers]
+        await asyncio.gather(*(pc.close() for pc in peers), return_exceptions=True)
+        if self.rpc is not None:
+            await self.rpc.close()
+
+    async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
+        name = command["cmd"]
+        if name == "publish":
+            return await self.publish(command["pipeline"])
+        if name == "subscribe":
+            return await self.subscribe(command["pipeline"], command["sources"])
+        if name == "wait_media":
+            return await self.wait_media(float(command["seconds"]))
+        if name == "snapshot":
+            return await self.snapshot()
+        if name == "close":
+            await self.close()
+            return {}
+        raise ValueError(f"unknown command {name!r}")
+
+
+async def serve(client: Client) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        command = json.loads(line)
+        try:
+            reply = {"ok": True, **await client.handle(command)}
+        except Exception as exc:
+            logging.exception("command %s failed", command.get("cmd"))
+            reply = {"ok": False, "error": repr(exc)[:500]}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+        if command["cmd"] == "close":
+            return
+    await client.close()  # stdin closed: the benchmark is gone
+
+
+def main() -> None:
+    role, url = sys.argv[1], sys.argv[2]
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    ice.use_host_addresses(("127.0.0.1",))  # ICE on loopback only
+    media = EncodedMedia.load(Path(sys.argv[3])) if role == "publisher" else None
+    if role == "subscriber":
+        receiver = sys.argv[3] if len(sys.argv) > 3 else "counting"
+        if receiver == "counting":
+            aiortc.rtcpeerconnection.RTCRtpReceiver = CountingReceiver  # type: ignore[misc]
+        else:
+            forwarding.install()
+    asyncio.run(serve(Client(role, url, media)))
+
+
+if __name__ == "__main__":
+    main()

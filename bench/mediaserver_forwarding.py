@@ -1,0 +1,735 @@
+"""Benchmark of the media server's forwarding plane (issue 3): server CPU per forwarded stream, how
+many subscribed audio+video streams one core sustains, memory per endpoint, and the naive design.
+
+    python -m bench.mediaserver_forwarding [--quick] [--json PATH] [--no-pin] [--steps 0,50,100]
+
+Everything runs on this machine over loopback (ICE gathers 127.0.0.1 only):
+
+* the media server (`python -m mediaserver`) in a subprocess, whose CPU time (utime+stime from
+  /proc/PID/stat over a steady-state window) and RSS (/proc/PID/status) are what is measured;
+* one publisher process replaying pre-encoded 640x480@30 VP8 and 20 ms Opus (bench/media.py), so
+  publishing costs no encoding;
+* several subscriber processes whose receivers count frames without decoding, and read loss from
+  RTP sequence numbers (bench/client.py).
+
+By default the server is pinned to the last core and every other process of the benchmark to the
+remaining ones, so the server's figures are those of one core of its own (`--no-pin` lets the
+scheduler place everything).
+
+The forwarding ramp adds subscribers step by step (one publisher, N subscribers: N subscribed
+audio+video streams) and stops at the first step where a subscriber gets < 28 video fps or >= 1 %
+packet loss or the server uses > 95 % of its core (each confirmed by a second window), or where the
+machine is saturated. The same run then measures the naive design (bench/naive_sfu.py: decode once,
+MediaRelay, one encoder per subscriber) at small N, and prints the ratio of the two designs' CPU
+per stream.
+
+The clients share the machine with the server and need about as much CPU as it does, so on a small
+machine they can saturate as soon as the server. "Streams per core" is N divided by the server's
+measured CPU (in cores); the slope of server CPU over N gives the marginal cost of a stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .media import HEIGHT, WIDTH, encode_media
+from .proc import CORES, Child, Server, Worker, cpu_seconds, machine_busy, machine_ticks, rss_bytes
+from .rpc import Rpc
+
+MIN_FPS = 28.0
+MAX_LOSS_PERCENT = 1.0
+MAX_SERVER_CPU = 95.0  # % of one core
+MACHINE_SATURATED = 0.95 * CORES * 100  # % of one core, summed over the machine's cores
+TARGET_PER_CORE = 200
+KURENTO_PER_CORE = (70, 84)
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Plan:
+    forwarding_steps: tuple[int, ...]
+    naive_steps: tuple[int, ...]
+    window: float  # seconds of steady state measured per step
+    settle: float  # seconds between the last subscriber receiving media and the window
+    idle_endpoints: int  # un-negotiated WebRtcEndpoints created for the memory figure
+    negotiated_endpoints: int  # negotiated, idle (no media) endpoints for the memory figure
+    subscriber_processes: int
+    receiver: str  # the subscribers' receivers: "counting" or "forwarding" (see bench/client.py)
+    publishers: int
+    pin: bool  # server alone on the last core, everything else of the benchmark on the others
+    video_kbps: int
+    hard_timeout: float  # seconds for the whole run
+
+
+FULL = Plan(
+    forwarding_steps=(0, 10, 25, 50, 75, 100, 110, 120, 130, 140, 150, 175, 200, 250, 300),
+    naive_steps=(0, 1, 2, 3, 4, 6, 8),
+    window=10.0,
+    settle=3.0,
+    idle_endpoints=100,
+    negotiated_endpoints=50,
+    subscriber_processes=3,
+    receiver="counting",
+    publishers=1,
+    pin=True,
+    video_kbps=800,
+    hard_timeout=720.0,
+)
+QUICK = Plan(
+    forwarding_steps=(0, 3, 6),
+    naive_steps=(0, 1),
+    window=2.0,
+    settle=1.0,
+    idle_endpoints=20,
+    negotiated_endpoints=4,
+    subscriber_processes=2,
+    receiver="counting",
+    publishers=1,
+    pin=True,
+    video_kbps=800,
+    hard_timeout=90.0,
+)
+
+
+@dataclass
+class Step:
+    design: str
+    subscribers: int
+    server_cpu: float  # % of one core
+    machine_cpu: float  # % of one core, all processes on the machine
+    clients_cpu: float  # % of one core, the publisher and subscriber processes
+    server_rss_mib: float
+    fps_min: float | None = None
+    fps_median: float | None = None
+    audio_fps_min: float | None = None
+    loss_max: float | None = None  # % of RTP packets, worst subscriber and kind
+    published_fps: float = 0.0  # video frames the (slowest) publisher sent per second
+    upstream_loss_max: float = 0.0  # % of the publishers' packets the server reported lost
+    keyframe_requests: int = 0  # PLIs reaching the publishers during the window
+    failed_subscribers: int = 0
+    passed: bool = True
+    saturated: bool = False
+    note: str = ""
+
+    @property
+    def other_cpu(self) -> float:
+        """CPU used on the machine by anything but the server and the benchmark's clients."""
+        return max(0.0, self.machine_cpu - self.server_cpu - self.clients_cpu)
+
+    @property
+    def cpu_per_stream(self) -> float | None:
+        return self.server_cpu / self.subscribers if self.subscribers else None
+
+    @property
+    def streams_per_core(self) -> float | None:
+        if not self.subscribers or self.server_cpu <= 0:
+            return None
+        return self.subscribers / (self.server_cpu / 100)
+
+
+@dataclass
+class Results:
+    plan: dict[str, Any]
+    machine: dict[str, Any]
+    media: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    forwarding: list[Step] = field(default_factory=list)
+    naive: list[Step] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+async def background_load(seconds: float = 2.0) -> float:
+    before = machine_ticks()
+    await asyncio.sleep(seconds)
+    return machine_busy(before, machine_ticks())
+
+
+# -- memory per endpoint ----------------------------------------------------------------------
+
+
+async def measure_memory(plan: Plan, log_dir: Path) -> dict[str, Any]:
+    """A fresh server: RSS growth per un-negotiated endpoint, then per negotiated idle one."""
+    server = await Server.launch("memory-server", mediaserver_args(), log_dir)
+    worker: Worker | None = None
+    try:
+        rpc = await Rpc.open(server.url)
+        pipeline = await rpc.create("MediaPipeline")
+        await asyncio.sleep(1.0)
+        base = rss_bytes(server.pid)
+        for _ in range(plan.idle_endpoints):
+            await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+        await asyncio.sleep(1.0)
+        after_idle = rss_bytes(server.pid)
+        worker = await Worker.launch("memory-client", ["subscriber", server.url], log_dir)
+        reply = await worker.call(
+            "subscribe", pipeline=pipeline, sources=[None] * plan.negotiated_endpoints
+        )
+        await asyncio.sleep(2.0)
+        after_negotiated = rss_bytes(server.pid)
+        await rpc.close()
+        return {
+            "server_rss_start_mib": base / MIB,
+            "unnegotiated_endpoints": plan.idle_endpoints,
+            "kib_per_unnegotiated_endpoint": (after_idle - base) / 1024 / plan.idle_endpoints,
+            "negotiated_endpoints": reply["created"],
+            "kib_per_negotiated_idle_endpoint": (after_negotiated - after_idle)
+            / 1024
+            / max(1, reply["created"]),
+        }
+    finally:
+        if worker is not None:
+            await worker.stop()
+        await server.stop()
+
+
+def mediaserver_args() -> list[str]:
+    return ["-m", "mediaserver", "--port", "0", "--log-level", "WARNING"]
+
+
+# -- a ramp of subscribers --------------------------------------------------------------------
+
+
+class Ramp:
+    """A server, a publisher process and subscriber processes; subscribers are added in steps."""
+
+    def __init__(self, design: str, plan: Plan, log_dir: Path, media_path: Path) -> None:
+        self.design = design
+        self.plan = plan
+        self.log_dir = log_dir
+        self.media_path = media_path
+        self.server: Server | None = None
+        self.publisher: Worker | None = None
+        self.workers: list[Worker] = []
+        self.sources: list[str] = []
+        self.pipeline = ""
+        self.subscribers = 0
+        self.failed = 0
+        self.rpc: Rpc | None = None
+
+    async def start(self) -> None:
+        if self.design == "forwarding":
+            args = mediaserver_args()
+        else:
+            args = ["-m", "bench.naive_sfu", "--port", "0"]
+        self.server = await Server.launch(f"{self.design}-server", args, self.log_dir)
+        if self.plan.pin:
+            pin(self.server.pid, server=True)
+        url = self.server.url
+        self.rpc = await Rpc.open(url)
+        self.pipeline = await self.rpc.create("MediaPipeline")
+        self.publisher = await Worker.launch(
+            f"{self.design}-publisher", ["publisher", url, str(self.media_path)], self.log_dir
+        )
+        if self.plan.pin:
+            pin(self.publisher.pid, server=False)
+        for _ in range(self.plan.publishers):
+            reply = await self.publisher.call("publish", pipeline=self.pipeline)
+            self.sources.append(reply["endpoint"])
+        args = ["subscriber", url, self.plan.receiver]
+        self.workers = [
+            await Worker.launch(f"{self.design}-subscribers-{i}", args, self.log_dir)
+            for i in range(self.plan.subscriber_processes)
+        ]
+        for worker in self.workers:
+            if self.plan.pin:
+                pin(worker.pid, server=False)
+        await asyncio.sleep(self.plan.settle)
+
+    async def stop(self) -> None:
+        if self.rpc is not None:
+            await self.rpc.close()
+        for child in [*self.workers, self.publisher]:
+            if child is not None:
+                await child.stop()
+        if self.server is not None:
+            await self.server.stop()
+
+    async def grow(self, total: int) -> None:
+        """Add subscribers up to `total`, spread over the worker processes and the publishers."""
+        batches: list[list[str | None]] = [[] for _ in self.workers]
+        for index in range(self.subscribers, total):
+            source = self.sources[index % len(self.sources)]
+            batches[index % len(self.workers)].append(source)
+        replies = await asyncio.gather(
+            *(
+                worker.call("subscribe", pipeline=self.pipeline, sources=batch)
+                for worker, batch in zip(self.workers, batches, strict=True)
+                if batch
+            )
+        )
+        for reply in replies:
+            self.failed += len(reply["errors"])
+            for error in reply["errors"][:3]:
+                say(f"    subscriber failed: {error}")
+        self.subscribers = total
+        await asyncio.gather(*(worker.call("wait_media", seconds=30.0) for worker in self.workers))
+
+    async def measure(self) -> Step:
+        assert self.server is not None and self.publisher is not None
+        clients = [self.publisher, *self.workers]
+        await asyncio.sleep(self.plan.settle)
+        first = await asyncio.gather(*(worker.call("snapshot") for worker in clients))
+        cpu0, machine0 = cpu_seconds(self.server.pid), machine_ticks()
+        clients0 = sum(cpu_seconds(c.pid) for c in clients)
+        wall0 = time.monotonic()
+        await asyncio.sleep(self.plan.window)
+        wall = time.monotonic() - wall0
+        cpu1, machine1 = cpu_seconds(self.server.pid), machine_ticks()
+        clients1 = sum(cpu_seconds(c.pid) for c in clients)
+        last = await asyncio.gather(*(worker.call("snapshot") for worker in clients))
+        step = Step(
+            design=self.design,
+            subscribers=self.subscribers,
+            server_cpu=100.0 * (cpu1 - cpu0) / wall,
+            machine_cpu=machine_busy(machine0, machine1),
+            clients_cpu=100.0 * (clients1 - clients0) / wall,
+            server_rss_mib=rss_bytes(self.server.pid) / MIB,
+            failed_subscribers=self.failed,
+        )
+        published_fps: list[float] = []
+        upstream_losses: list[float] = []
+        elapsed = last[0]["t"] - first[0]["t"]
+        for old, new in zip(first[0]["pubs"], last[0]["pubs"], strict=True):
+            published_fps.append((new[0] - old[0]) / elapsed)
+            step.keyframe_requests += new[1] - old[1]
+            for offset in (2, 4):  # video, audio: (sent, reported lost)
+                sent, lost = new[offset] - old[offset], new[offset + 1] - old[offset + 1]
+                upstream_losses.append(100.0 * max(0, lost) / sent if sent else 100.0)
+        step.published_fps = min(published_fps)
+        step.upstream_loss_max = max(upstream_losses)
+        video_fps: list[float] = []
+        audio_fps: list[float] = []
+        losses: list[float] = []
+        for before, after in zip(first[1:], last[1:], strict=True):
+            elapsed = after["t"] - before["t"]
+            for old, new in zip(before["subs"], after["subs"], strict=False):
+                video_fps.append((new[0] - old[0]) / elapsed)
+                audio_fps.append((new[1] - old[1]) / elapsed)
+                for offset in (2, 4):  # video, audio: (expected, received)
+                    expected = new[offset] - old[offset]
+                    received = new[offset + 1] - old[offset + 1]
+                    lost = max(0, expected - received)
+                    losses.append(100.0 * lost / expected if expected else 100.0)
+        if self.subscribers:
+            video_fps += [0.0] * self.failed
+            step.fps_min = min(video_fps)
+            step.fps_median = statistics.median(video_fps)
+            step.audio_fps_min = min(audio_fps) if audio_fps else 0.0
+            step.loss_max = max(losses) if losses else 100.0
+            problems = []
+            if step.fps_min < MIN_FPS:
+                problems.append(f"fps {step.fps_min:.1f} < {MIN_FPS:.0f}")
+            if step.loss_max >= MAX_LOSS_PERCENT:
+                problems.append(f"loss {step.loss_max:.2f} % >= {MAX_LOSS_PERCENT:.0f} %")
+            if self.failed:
+                problems.append(f"{self.failed} subscribers failed to connect")
+            if self.design == "forwarding" and step.server_cpu > MAX_SERVER_CPU:
+                problems.append(f"server CPU {step.server_cpu:.0f} % > {MAX_SERVER_CPU:.0f} %")
+            step.passed = not problems
+            step.note = "; ".join(problems)
+        step.saturated = step.machine_cpu >= MACHINE_SATURATED
+        if step.saturated:
+            step.note = "; ".join(filter(None, [step.note, "machine saturated"]))
+        return step
+
+
+def pin(pid: int, *, server: bool) -> None:
+    """The server gets the last core to itself; clients (and this process) share the others."""
+    cores = sorted(os.sched_getaffinity(0) | {CORES - 1})
+    os.sched_setaffinity(pid, {CORES - 1} if server else set(cores[:-1]) or {0})
+
+
+async def run_ramp(
+    design: str, plan: Plan, steps: tuple[int, ...], log_dir: Path, media: Path, out: list[Step]
+) -> None:
+    ramp = Ramp(design, plan, log_dir, media)
+    try:
+        await ramp.start()
+        say(step_header())
+        for total in steps:
+            started = time.monotonic()
+            await ramp.grow(total)
+            step = await ramp.measure()
+            if not step.passed:  # a shared machine has hiccups: one more window decides
+                say(step_row(step) + "  (measuring again)")
+                first_note = step.note
+                step = await ramp.measure()
+                step.note = "; ".join(filter(None, [step.note, f"first window: {first_note}"]))
+            out.append(step)
+            say(step_row(step) + f"  ({time.monotonic() - started:.0f} s)")
+            if not step.passed or step.saturated:
+                break
+    finally:
+        await ramp.stop()
+
+
+# -- reporting --------------------------------------------------------------------------------
+
+
+COLUMNS = (  # title, unit, width
+    ("N", "", 4),
+    ("server", "%core", 6),
+    ("per N", "%core", 6),
+    ("N/core", "", 6),
+    ("fps", "min", 5),
+    ("fps", "median", 6),
+    ("audio", "fps min", 7),
+    ("loss", "% max", 5),
+    ("pub", "fps", 5),
+    ("up loss", "% max", 7),
+    ("PLI", "", 4),
+    ("clients", "%core", 7),
+    ("machine", "%core", 7),
+    ("other", "%core", 6),
+    ("RSS", "MiB", 6),
+)
+
+
+def step_header() -> str:
+    titles = " ".join(f"{title:>{width}}" for title, _, width in COLUMNS)
+    units = " ".join(f"{unit:>{width}}" for _, unit, width in COLUMNS)
+    return f"  {titles}  result\n  {units}"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def step_row(step: Step) -> str:
+    values = (
+        str(step.subscribers),
+        f"{step.server_cpu:.1f}",
+        _fmt(step.cpu_per_stream, ".3f"),
+        _fmt(step.streams_per_core, ".0f"),
+        _fmt(step.fps_min, ".1f"),
+        _fmt(step.fps_median, ".1f"),
+        _fmt(step.audio_fps_min, ".1f"),
+        _fmt(step.loss_max, ".2f"),
+        f"{step.published_fps:.1f}",
+        f"{step.upstream_loss_max:.2f}",
+        str(step.keyframe_requests),
+        f"{step.clients_cpu:.1f}",
+        f"{step.machine_cpu:.1f}",
+        f"{step.other_cpu:.1f}",
+        f"{step.server_rss_mib:.1f}",
+    )
+    cells = " ".join(f"{v:>{w}}" for v, (_, _, w) in zip(values, COLUMNS, strict=True))
+    verdict = "pass" if step.passed else "FAIL"
+    return f"  {cells}  {verdict}{' (' + step.note + ')' if step.note else ''}"
+
+
+def slope(steps: list[Step]) -> float | None:
+    """Least-squares server CPU (% of a core) per added subscriber, over the given steps."""
+    if len({s.subscribers for s in steps}) < 2:
+        return None
+    xs = [float(s.subscribers) for s in steps]
+    ys = [s.server_cpu for s in steps]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
+
+
+def summarize(results: Results) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    passing = [s for s in results.forwarding if s.passed]
+    best = max((s for s in passing if s.subscribers), key=lambda s: s.subscribers, default=None)
+    forwarding_slope = slope(passing)
+    summary["forwarding_cpu_per_stream_slope"] = forwarding_slope
+    if forwarding_slope:
+        summary["forwarding_streams_per_core_from_slope"] = 100.0 / forwarding_slope
+    if best is not None:
+        summary["largest_passing_n"] = best.subscribers
+        summary["forwarding_cpu_at_largest_n"] = best.server_cpu
+        summary["forwarding_cpu_per_stream_at_largest_n"] = best.cpu_per_stream
+        summary["forwarding_streams_per_core_at_largest_n"] = best.streams_per_core
+        summary["machine_cpu_at_largest_n"] = best.machine_cpu
+        summary["clients_cpu_at_largest_n"] = best.clients_cpu
+        baseline = next((s for s in results.forwarding if s.subscribers == 0), None)
+        if baseline is not None:
+            grown = best.server_rss_mib - baseline.server_rss_mib
+            summary["kib_per_connected_subscriber"] = grown * 1024 / best.subscribers
+            summary["memory_subscribers"] = best.subscribers
+    stopped = results.forwarding[-1] if results.forwarding else None
+    if stopped is not None and (not stopped.passed or stopped.saturated):
+        summary["ramp_stopped_at"] = {"n": stopped.subscribers, "why": stopped.note}
+    naive_measured = [s for s in results.naive if s.passed and not s.saturated]
+    naive_slope = slope(naive_measured)
+    if naive_slope is None:
+        measured = [s for s in results.naive if s.subscribers]
+        largest = max(measured, key=lambda s: s.subscribers, default=None)
+        naive_slope = largest.cpu_per_stream if largest is not None else None
+        summary["naive_cpu_per_stream_method"] = "CPU / N at the largest step (fixed cost included)"
+    else:
+        summary["naive_cpu_per_stream_method"] = "slope over passing steps"
+    summary["naive_cpu_per_stream"] = naive_slope
+    if naive_slope and forwarding_slope:
+        summary["naive_over_forwarding_ratio"] = naive_slope / forwarding_slope
+    return summary
+
+
+def print_report(results: Results) -> None:
+    machine, media, memory, summary = (
+        results.machine,
+        results.media,
+        results.memory,
+        results.summary,
+    )
+    say()
+    say("=" * 100)
+    say("Media server forwarding benchmark (issue 3)")
+    say(f"machine: {machine['cores']} cores, {machine['cpu_model']}; Python {machine['python']}")
+    say(
+        f"background load before the run: {machine['background_cpu']:.0f} % of one core "
+        f"(load average {machine['loadavg']})"
+    )
+    if media:
+        say(
+            f"media: VP8 {WIDTH}x{HEIGHT}@30 {media['video_kbps']:.0f} kbps (keyframe every "
+            f"{media['keyframe_every_s']:.0f} s, {media['keyframe_kib']:.0f} KiB), Opus 20 ms "
+            f"{media['audio_kbps']:.0f} kbps; {results.plan['publishers']} publisher(s), "
+            f"{results.plan['subscriber_processes']} subscriber processes"
+        )
+    plan = results.plan
+    placement = (
+        f"server pinned to core {CORES - 1}, clients on the other core(s)"
+        if plan["pin"]
+        else "no pinning"
+    )
+    say(f"{placement}; subscriber receivers: {plan['receiver']}; window {plan['window']:.0f} s")
+    say("N = subscribed audio+video streams; %core = % of one core; 'clients' is the publisher and")
+    say(f"subscriber processes, 'machine' everything on the {CORES} cores; 'up loss' is the loss")
+    say("the server reports for the publisher's packets; PLI counts keyframe requests reaching it;")
+    say("'other' is CPU used by anything else (other users' processes, the kernel's softirqs).")
+    for title, steps in (
+        ("forwarding (mediaserver)", results.forwarding),
+        ("naive (decode + MediaRelay + encoder per subscriber)", results.naive),
+    ):
+        say()
+        say(f"{title}:")
+        say(step_header())
+        for step in steps:
+            say(step_row(step))
+    say()
+    if memory:
+        say(
+            f"memory: {memory['kib_per_unnegotiated_endpoint']:.0f} KiB per un-negotiated "
+            f"WebRtcEndpoint ({memory['unnegotiated_endpoints']}), "
+            f"{memory['kib_per_negotiated_idle_endpoint']:.0f} KiB per negotiated idle endpoint "
+            f"({memory['negotiated_endpoints']})"
+        )
+    if "kib_per_connected_subscriber" in summary:
+        say(
+            f"        {summary['kib_per_connected_subscriber']:.0f} KiB per connected subscriber "
+            f"with media (server RSS growth over {summary['memory_subscribers']} subscribers)"
+        )
+    say()
+    say("summary:")
+    per_stream = summary.get("forwarding_cpu_per_stream_slope")
+    if per_stream:
+        say(
+            f"  forwarding: {per_stream:.3f} % of a core per subscribed A+V stream (slope) "
+            f"-> {summary['forwarding_streams_per_core_from_slope']:.0f} streams per core"
+        )
+    if "largest_passing_n" in summary:
+        say(
+            f"  largest N passing (>= {MIN_FPS:.0f} fps, < {MAX_LOSS_PERCENT:.0f} % loss): "
+            f"{summary['largest_passing_n']} at {summary['forwarding_cpu_at_largest_n']:.1f} % "
+            f"server CPU -> {summary['forwarding_streams_per_core_at_largest_n']:.0f} subscribed "
+            f"streams per core (machine {summary['machine_cpu_at_largest_n']:.0f} % of "
+            f"{CORES * 100} %, clients {summary['clients_cpu_at_largest_n']:.0f} %)"
+        )
+    if "ramp_stopped_at" in summary:
+        stop = summary["ramp_stopped_at"]
+        say(f"  ramp stopped at N={stop['n']}: {stop['why']}")
+    elif results.forwarding:
+        say("  ramp ended at the last planned step without failing")
+    naive = summary.get("naive_cpu_per_stream")
+    if naive:
+        say(
+            f"  naive: {naive:.2f} % of a core per subscribed stream "
+            f"({summary['naive_cpu_per_stream_method']})"
+        )
+    if "naive_over_forwarding_ratio" in summary:
+        say(f"  naive / forwarding CPU per stream: {summary['naive_over_forwarding_ratio']:.1f}x")
+    per_core = summary.get("forwarding_streams_per_core_at_largest_n")
+    if per_core:
+        verdict = "meets" if per_core >= TARGET_PER_CORE else "misses"
+        say(
+            f"  target >= {TARGET_PER_CORE} streams per core: {verdict} it ({per_core:.0f}); "
+            f"Kurento's published load tests: {KURENTO_PER_CORE[0]}-{KURENTO_PER_CORE[1]} per core"
+        )
+    for error in results.errors:
+        say(f"  ERROR: {error}")
+    say("=" * 100)
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+async def run(plan: Plan, results: Results, log_dir: Path) -> None:
+    results.machine["background_cpu"] = await background_load()
+    if results.machine["background_cpu"] > 15:
+        say(
+            f"warning: the machine is already {results.machine['background_cpu']:.0f} % busy "
+            "(of one core) before the benchmark starts; its figures will suffer"
+        )
+    say(f"encoding the publishers' media ({plan.video_kbps} kbps VP8 target)...")
+    media = encode_media(video_kbps=plan.video_kbps)
+    media_path = log_dir / "media.pickle"
+    media.save(media_path)
+    results.media = {
+        "video_kbps": media.video_kbps,
+        "audio_kbps": media.audio_kbps,
+        "video_frames": len(media.video),
+        "keyframe_every_s": (media.keyframes[1] - media.keyframes[0]) / media.fps
+        if len(media.keyframes) > 1
+        else len(media.video) / media.fps,
+        "keyframe_kib": statistics.fmean(len(media.video[k]) for k in media.keyframes) / 1024,
+    }
+
+    say("memory per endpoint (fresh server)...")
+    results.memory = await measure_memory(plan, log_dir)
+
+    if plan.pin:
+        pin(os.getpid(), server=False)
+    say("forwarding ramp (python -m mediaserver):")
+    await run_ramp(
+        "forwarding", plan, plan.forwarding_steps, log_dir, media_path, results.forwarding
+    )
+
+    say("naive ramp (bench/naive_sfu.py):")
+    await run_ramp("naive", plan, plan.naive_steps, log_dir, media_path, results.naive)
+
+
+async def main_async(plan: Plan, results: Results, log_dir: Path) -> bool:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    ok = True
+    try:
+        async with asyncio.timeout(plan.hard_timeout):
+            await run(plan, results, log_dir)
+    except TimeoutError:
+        results.errors.append(f"hard timeout of {plan.hard_timeout:.0f} s reached; partial results")
+        ok = False
+    except asyncio.CancelledError:
+        results.errors.append("interrupted; partial results")
+        ok = False
+    except Exception as exc:
+        results.errors.append(f"{type(exc).__name__}: {exc}")
+        ok = False
+    finally:
+        await Child.stop_all()
+    return ok
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.mediaserver_forwarding", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="a tiny run for smoke checks")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the child processes' logs")
+    parser.add_argument("--steps", type=_counts, help="forwarding ramp, e.g. 0,50,100")
+    parser.add_argument("--naive-steps", type=_counts, help="naive ramp, e.g. 0,1,2,4")
+    parser.add_argument("--window", type=float, help="seconds measured per step")
+    parser.add_argument("--subscriber-processes", type=int, help="client processes for subscribers")
+    parser.add_argument("--publishers", type=int, help="publishers (subscribers spread over them)")
+    parser.add_argument("--video-kbps", type=int, help="VP8 target bitrate of the publishers")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        help="pin the server to the last core and everything else to the other cores (default)",
+    )
+    parser.add_argument(
+        "--receiver",
+        choices=["counting", "forwarding"],
+        help="subscribers' receivers: marker-bit counting (cheapest, default) or the media "
+        "server's ForwardingReceiver (jitter buffer, NACK, REMB)",
+    )
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    overrides = {
+        "forwarding_steps": args.steps,
+        "naive_steps": args.naive_steps,
+        "window": args.window,
+        "subscriber_processes": args.subscriber_processes,
+        "publishers": args.publishers,
+        "video_kbps": args.video_kbps,
+        "receiver": args.receiver,
+        "pin": args.pin,
+    }
+    plan = replace(plan, **{k: v for k, v in overrides.items() if v is not None})
+    with open("/proc/loadavg") as loadavg:
+        load = " ".join(loadavg.read().split()[:3])
+    results = Results(
+        plan=asdict(plan),
+        machine={
+            "cores": CORES,
+            "cpu_model": cpu_model(),
+            "python": platform.python_version(),
+            "loadavg": load,
+        },
+    )
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-mediaserver-"))
+    started = time.monotonic()
+    ok = False
+    try:
+        ok = asyncio.run(main_async(plan, results, log_dir))
+    except KeyboardInterrupt:
+        results.errors.append("interrupted")
+    results.summary.update(summarize(results))
+    results.summary["duration_s"] = time.monotonic() - started
+    print_report(results)
+    say(f"duration: {results.summary['duration_s']:.0f} s")
+    if args.json is not None:
+        payload = asdict(results)
+        for design in ("forwarding", "naive"):
+            for row, step in zip(payload[design], getattr(results, design), strict=True):
+                row["cpu_per_stream"] = step.cpu_per_stream
+                row["streams_per_core"] = step.streams_per_core
+                row["other_cpu"] = step.other_cpu
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        say(f"results written to {args.json}")
+    if ok and not args.keep_logs:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    else:
+        say(f"child process logs: {log_dir}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
