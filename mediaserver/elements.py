@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import time
@@ -57,7 +58,6 @@ class ServerManager(MediaObject):
         super().__init__(registry, object_id=self.ID)
         self._sessions = sessions
         self._factories = factories
-        self._cpu_sample = (time.monotonic(), time.process_time())
 
     def get_property(self, name: str) -> Any:
         if name == "info":
@@ -98,12 +98,11 @@ class ServerManager(MediaObject):
         return len(os.sched_getaffinity(0))
 
     async def op_getUsedCpu(self, interval: int = 1000) -> float:
-        """Percent of all CPUs used by this process since the previous call."""
-        now = (time.monotonic(), time.process_time())
-        wall, cpu = now[0] - self._cpu_sample[0], now[1] - self._cpu_sample[1]
-        self._cpu_sample = now
-        cpus = len(os.sched_getaffinity(0))
-        return round(100.0 * cpu / wall / cpus, 2) if wall > 0 else 0.0
+        """Percent of all CPUs this process used over the next `interval` ms (at most 10 s)."""
+        wall_start, cpu_start = time.monotonic(), time.process_time()
+        await asyncio.sleep(min(max(interval, 1), 10_000) / 1000)
+        wall, cpu = time.monotonic() - wall_start, time.process_time() - cpu_start
+        return round(100.0 * cpu / wall / len(os.sched_getaffinity(0)), 2)
 
     async def op_getUsedMemory(self) -> int:
         """Resident memory of this process in KiB, as KMS reports it."""

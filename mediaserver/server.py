@@ -333,6 +333,7 @@ class MediaServer:
         obj = self._construct(cls, ctor)
         session.objects.add(obj.id)
         logger.info("session %s created %s", session.id, obj.id)
+        self.manager.emit("ObjectCreated", object=obj.id)
         return {"value": obj.id, "sessionId": session.id}
 
     def _construct(self, cls: type[MediaObject], ctor: dict[str, Any]) -> MediaObject:
@@ -415,6 +416,7 @@ class MediaServer:
         for object_id in doomed:
             if object_id not in self.registry.objects:
                 self.sessions.forget_object(object_id)
+                self.manager.emit("ObjectDestroyed", objectId=object_id)
 
     async def _describe(self, conn: ClientConnection, session: Session | None, params: dict) -> Any:
         assert session is not None

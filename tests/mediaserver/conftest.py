@@ -8,7 +8,9 @@ expired, it must hold nothing but the server manager (no pipeline, endpoint, tas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -29,8 +31,18 @@ KURENTO_CLIENT_DIR = Path(__file__).resolve().parent.parent / "kurento_client"
 ice.use_host_addresses(("127.0.0.1",))
 
 
+def open_sockets() -> int:
+    """Sockets this process holds (the server's UDP media sockets among them)."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # closed while listed
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
 @pytest.fixture
 async def media_server() -> AsyncIterator[MediaServer]:
+    sockets_before = open_sockets()
     server = MediaServer(Config(port=0, session_grace=240))
     await server.start()
     yield server
@@ -42,6 +54,11 @@ async def media_server() -> AsyncIterator[MediaServer]:
     leftovers = [o for o in server.registry.objects if o != "manager_ServerManager"]
     await server.stop()
     assert leftovers == [], f"media objects outlived their sessions: {leftovers}"
+    for _ in range(20):  # closed transports give their sockets back on the next loop turns
+        if open_sockets() <= sockets_before:
+            break
+        await asyncio.sleep(0.05)
+    assert open_sockets() <= sockets_before, "sockets outlived the test"
 
 
 @pytest.fixture

@@ -76,6 +76,12 @@ async def test_properties_tags_and_server_manager(rpc: Rpc) -> None:
     ]
 
     manager = "manager_ServerManager"
+    await rpc.subscribe(manager, "ObjectDestroyed")
+    await rpc.subscribe(manager, "ObjectCreated")
+    passthrough = await rpc.create("PassThrough", mediaPipeline=pipeline)
+    assert (await rpc.next_event("ObjectCreated"))["data"]["object"] == passthrough
+    await rpc.request("release", object=passthrough)
+    assert (await rpc.next_event("ObjectDestroyed"))["data"]["objectId"] == passthrough
     info = await rpc.invoke(manager, "getInfo")
     assert info["__type__"] == "ServerInfo" and info["type"] == "KMS"
     assert {m["name"] for m in info["modules"]} >= {"core", "elements", "filters"}
