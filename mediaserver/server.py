@@ -257,8 +257,11 @@ class MediaServer:
         if response is not None:
             conn.send(response)
 
-    async def handle(self, conn: ClientConnection, request: Any) -> dict[str, Any] | None:
-        """Answer one JSON-RPC request (None for a notification)."""
+    async def handle(
+        self, conn: ClientConnection, request: Any, *, cached: bool = True
+    ) -> dict[str, Any] | None:
+        """Answer one JSON-RPC request (None for a notification). The operations inside a
+        transaction are not cached on their own: their ids restart at 0 in every transaction."""
         request_id = request.get("id") if isinstance(request, dict) else None
         if isinstance(request_id, bool) or not isinstance(request_id, int | str | None):
             request_id = None  # an id that is no id is answered as null (JSON-RPC 2.0, 5.1)
@@ -267,8 +270,9 @@ class MediaServer:
         try:
             method, params = _validate(request)
             session = self._session_for(conn, method, params)
-            if session is not None and (cached := session.cached_response(request)) is not None:
-                return cached
+            if cached and session is not None:
+                if (previous := session.cached_response(request)) is not None:
+                    return previous
             result = await self._handlers[method](conn, session, params)
         except KurentoError as error:
             logger.debug("%s: %s failed: %s", conn, _method_of(request), error.message)
@@ -280,7 +284,7 @@ class MediaServer:
         if not answer:
             return None
         response = {"jsonrpc": "2.0", "id": request_id, "result": result}
-        if session is not None and method not in ("ping", "connect"):
+        if cached and session is not None and method not in ("ping", "connect"):
             session.cache_response(request, response)
         return response
 
@@ -472,7 +476,7 @@ class MediaServer:
             operation.setdefault("jsonrpc", "2.0")
             operation.setdefault("id", len(responses))
             operation["params"] = {**(operation["params"] or {}), "sessionId": session.id}
-            response = await self.handle(conn, operation)
+            response = await self.handle(conn, operation, cached=False)
             assert response is not None
             responses.append(response)
             result = response.get("result")

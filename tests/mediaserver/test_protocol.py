@@ -187,6 +187,10 @@ async def test_transaction_with_new_references(rpc: Rpc) -> None:
     pipeline, endpoint, passthrough = (r["result"]["value"] for r in responses[:3])
     sinks = await rpc.invoke(endpoint, "getSinkConnections", mediaType="VIDEO")
     assert [s["sink"] for s in sinks] == [passthrough]
+    # The same operations again (their ids restart at 0) make new objects.
+    again = (await rpc.request("transaction", operations=operations))["value"]
+    assert again[0]["result"]["value"] != pipeline
+    await rpc.request("release", object=again[0]["result"]["value"])
 
     # A transaction stops at its first error and says which.
     broken = [
