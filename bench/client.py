@@ -95,7 +95,8 @@ class CountingReceiver(ForwardingReceiver):
         codec = self._RTCRtpReceiver__codecs.get(packet.payload_type)  # type: ignore[attr-defined]
         if codec is None:
             return
-        streams: dict[int, StreamStatistics] = self._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        streams: dict[int, StreamStatistics]
+        streams = self._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
         stream = streams.get(packet.ssrc)
         if stream is None:
             stream = streams[packet.ssrc] = StreamStatistics(codec.clockRate)

@@ -33,18 +33,29 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine since boot, from /proc/stat."""
+def event_loop(pid: int) -> str:
+    """Which event loop a Python process runs: "uvloop" if its extension module is mapped."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return "uvloop" if "/uvloop/" in maps.read() else "asyncio"
+
+
+def machine_ticks() -> tuple[int, int, int]:
+    """(busy, total, steal) jiffies of the whole machine since boot, from /proc/stat. Steal is
+    time a virtual machine's cores were runnable but the hypervisor ran something else."""
     with open("/proc/stat") as stat:
         values = [int(v) for v in stat.readline().split()[1:9]]
     idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
+    return sum(values) - idle, sum(values), values[7]
 
 
-def machine_busy(before: tuple[int, int], after: tuple[int, int]) -> float:
-    """Machine CPU between two samples, in % of one core (at most CORES * 100)."""
+Ticks = tuple[int, int, int]
+
+
+def machine_busy(before: Ticks, after: Ticks, index: int = 0) -> float:
+    """Machine CPU (or with index=2, steal) between two samples, in % of one core (at most
+    CORES * 100)."""
     total = after[1] - before[1]
-    return 100.0 * CORES * (after[0] - before[0]) / total if total else 0.0
+    return 100.0 * CORES * (after[index] - before[index]) / total if total else 0.0
 
 
 def _die_with_parent() -> None:
@@ -70,8 +81,10 @@ class Child:
 
     @classmethod
     async def start(cls, name: str, args: list[str], log_dir: Path, **kwargs: Any) -> Child:
+        # A developer's aid: BENCH_PROFILE_DIR=/tmp/p [BENCH_PROFILE_MATCH=server] runs the child
+        # processes (whose name contains the match) under cProfile, writing NAME.prof there.
         profile_dir = os.environ.get("BENCH_PROFILE_DIR")
-        if profile_dir and args[0] == "-m":  # a developer's aid: cProfile every child process
+        if profile_dir and name.find(os.environ.get("BENCH_PROFILE_MATCH", "")) >= 0:
             args = ["-m", "cProfile", "-o", f"{profile_dir}/{name}.prof", *args]
         log = log_dir / f"{name}.log"
         stderr: TextIO = log.open("a")

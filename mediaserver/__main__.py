@@ -35,8 +35,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(
             max(logging.WARNING, logging.getLevelName(config.log_level))
         )
+    loop_factory = None
+    if config.event_loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
     try:
-        asyncio.run(serve(config))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(config))
     except OSError as exc:
         print(f"media server could not start: {exc}", file=sys.stderr)
         return 1

@@ -26,6 +26,7 @@ class Config:
     requests_per_second: float = 500.0
     request_burst: int = 1000
     log_level: str = "INFO"
+    event_loop: str = "uvloop"
 
     @property
     def url(self) -> str:
@@ -120,6 +121,12 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         type=str.upper,
         help="(MEDIASERVER_LOG_LEVEL)",
     )
+    parser.add_argument(
+        "--event-loop",
+        default=env_or("EVENT_LOOP", default.event_loop),
+        choices=["uvloop", "asyncio"],
+        help="uvloop (faster forwarding) or the standard asyncio loop (MEDIASERVER_EVENT_LOOP)",
+    )
     args = parser.parse_args(argv)
     if isinstance(args.ice_addresses, str):
         args.ice_addresses = _addresses(args.ice_addresses)
@@ -139,4 +146,5 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         turn_url=args.turn_url,
         session_grace=args.session_grace,
         log_level=args.log_level,
+        event_loop=args.event_loop,
     )

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
+import aiortc.clock
 import aiortc.rtcpeerconnection
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -204,8 +205,10 @@ class SinkPad:
 
     def target_codec(self, codec: str) -> str | None:
         """The codec this sink needs instead of `codec`, or None when it takes `codec` as is."""
+        if self.kind != "video":
+            return None  # audio is never transcoded
         accepted = self._accepts()
-        if not accepted or codec in accepted or self.kind != "video":
+        if not accepted or codec in accepted:
             return None
         return next((c for c in accepted if c in TRANSCODABLE), None)
 
@@ -317,9 +320,21 @@ class ForwardingReceiver(RTCRtpReceiver):
             task.add_done_callback(_background.discard)
 
 
+_NTP_UNIX_OFFSET_NS = 2_208_988_800 * 1_000_000_000  # 1900-01-01 to 1970-01-01
+
+
+def ntp_now() -> int:
+    """The current time as a 64-bit NTP timestamp: aiortc's `clock.current_ntp_time`, computed
+    from `time.time_ns()` instead of datetime arithmetic (it runs for every packet sent)."""
+    seconds, nanoseconds = divmod(time.time_ns() + _NTP_UNIX_OFFSET_NS, 1_000_000_000)
+    return (seconds << 32) | (nanoseconds << 32) // 1_000_000_000
+
+
 def install() -> None:
-    """Make aiortc's peer connections build ForwardingReceivers (idempotent)."""
+    """Make aiortc's peer connections build ForwardingReceivers (idempotent), and give aiortc a
+    cheaper clock for the per-packet send-time stamp (same values)."""
     aiortc.rtcpeerconnection.RTCRtpReceiver = ForwardingReceiver  # type: ignore[misc]
+    aiortc.clock.current_ntp_time = ntp_now
 
 
 # Video codecs the transcoder can produce, in preference order.

@@ -270,9 +270,9 @@ class MediaServer:
         try:
             method, params = _validate(request)
             session = self._session_for(conn, method, params)
-            if cached and session is not None:
-                if (previous := session.cached_response(request)) is not None:
-                    return previous
+            previous = session.cached_response(request) if cached and session else None
+            if previous is not None:
+                return previous
             result = await self._handlers[method](conn, session, params)
         except KurentoError as error:
             logger.debug("%s: %s failed: %s", conn, _method_of(request), error.message)

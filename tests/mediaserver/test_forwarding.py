@@ -201,3 +201,47 @@ async def test_transcodes_only_for_a_sink_that_cannot_take_the_codec(rpc: Rpc) -
         for peer in (publisher, vp8_viewer, h264_viewer):
             await peer.close()
     await rpc.request("release", object=pipeline)
+
+
+async def test_lost_packets_are_recovered_by_nack_and_retransmission(rpc: Rpc) -> None:
+    pipeline = await rpc.create("MediaPipeline")
+    source, publisher = await publish(rpc, pipeline)
+    _, viewer = await view(rpc, pipeline, source)
+    video = next(t for t in publisher.pc.getTransceivers() if t.kind == "video")
+    video_types = {c.payloadType for c in video._codecs if c.mimeType == "video/VP8"}
+    transport = video.sender.transport
+    send_rtp = transport._send_rtp
+    sent = dropped = 0
+
+    async def lossy(data: bytes) -> None:
+        """Drop every 25th VP8 packet on its way to the server (RTCP and RTX pass)."""
+        nonlocal sent, dropped
+        if len(data) > 12 and not 192 <= data[1] <= 223 and data[1] & 0x7F in video_types:
+            sent += 1
+            if sent % 25 == 0:
+                dropped += 1
+                return
+        await send_rtp(data)
+
+    retransmitted: list[int] = []
+    retransmit = video.sender._retransmit
+
+    async def counted(sequence_number: int) -> None:
+        retransmitted.append(sequence_number)
+        await retransmit(sequence_number)
+
+    video.sender._retransmit = counted
+    try:
+        await viewer.wait_video(10)
+        transport._send_rtp = lossy
+        start = viewer.received.video_frames
+        await asyncio.sleep(3)
+        assert dropped >= 5
+        # The server's receiver asked for every lost packet and the publisher resent it, so the
+        # viewer kept decoding at the publisher's rate.
+        assert len(retransmitted) >= dropped - 1
+        assert viewer.received.video_frames - start >= 60
+    finally:
+        await publisher.close()
+        await viewer.close()
+    await rpc.request("release", object=pipeline)
