@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import aiortc.clock
 import aiortc.rtcpeerconnection
@@ -312,9 +313,18 @@ class ForwardingReceiver(RTCRtpReceiver):
         self._RTCRtpReceiver__rtcp_task = asyncio.ensure_future(self._run_rtcp())
         self._RTCRtpReceiver__started = True
 
+    def media_streams(self) -> dict[int, Any]:
+        """aiortc's receive statistics per media SSRC (retransmission streams left out)."""
+        rtx = self._RTCRtpReceiver__rtx_ssrc
+        streams = self._RTCRtpReceiver__remote_streams
+        return {ssrc: stream for ssrc, stream in streams.items() if ssrc not in rtx}
+
     def request_keyframe(self) -> None:
-        """Send a PLI for every stream received lately (RFC 4585 section 6.3.1)."""
+        """Send a PLI for every media stream received lately (RFC 4585 section 6.3.1)."""
+        rtx = self._RTCRtpReceiver__rtx_ssrc
         for source in self.getSynchronizationSources():
+            if source.source in rtx:
+                continue
             task = asyncio.ensure_future(self._send_rtcp_pli(source.source))
             _background.add(task)
             task.add_done_callback(_background.discard)

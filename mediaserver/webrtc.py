@@ -500,24 +500,28 @@ class WebRtcEndpoint(BaseRtpEndpoint):
             return stats
         wanted = {k for t, k in MEDIA_KINDS.items() if mediaType in (None, t)}
         millis = int(time.time() * 1000)
+        # aiortc reports every SSRC of a receiver under one stats id, so a retransmission stream
+        # would hide the media stream: read the receivers' per-SSRC statistics instead.
+        for kind in wanted:
+            for receiver in self.receivers[kind]:
+                for ssrc, stream in receiver.media_streams().items():
+                    stats_id = f"{self.id}_inboundrtp_{ssrc}"
+                    stats[stats_id] = complex_value(
+                        "RTCInboundRTPStreamStats",
+                        id=stats_id,
+                        type="inboundrtp",
+                        timestampMillis=millis,
+                        ssrc=str(ssrc),
+                        mediaTrackId=kind,
+                        packetsReceived=stream.packets_received,
+                        packetsLost=stream.packets_lost,
+                        jitter=float(stream.jitter),
+                        fractionLost=stream.fraction_lost / 256,
+                    )
         report = await self.pc.getStats()
         for item in report.values():
             kind = getattr(item, "kind", None)
-            if item.type == "inbound-rtp" and kind in wanted:
-                stats[item.id] = complex_value(
-                    "RTCInboundRTPStreamStats",
-                    id=item.id,
-                    type="inboundrtp",
-                    timestampMillis=millis,
-                    ssrc=str(item.ssrc),
-                    mediaTrackId=kind,
-                    packetsReceived=item.packetsReceived,
-                    packetsLost=item.packetsLost,
-                    jitter=item.jitter,
-                    bytesReceived=0,
-                    fractionLost=0.0,
-                )
-            elif item.type == "outbound-rtp" and kind in wanted:
+            if item.type == "outbound-rtp" and kind in wanted:
                 stats[item.id] = complex_value(
                     "RTCOutboundRTPStreamStats",
                     id=item.id,
