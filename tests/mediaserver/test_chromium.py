@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -165,12 +166,14 @@ def test_chromium_publishes_and_views_through_the_server(chromium, page_url: str
     page.goto(page_url)
     try:
         page.evaluate("runCall()")
-        page.wait_for_function(
-            "window.received().then((s) => (s.video?.framesDecoded || 0) > 60"
-            " && (s.audio?.packetsReceived || 0) > 50)",
-            timeout=20_000,
-        )
-        stats = page.evaluate("window.received()")
+        deadline = time.monotonic() + 20
+        while True:  # evaluate() awaits the page's promise; wait_for_function would not
+            stats = page.evaluate("window.received()")
+            video, audio = stats.get("video") or {}, stats.get("audio") or {}
+            if (video.get("framesDecoded") or 0) > 60 and (audio.get("packetsReceived") or 0) > 50:
+                break
+            assert time.monotonic() < deadline, f"no media decoded in 20 s: {stats}"
+            page.wait_for_timeout(200)
         assert stats["video"]["packetsLost"] <= 1
         assert stats["codec"] in ("video/VP8", "video/H264")
         assert page.evaluate("window.brightness()") > 10  # a picture, not a black frame
