@@ -98,7 +98,8 @@ FULL = Plan(
     video_kbps=800,
     hard_timeout=720.0,
 )
-QUICK = Plan(
+QUICK = replace(
+    FULL,
     forwarding_steps=(0, 3, 6),
     naive_steps=(0, 1),
     window=2.0,
@@ -106,10 +107,6 @@ QUICK = Plan(
     idle_endpoints=20,
     negotiated_endpoints=4,
     subscriber_processes=2,
-    receiver="counting",
-    publishers=1,
-    pin=True,
-    video_kbps=800,
     hard_timeout=90.0,
 )
 

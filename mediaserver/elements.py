@@ -7,7 +7,7 @@ import os
 import resource
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from .errors import invalid_params
 from .forwarding import EncodedFrame, MediaHub, SinkPad
@@ -135,7 +135,6 @@ class MediaElement(MediaObject):
         Property("minEncoderBitrate", kind=int),
         Property("maxEncoderBitrate", kind=int),
     )
-    CONSTRUCTOR: ClassVar[dict[str, type]] = {}
 
     def __init__(self, registry: Registry, pipeline: MediaPipeline) -> None:
         super().__init__(registry, parent=pipeline)
@@ -157,7 +156,6 @@ class MediaElement(MediaObject):
         self.sinks: dict[str, list[MediaElement]] = {t: [] for t in MEDIA_TYPES}
         self.flowing_in = {kind: False for kind in MEDIA_KINDS.values()}
         self.flowing_out = {kind: False for kind in MEDIA_KINDS.values()}
-        self.transcoding: dict[str, bool] = {kind: False for kind in MEDIA_KINDS.values()}
 
     # -- what subclasses provide ---------------------------------------------------------------
 
@@ -254,7 +252,7 @@ class MediaElement(MediaObject):
 
     async def op_isMediaTranscoding(self, mediaType: str, binName: str | None = None) -> bool:
         kind = MEDIA_KINDS.get(_media_types(mediaType)[0])
-        return bool(kind) and self.transcoding[kind]
+        return bool(kind) and bool(self.hubs[kind].transcoders)
 
     async def op_setAudioFormat(self, caps: dict) -> None:
         return None
@@ -304,7 +302,6 @@ class MediaElement(MediaObject):
         """Hook for endpoints whose media state follows the flow."""
 
     def _transcoding(self, kind: str, codec: str, on: bool) -> None:
-        self.transcoding[kind] = bool(self.hubs[kind].transcoders)
         self.emit(
             "MediaTranscodingStateChanged",
             state="TRANSCODING" if on else "NOT_TRANSCODING",

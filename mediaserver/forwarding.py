@@ -31,6 +31,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
+from .transcoding import TRANSCODABLE, TranscodeWorker
+
 logger = logging.getLogger(__name__)
 
 # Set while the media server builds its own peer connections, so that only they forward; aiortc
@@ -91,7 +93,7 @@ class MediaHub:
         self._request_upstream = request_keyframe
         self._last_request = -KEYFRAME_REQUEST_INTERVAL
         self._pending_request: asyncio.TimerHandle | None = None
-        self.transcoders: dict[str, Transcoder] = {}
+        self.transcoders: dict[str, TranscodeWorker] = {}
         self.on_transcoding: Callable[[str, bool], None] | None = None
 
     def push(self, frame: EncodedFrame) -> None:
@@ -134,12 +136,12 @@ class MediaHub:
         self._last_request = time.monotonic()
         self._request_upstream()
 
-    def _transcoder(self, source: str, target: str) -> Transcoder:
+    def _transcoder(self, source: str, target: str) -> TranscodeWorker:
         transcoder = self.transcoders.get(target)
         if transcoder is None or transcoder.source != source:
             if transcoder is not None:
                 transcoder.close()
-            transcoder = Transcoder(self.kind, source, target, self.deliver_transcoded)
+            transcoder = TranscodeWorker(source, target, self.deliver_transcoded)
             self.transcoders[target] = transcoder
             self._request_upstream()  # the decoder starts at a keyframe
             if self.on_transcoding is not None:
@@ -292,7 +294,6 @@ class ForwardingReceiver(RTCRtpReceiver):
         super().__init__(kind, transport)  # type: ignore[arg-type]
         self.forwarding = FORWARDING.get()
         self.on_frame: Callable[[EncodedFrame], None] | None = None
-        self.codecs: dict[int, RTCRtpCodecParameters] = {}
         if self.forwarding:
             self._RTCRtpReceiver__decoder_queue = _FrameHandoff(self)
 
@@ -304,7 +305,6 @@ class ForwardingReceiver(RTCRtpReceiver):
             return
         for codec in parameters.codecs:
             self._RTCRtpReceiver__codecs[codec.payloadType] = codec
-            self.codecs[codec.payloadType] = codec
         for encoding in parameters.encodings:
             if encoding.rtx:
                 self._RTCRtpReceiver__rtx_ssrc[encoding.rtx.ssrc] = encoding.ssrc
@@ -345,31 +345,3 @@ def install() -> None:
     cheaper clock for the per-packet send-time stamp (same values)."""
     aiortc.rtcpeerconnection.RTCRtpReceiver = ForwardingReceiver  # type: ignore[misc]
     aiortc.clock.current_ntp_time = ntp_now
-
-
-# Video codecs the transcoder can produce, in preference order.
-TRANSCODABLE = ("vp8", "h264")
-
-
-class Transcoder:
-    """Decode once, encode once per target codec: only for sinks that cannot take the source codec.
-    Runs on a worker thread; its output is delivered back on the event loop."""
-
-    def __init__(
-        self, kind: str, source: str, target: str, output: Callable[[EncodedFrame], None]
-    ) -> None:
-        from . import transcoding
-
-        self.kind = kind
-        self.source = source
-        self.target = target
-        self._worker = transcoding.TranscodeWorker(source, target, output)
-
-    def push(self, frame: EncodedFrame) -> None:
-        self._worker.submit(frame)
-
-    def force_keyframe(self) -> None:
-        self._worker.force_keyframe()
-
-    def close(self) -> None:
-        self._worker.close()

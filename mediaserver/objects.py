@@ -8,10 +8,11 @@ sends and hands it to the server's event sink.
 
 from __future__ import annotations
 
+import functools
 import inspect
-import itertools
 import logging
 import time
+import types
 import typing
 import uuid
 from collections.abc import Awaitable, Callable
@@ -100,7 +101,6 @@ class MediaObject:
         Property("name"),
         Property("sendTagsInEvents", kind=bool),
     )
-    _serial = itertools.count(1)
 
     def __init__(
         self,
@@ -271,21 +271,30 @@ class MediaObject:
 async def _call(
     registry: Registry, method: Callable[..., Awaitable[Any]], operation: str, params: dict
 ) -> Any:
-    signature = inspect.signature(method)
-    hints = typing.get_type_hints(method)
     kwargs: dict[str, Any] = {}
-    for name, parameter in signature.parameters.items():
+    for name, annotation, required in _parameters(method.__func__):  # type: ignore[attr-defined]
         if name in params and params[name] is not None:
-            kwargs[name] = _convert(registry, params[name], hints.get(name, Any), name)
-        elif parameter.default is inspect.Parameter.empty:
+            kwargs[name] = _convert(registry, params[name], annotation, name)
+        elif required:
             raise invalid_params(f"Operation '{operation}' requires the parameter '{name}'")
     return await method(**kwargs)
+
+
+@functools.cache
+def _parameters(function: Callable[..., Any]) -> tuple[tuple[str, Any, bool], ...]:
+    """An operation's parameters as (name, annotation, required), worked out once per method."""
+    hints = typing.get_type_hints(function)
+    return tuple(
+        (name, hints.get(name, Any), parameter.default is inspect.Parameter.empty)
+        for name, parameter in inspect.signature(function).parameters.items()
+        if name != "self"
+    )
 
 
 def _convert(registry: Registry, value: Any, annotation: Any, name: str) -> Any:
     """Check a JSON value against a parameter's annotation; object ids become objects."""
     origin = typing.get_origin(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
         annotation = options[0] if len(options) == 1 else Any
         origin = typing.get_origin(annotation)

@@ -213,35 +213,20 @@ class MediaServer:
             except UnicodeDecodeError:
                 conn.send(_error(None, KurentoError(Code.PARSE_ERROR, "Parse error: not UTF-8")))
                 return
+        refusal = None
         if len(message) > self.config.max_request_bytes:
-            conn.send(
-                _error(
-                    _peek_id(message),
-                    KurentoError(
-                        Code.INVALID_REQUEST,
-                        f"Request too large ({len(message)} bytes, "
-                        f"limit {self.config.max_request_bytes})",
-                    ),
-                )
+            refusal = KurentoError(
+                Code.INVALID_REQUEST,
+                f"Request too large ({len(message)} bytes, limit {self.config.max_request_bytes})",
             )
-            return
-        if not conn.bucket.take():
-            conn.send(
-                _error(
-                    _peek_id(message),
-                    KurentoError(Code.NOT_ENOUGH_RESOURCES, "Too many requests; slow down"),
-                )
+        elif not conn.bucket.take():
+            refusal = KurentoError(Code.NOT_ENOUGH_RESOURCES, "Too many requests; slow down")
+        elif len(conn.in_flight) >= MAX_IN_FLIGHT:
+            refusal = KurentoError(
+                Code.NOT_ENOUGH_RESOURCES, "Too many requests in flight on this connection"
             )
-            return
-        if len(conn.in_flight) >= MAX_IN_FLIGHT:
-            conn.send(
-                _error(
-                    _peek_id(message),
-                    KurentoError(
-                        Code.NOT_ENOUGH_RESOURCES, "Too many requests in flight on this connection"
-                    ),
-                )
-            )
+        if refusal is not None:
+            conn.send(_error(_peek_id(message), refusal))
             return
         try:
             request = json.loads(message)
@@ -269,11 +254,14 @@ class MediaServer:
         answer = not isinstance(request, dict) or "id" in request
         try:
             method, params = _validate(request)
+            handler = self._handlers.get(method)
+            if handler is None:
+                raise KurentoError(Code.METHOD_NOT_FOUND, f"Method not found: '{method[:100]}'")
             session = self._session_for(conn, method, params)
             previous = session.cached_response(request) if cached and session else None
             if previous is not None:
                 return previous
-            result = await self._handlers[method](conn, session, params)
+            result = await handler(conn, session, params)
         except KurentoError as error:
             logger.debug("%s: %s failed: %s", conn, _method_of(request), error.message)
             return _error(request_id, error) if answer else None
@@ -488,7 +476,7 @@ class MediaServer:
     # -- events and housekeeping ----------------------------------------------------------------
 
     def _deliver_event(self, obj: MediaObject, event: str, data: dict[str, Any]) -> None:
-        listeners = self.sessions.listeners.get((obj.id, event))
+        listeners = self.sessions.listeners.get(obj.id, {}).get(event)
         if not listeners:
             return
         for subscription in tuple(listeners.values()):
@@ -557,22 +545,6 @@ def _validate(request: Any) -> tuple[str, dict[str, Any]]:
         params = {}
     if not isinstance(params, dict):
         raise KurentoError(Code.INVALID_PARAMS, "Invalid params: 'params' must be an object")
-    if method not in [
-        "ping",
-        "connect",
-        "create",
-        "invoke",
-        "subscribe",
-        "unsubscribe",
-        "release",
-        "describe",
-        "ref",
-        "unref",
-        "keepAlive",
-        "closeSession",
-        "transaction",
-    ]:
-        raise KurentoError(Code.METHOD_NOT_FOUND, f"Method not found: '{method[:100]}'")
     return method, params
 
 

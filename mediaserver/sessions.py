@@ -66,8 +66,8 @@ def _fingerprint(request: dict[str, Any]) -> str:
 class Sessions:
     def __init__(self) -> None:
         self.by_id: dict[str, Session] = {}
-        # (object id, canonical event) -> subscriptions, for event delivery
-        self.listeners: dict[tuple[str, str], dict[str, Subscription]] = {}
+        # object id -> canonical event -> subscriptions, for event delivery
+        self.listeners: dict[str, dict[str, dict[str, Subscription]]] = {}
 
     def ids(self) -> list[str]:
         return list(self.by_id)
@@ -106,20 +106,23 @@ class Sessions:
                 return existing.id  # one delivery per session and event, however often asked
         subscription = Subscription(str(uuid.uuid4()), session.id, object_id, event, canonical)
         session.subscriptions[subscription.id] = subscription
-        self.listeners.setdefault((object_id, canonical), {})[subscription.id] = subscription
+        by_event = self.listeners.setdefault(object_id, {})
+        by_event.setdefault(canonical, {})[subscription.id] = subscription
         return subscription.id
 
     def unsubscribe(self, session: Session, subscription_id: str) -> None:
         subscription = session.subscriptions.pop(subscription_id, None)
         if subscription is not None:
-            key = (subscription.object_id, subscription.canonical)
-            self.listeners.get(key, {}).pop(subscription.id, None)
-            if not self.listeners.get(key):
-                self.listeners.pop(key, None)
+            by_event = self.listeners.get(subscription.object_id, {})
+            by_event.get(subscription.canonical, {}).pop(subscription.id, None)
+            if not by_event.get(subscription.canonical):
+                by_event.pop(subscription.canonical, None)
+            if not by_event:
+                self.listeners.pop(subscription.object_id, None)
 
     def forget_object(self, object_id: str) -> None:
-        for key in [k for k in self.listeners if k[0] == object_id]:
-            for subscription in self.listeners.pop(key).values():
+        for subscriptions in self.listeners.pop(object_id, {}).values():
+            for subscription in subscriptions.values():
                 session = self.by_id.get(subscription.session_id)
                 if session is not None:
                     session.subscriptions.pop(subscription.id, None)

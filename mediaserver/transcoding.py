@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 _DECODERS = {"vp8": "libvpx", "h264": "h264"}
 _ENCODERS = {"vp8": "libvpx", "h264": "libx264"}
+# Video codecs the transcoder can produce, in preference order.
+TRANSCODABLE = tuple(_ENCODERS)
 _TIME_BASE = Fraction(1, 90000)
 _BITRATE = 1_000_000
 _QUEUE_FRAMES = 30
@@ -45,7 +47,7 @@ class TranscodeWorker:
         self._thread.start()
         logger.info("transcoding started: %s -> %s", source, target)
 
-    def submit(self, frame: EncodedFrame) -> None:
+    def push(self, frame: EncodedFrame) -> None:
         try:
             self._queue.put_nowait(frame)
         except queue.Full:

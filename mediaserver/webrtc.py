@@ -10,9 +10,11 @@ the remote description is known). KMS has no ICE restart, and neither does this 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,22 +186,13 @@ class WebRtcEndpoint(BaseRtpEndpoint):
                 )
             _parse_sdp(offer, "offer")
             pc = self._peer_connection()
-            token = FORWARDING.set(True)
-            try:
+            async with self._negotiating(
+                Code.SDP_END_POINT_PROCESS_OFFER_ERROR, "Error processing offer"
+            ):
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
                 for transceiver in pc.getTransceivers():
                     self._attach(transceiver)
-                answer = await pc.createAnswer()
-                await pc.setLocalDescription(answer)
-            except KurentoError:
-                raise
-            except Exception as exc:
-                await self._reset_peer_connection()
-                raise KurentoError(
-                    Code.SDP_END_POINT_PROCESS_OFFER_ERROR, f"Error processing offer: {exc}"
-                ) from exc
-            finally:
-                FORWARDING.reset(token)
+                await pc.setLocalDescription(await pc.createAnswer())
             self.remote_sdp = offer
             return await self._negotiated()
 
@@ -211,21 +204,14 @@ class WebRtcEndpoint(BaseRtpEndpoint):
                 )
             options = options or {}
             pc = self._peer_connection()
-            token = FORWARDING.set(True)
-            try:
+            async with self._negotiating(
+                Code.SDP_END_POINT_GENERATE_OFFER_ERROR, "Error generating offer"
+            ):
                 for kind in _KINDS:
                     if options.get(f"offerToReceive{kind.capitalize()}", True) is False:
                         continue
                     self._attach(pc.addTransceiver(kind, direction=self.direction))
-                offer = await pc.createOffer()
-                await pc.setLocalDescription(offer)
-            except Exception as exc:
-                await self._reset_peer_connection()
-                raise KurentoError(
-                    Code.SDP_END_POINT_GENERATE_OFFER_ERROR, f"Error generating offer: {exc}"
-                ) from exc
-            finally:
-                FORWARDING.reset(token)
+                await pc.setLocalDescription(await pc.createOffer())
             self.offer_generated = True
             self.local_sdp = pc.localDescription.sdp
             self._emit_candidates_if_requested()
@@ -244,15 +230,10 @@ class WebRtcEndpoint(BaseRtpEndpoint):
                 )
             _parse_sdp(answer, "answer")
             assert self.pc is not None
-            token = FORWARDING.set(True)
-            try:
+            async with self._negotiating(
+                Code.SDP_END_POINT_PROCESS_ANSWER_ERROR, "Error processing answer", reset=False
+            ):
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-            except Exception as exc:
-                raise KurentoError(
-                    Code.SDP_END_POINT_PROCESS_ANSWER_ERROR, f"Error processing answer: {exc}"
-                ) from exc
-            finally:
-                FORWARDING.reset(token)
             self.remote_sdp = answer
             return await self._negotiated()
 
@@ -265,6 +246,25 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         if self.remote_sdp is None:
             raise KurentoError(Code.SDP_END_POINT_NO_REMOTE_SDP_ERROR, "Remote SDP not set")
         return self.remote_sdp
+
+    @contextlib.asynccontextmanager
+    async def _negotiating(
+        self, code: Code, failure: str, *, reset: bool = True
+    ) -> AsyncIterator[None]:
+        """Run aiortc's side of a negotiation as the media server's own (so its receivers forward,
+        see forwarding.FORWARDING) and report a failure as the given KMS SDP error; a failed
+        offer leaves the endpoint as it was before, ready for another try."""
+        token = FORWARDING.set(True)
+        try:
+            yield
+        except KurentoError:
+            raise
+        except Exception as exc:
+            if reset:
+                await self._reset_peer_connection()
+            raise KurentoError(code, f"{failure}: {exc}") from exc
+        finally:
+            FORWARDING.reset(token)
 
     def _peer_connection(self) -> RTCPeerConnection:
         if self.pc is None:
