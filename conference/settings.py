@@ -160,6 +160,9 @@ SIGNALING_RATE_BURST = env.int("SIGNALING_RATE_BURST", default=60)
 
 # --- Media plane (used from the live-call issue on) ------------------------------------------
 KMS_URL = env.str("KMS_URL", default="ws://127.0.0.1:8888/kurento")
+# Seconds to wait for the media server: to open its WebSocket, and to answer one request.
+KMS_CONNECT_TIMEOUT = env.float("KMS_CONNECT_TIMEOUT", default=3.0)
+KMS_REQUEST_TIMEOUT = env.float("KMS_REQUEST_TIMEOUT", default=10.0)
 
 # --- TURN/STUN (coturn REST-API credentials; used from the TURN issue on) ---------------------
 STUN_URLS = env.list("STUN_URLS", default=[])

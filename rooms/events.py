@@ -64,6 +64,11 @@ def _publish(room_id: int, event: dict[str, Any], close_code: int | None = None)
     transaction.on_commit(send)
 
 
+def publish_room_event(room_id: int, event: dict[str, Any]) -> None:
+    """Send an event of another part of the product (media, say) to everyone in the room."""
+    _publish(room_id, event)
+
+
 def publish_participant_joined(participant: Participant) -> None:
     _publish(
         participant.room_id,

@@ -21,7 +21,7 @@ from django.conf import settings
 from rooms import events, selectors, services
 from rooms.models import Participant
 from rooms.selectors import Refusal
-from signaling import protocol
+from signaling import media, protocol
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +41,14 @@ def _join(
 @database_sync_to_async
 def _snapshot(participant: Participant) -> dict[str, Any]:
     room = selectors.room_by_slug(slug=participant.room.slug) or participant.room
+    publishing = media.publishing_ids_sync(room.pk)
     return {
         "type": "snapshot",
         "you": participant.pk,
         "room": events.room_payload(room),
         "participants": [
-            events.participant_payload(p) for p in selectors.participants_live(room=room)
+            {**events.participant_payload(p), "publishing": p.pk in publishing}
+            for p in selectors.participants_live(room=room)
         ],
     }
 
@@ -164,8 +166,40 @@ class RoomConsumer(AsyncWebsocketConsumer):
             case protocol.Leave():
                 await self._end_presence(Participant.State.LEFT)
                 await self.close(code=protocol.CLOSE_LEFT)
+            case _:
+                await self._handle_media(message)
+
+    async def _handle_media(self, message: protocol.ClientMessage) -> None:
+        participant = self.participant
+        assert participant is not None
+        try:
+            match message:
+                case protocol.Publish(sdp=offer):
+                    answer = await media.publish(participant, offer)
+                    await self.send_json(_reply({"type": "published", "sdp": answer}, message))
+                case protocol.Subscribe(publisher=publisher, sdp=offer):
+                    answer = await media.subscribe(participant, publisher, offer)
+                    reply = {"type": "subscribed", "publisher": publisher, "sdp": answer}
+                    await self.send_json(_reply(reply, message))
+                case protocol.Ice(candidate=candidate):
+                    if candidate["candidate"]:  # "" marks the end of candidates: nothing to do
+                        await media.add_ice_candidate(participant, message.publisher, candidate)
+                case protocol.Unsubscribe(publisher=publisher):
+                    await media.unsubscribe(participant, publisher)
+                    reply = {"type": "unsubscribed", "publisher": publisher}
+                    await self.send_json(_reply(reply, message))
+                case protocol.Unpublish():
+                    await media.unpublish(participant)
+                    await self.send_json(_reply({"type": "unpublished"}, message))
+        except media.MediaError as error:
+            await self._reply_error(protocol.ProtocolError(error.code, error.message, message.id))
 
     # --- events from the room group -------------------------------------------------------
+    async def media_event(self, message: dict[str, Any]) -> None:
+        """An event the media server sent for one of this participant's endpoints."""
+        if self.participant is not None:
+            await self.send_json(message["event"])
+
     async def room_event(self, message: dict[str, Any]) -> None:
         await self.send_json(message["event"])
         close_code = message.get("close_code")
@@ -187,10 +221,17 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def _end_presence(self, state: str) -> None:
         participant, self.participant = self.participant, None
-        if participant is not None:
-            await database_sync_to_async(services.participant_leave)(
-                participant_id=participant.pk, state=state
-            )
+        if participant is None:
+            return
+        await database_sync_to_async(services.participant_leave)(
+            participant_id=participant.pk, state=state
+        )
+        # However it ended (or if the room was closed or deleted around it), release its media.
+        try:
+            await media.release_participant(participant)
+            await media.sweep_orphans()
+        except Exception:
+            logger.exception("releasing the media of participant %s failed", participant.pk)
 
     async def _keep_present(self) -> None:
         """Refresh this connection's presence and reap peers whose worker stopped doing so."""
@@ -202,7 +243,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 present = await database_sync_to_async(services.participant_touch)(
                     participant_id=participant_id
                 )
-                await database_sync_to_async(services.participants_reap_stale)(room_id=room_id)
+                reaped = await database_sync_to_async(services.participants_reap_stale)(
+                    room_id=room_id
+                )
+                if reaped:
+                    await media.sweep_room(room_id)
             except Exception:
                 logger.exception("presence refresh failed for participant %s", participant_id)
                 continue

@@ -52,6 +52,10 @@ class ClientMessage:
     type_name: ClassVar[str]
     id: str | int | None
 
+    def problem(self) -> str | None:
+        """What is wrong with the fields beyond their types, or None; messages override it."""
+        return None
+
 
 _MESSAGE_TYPES: dict[str, type[ClientMessage]] = {}
 
@@ -83,6 +87,98 @@ class Leave(ClientMessage):
     """Say goodbye: the server records the leave and closes the connection."""
 
     type_name: ClassVar[str] = "leave"
+
+
+_MAX_SDP_LENGTH = 60_000
+_MAX_CANDIDATE_LENGTH = 1024
+_MAX_MID_LENGTH = 32
+_CANDIDATE_KEYS = {"candidate", "sdpMid", "sdpMLineIndex", "usernameFragment"}
+
+
+def _sdp_problem(kind: str, sdp: str) -> str | None:
+    if not sdp.startswith("v=0"):
+        return f"'sdp' in '{kind}' must be an SDP offer (it starts with 'v=0')."
+    return None
+
+
+@_message
+@dataclass(frozen=True)
+class Publish(ClientMessage):
+    """Send your camera and microphone: `sdp` is the offer; the reply `published` has the answer."""
+
+    type_name: ClassVar[str] = "publish"
+    sdp: str = dataclasses.field(metadata={"max_length": _MAX_SDP_LENGTH})
+
+    def problem(self) -> str | None:
+        return _sdp_problem(self.type_name, self.sdp)
+
+
+@_message
+@dataclass(frozen=True)
+class Unpublish(ClientMessage):
+    """Stop sending media; the reply is `unpublished`."""
+
+    type_name: ClassVar[str] = "unpublish"
+
+
+@_message
+@dataclass(frozen=True)
+class Subscribe(ClientMessage):
+    """Receive a publisher's media: `sdp` is the offer; the reply `subscribed` has the answer."""
+
+    type_name: ClassVar[str] = "subscribe"
+    publisher: int
+    sdp: str = dataclasses.field(metadata={"max_length": _MAX_SDP_LENGTH})
+
+    def problem(self) -> str | None:
+        return _sdp_problem(self.type_name, self.sdp)
+
+
+@_message
+@dataclass(frozen=True)
+class Unsubscribe(ClientMessage):
+    """Stop receiving a publisher's media; the reply is `unsubscribed`."""
+
+    type_name: ClassVar[str] = "unsubscribe"
+    publisher: int
+
+
+@_message
+@dataclass(frozen=True)
+class Ice(ClientMessage):
+    """A trickled ICE candidate for your publishing connection or the one receiving `target`."""
+
+    type_name: ClassVar[str] = "ice"
+    target: str | int
+    candidate: dict
+
+    @property
+    def publisher(self) -> int | None:
+        """The publisher whose receiving connection the candidate is for; None: publishing."""
+        return None if self.target == "publish" else int(self.target)
+
+    def problem(self) -> str | None:
+        if isinstance(self.target, str) and self.target != "publish":
+            return "'target' in 'ice' must be \"publish\" or a publisher's participant id."
+        extra = set(self.candidate) - _CANDIDATE_KEYS
+        if extra:
+            return f"'candidate' does not take the field(s): {', '.join(sorted(extra)[:5])}."
+        text, mid = self.candidate.get("candidate"), self.candidate.get("sdpMid")
+        index = self.candidate.get("sdpMLineIndex")
+        if not isinstance(text, str) or len(text) > _MAX_CANDIDATE_LENGTH:
+            return f"'candidate.candidate' must be a string of {_MAX_CANDIDATE_LENGTH} or fewer."
+        if mid is not None and not (isinstance(mid, str) and len(mid) <= _MAX_MID_LENGTH):
+            return f"'candidate.sdpMid' must be null or a string of {_MAX_MID_LENGTH} or fewer."
+        if index is not None and not (
+            isinstance(index, int) and not isinstance(index, bool) and 0 <= index < 64
+        ):
+            return "'candidate.sdpMLineIndex' must be null or an integer from 0 to 63."
+        if mid is None and index is None:
+            return "'candidate' needs 'sdpMid' or 'sdpMLineIndex'."
+        fragment = self.candidate.get("usernameFragment")
+        if fragment is not None and not (isinstance(fragment, str) and len(fragment) <= 256):
+            return "'candidate.usernameFragment' must be null or a short string."
+        return None
 
 
 def message_types() -> tuple[str, ...]:
@@ -164,4 +260,8 @@ def parse_client_message(text: str) -> ClientMessage:
                 "invalid", f"'{name}' in '{kind}' is longer than {limit} characters.", ref
             )
         values[name] = value
-    return cls(**values)
+    message = cls(**values)
+    problem = message.problem()
+    if problem is not None:
+        raise ProtocolError("invalid", problem, ref)
+    return message

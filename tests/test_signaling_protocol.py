@@ -23,7 +23,11 @@ def test_known_messages_parse_to_typed_values():
         ('"ping"', "invalid", "object"),
         ("{}", "invalid", "type"),
         ('{"type": null}', "invalid", "type"),
-        ('{"type": "nope"}', "unknown_type", "leave, ping, sync"),
+        (
+            '{"type": "nope"}',
+            "unknown_type",
+            "ice, leave, ping, publish, subscribe, sync, unpublish",
+        ),
         ('{"type": "ping", "sdp": "x"}', "invalid", "sdp"),
         ('{"type": "ping", "id": true}', "invalid", "id"),
         ('{"type": "ping", "id": [1]}', "invalid", "id"),
@@ -72,3 +76,51 @@ def test_field_validation_covers_types_and_lengths():
             assert fragment in error.value.message, text
     finally:
         del protocol._MESSAGE_TYPES["probe"]
+
+
+def test_media_messages_parse():
+    publish = protocol.parse_client_message('{"type": "publish", "sdp": "v=0\\r\\n", "id": 1}')
+    assert publish == protocol.Publish(id=1, sdp="v=0\r\n")
+    ice = protocol.parse_client_message(
+        '{"type": "ice", "target": 7, "candidate": {"candidate": "candidate:1 1 udp 1 '
+        '127.0.0.1 9 typ host", "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "ab"}}'
+    )
+    assert isinstance(ice, protocol.Ice) and ice.publisher == 7
+    own = protocol.parse_client_message(
+        '{"type": "ice", "target": "publish", "candidate": {"candidate": "", "sdpMid": "0"}}'
+    )
+    assert isinstance(own, protocol.Ice) and own.publisher is None
+
+
+@pytest.mark.parametrize(
+    ("message", "fragment"),
+    [
+        ({"type": "publish", "sdp": "hello"}, "SDP offer"),
+        ({"type": "publish", "sdp": "v=0" + "x" * 60_000}, "longer than"),
+        ({"type": "subscribe", "publisher": True, "sdp": "v=0"}, "'publisher'"),
+        ({"type": "unsubscribe"}, "needs the field 'publisher'"),
+        ({"type": "ice", "target": "all", "candidate": {"candidate": "", "sdpMid": "0"}}, "target"),
+        ({"type": "ice", "target": 1, "candidate": []}, "'candidate'"),
+        ({"type": "ice", "target": 1, "candidate": {"candidate": ""}}, "sdpMid"),
+        (
+            {"type": "ice", "target": 1, "candidate": {"candidate": "", "sdpMLineIndex": -1}},
+            "0 to 63",
+        ),
+        ({"type": "ice", "target": 1, "candidate": {"candidate": "", "sdpMid": 3}}, "sdpMid"),
+        (
+            {"type": "ice", "target": 1, "candidate": {"candidate": "x" * 2000, "sdpMid": "0"}},
+            "1024",
+        ),
+        (
+            {"type": "ice", "target": 1, "candidate": {"candidate": "", "sdpMid": "0", "x": 1}},
+            "'x'",
+        ),
+    ],
+)
+def test_media_messages_are_validated(message, fragment):
+    import json
+
+    with pytest.raises(protocol.ProtocolError) as error:
+        protocol.parse_client_message(json.dumps(message))
+    assert error.value.code == "invalid"
+    assert fragment in error.value.message

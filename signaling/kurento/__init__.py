@@ -1,0 +1,49 @@
+"""A Kurento Protocol client (JSON-RPC over WebSocket) for KMS 7 and the embedded media server.
+
+No Django imports: the room media service (signaling/media.py) is its only user in the product.
+"""
+
+from signaling.kurento.client import KurentoClient, Subscription
+from signaling.kurento.errors import (
+    IceError,
+    InvalidParams,
+    InvalidSession,
+    KurentoError,
+    MediaServerUnavailable,
+    MethodNotFound,
+    NotEnoughResources,
+    ObjectNotFound,
+    RequestTimeout,
+    SdpError,
+    TypeNotFound,
+)
+from signaling.kurento.objects import (
+    MediaElement,
+    MediaObject,
+    MediaPipeline,
+    ServerManager,
+    WebRtcEndpoint,
+    create_pipeline,
+)
+
+__all__ = [
+    "IceError",
+    "InvalidParams",
+    "InvalidSession",
+    "KurentoClient",
+    "KurentoError",
+    "MediaElement",
+    "MediaObject",
+    "MediaPipeline",
+    "MediaServerUnavailable",
+    "MethodNotFound",
+    "NotEnoughResources",
+    "ObjectNotFound",
+    "RequestTimeout",
+    "SdpError",
+    "ServerManager",
+    "Subscription",
+    "TypeNotFound",
+    "WebRtcEndpoint",
+    "create_pipeline",
+]

@@ -1,0 +1,442 @@
+"""An asyncio client of the Kurento Protocol: JSON-RPC 2.0 over one WebSocket.
+
+One `KurentoClient` talks to one media server (Kurento Media Server 7 or the embedded
+`mediaserver/`) from one event loop. It
+
+- matches responses to requests by id, each request with a timeout;
+- learns the session id from the first response and sends it with every later request;
+- keeps the connection alive with `ping` and reconnects on its own when the socket drops, then
+  resumes the session with `connect {"sessionId"}` so the media objects and event subscriptions
+  survive. When the server no longer knows the session (error 40007: it restarted, or the grace
+  period passed) the objects are gone: the client calls its session-lost callbacks, forgets its
+  subscriptions and starts a new session with the next request;
+- re-sends requests that were in flight when the socket dropped, with their original ids: the
+  server answers a repeated (session, id) from its response cache, so nothing happens twice;
+- delivers `onEvent` notifications to the callbacks subscribed to (object, event type).
+
+It imports nothing from Django.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from signaling.kurento.errors import (
+    InvalidSession,
+    KurentoError,
+    MediaServerUnavailable,
+    RequestTimeout,
+    error_from_response,
+)
+
+logger = logging.getLogger(__name__)
+
+EventCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
+SessionLostCallback = Callable[[], Awaitable[None] | None]
+
+_BACKOFF_FIRST = 0.2
+_BACKOFF_MAX = 5.0
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One event subscription: the server's id for it, what it watches, and the callback."""
+
+    id: str
+    object_id: str
+    event: str
+    callback: EventCallback
+
+
+@dataclass(eq=False)
+class _Pending:
+    message: dict[str, Any]
+    future: asyncio.Future[Any] = field(repr=False)
+    # The request must not be sent before this generation's connection is ready (see _send).
+    sent_on: int = -1
+
+
+class KurentoClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        request_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        ping_interval: float = 20.0,
+        max_message_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
+        self.url = url
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.ping_interval = ping_interval
+        self.max_message_bytes = max_message_bytes
+        self.session_id: str | None = None
+        self.server_id: str | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._subscriptions: dict[str, Subscription] = {}
+        self._session_lost: list[SessionLostCallback] = []
+        self._ws: ClientConnection | None = None
+        self._generation = 0  # counts connections made
+        self._ready = asyncio.Event()  # set while a connection is open and its session resumed
+        self._waiters: set[asyncio.Future[None]] = set()  # requests waiting for a connection
+        self._runner: asyncio.Task[None] | None = None
+        self._closed = False
+        self._last_error = "not connected yet"
+        self._callbacks: set[asyncio.Task[None]] = set()
+
+    # --- life cycle -------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
+
+    async def connect(self) -> None:
+        """Open the connection (if not already open); MediaServerUnavailable if it cannot."""
+        await self._wait_ready(self.connect_timeout)
+
+    async def close(self) -> None:
+        """Close the socket and stop reconnecting (the server keeps our objects a grace period)."""
+        self._closed = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        self._fail_all(MediaServerUnavailable("The Kurento client was closed."))
+        for task in tuple(self._callbacks):
+            task.cancel()
+
+    def on_session_lost(self, callback: SessionLostCallback) -> None:
+        """Call `callback` whenever the server has forgotten our session and all its objects."""
+        self._session_lost.append(callback)
+
+    # --- requests ---------------------------------------------------------------------------
+    async def request(
+        self, method: str, params: dict[str, Any] | None = None, *, within: float | None = None
+    ) -> Any:
+        """Send one request and return its `result`, answered `within` seconds.
+
+        Raises KurentoError for an error answer, MediaServerUnavailable for no answer.
+        """
+        if self._closed:
+            raise MediaServerUnavailable("The Kurento client was closed.")
+        timeout = self.request_timeout if within is None else within
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self._wait_ready(timeout)
+        request_id = next(self._ids)
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        message["params"] = dict(params or {})
+        pending = _Pending(message, loop.create_future())
+        self._pending[request_id] = pending
+        try:
+            await self._send(pending)
+            async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                result = await pending.future
+        except TimeoutError:
+            raise RequestTimeout(
+                f"The media server did not answer '{method}' within {timeout:g} s."
+            ) from None
+        finally:
+            self._pending.pop(request_id, None)
+        if isinstance(result, dict) and isinstance(result.get("sessionId"), str):
+            self._learn_session(result["sessionId"])
+        return result
+
+    async def create(self, type_name: str, **constructor_params: Any) -> str:
+        result = await self.request(
+            "create", {"type": type_name, "constructorParams": constructor_params}
+        )
+        return _value(result, str, "create")
+
+    async def invoke(self, object_id: str, operation: str, **params: Any) -> Any:
+        body: dict[str, Any] = {"object": object_id, "operation": operation}
+        if params:
+            body["operationParams"] = params
+        result = await self.request("invoke", body)
+        return result.get("value") if isinstance(result, dict) else None
+
+    async def release(self, object_id: str) -> None:
+        """Release an object (and its children). Releasing a gone object is not an error."""
+        for subscription in [s for s in self._subscriptions.values() if _owned(s, object_id)]:
+            self._subscriptions.pop(subscription.id, None)
+        await self.request("release", {"object": object_id})
+
+    async def describe(self, object_id: str) -> dict[str, Any]:
+        result = await self.request("describe", {"object": object_id})
+        return result if isinstance(result, dict) else {}
+
+    async def subscribe(self, object_id: str, event: str, callback: EventCallback) -> Subscription:
+        result = await self.request("subscribe", {"object": object_id, "type": event})
+        subscription = Subscription(_value(result, str, "subscribe"), object_id, event, callback)
+        self._subscriptions[subscription.id] = subscription
+        return subscription
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        if self._subscriptions.pop(subscription.id, None) is None:
+            return
+        await self.request(
+            "unsubscribe",
+            {"object": subscription.object_id, "subscription": subscription.id},
+        )
+
+    # --- the connection ---------------------------------------------------------------------
+    async def _wait_ready(self, within: float) -> None:
+        if self._ready.is_set():
+            return
+        if self._closed:
+            raise MediaServerUnavailable("The Kurento client was closed.")
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run(), name=f"kurento-client {self.url}")
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            async with asyncio.timeout(within):
+                await waiter
+        except TimeoutError:
+            raise MediaServerUnavailable(
+                f"Cannot reach the media server at {self.url}: {self._last_error}"
+            ) from None
+        finally:
+            self._waiters.discard(waiter)
+
+    async def _run(self) -> None:
+        """Connect, and reconnect whenever the connection drops, until closed."""
+        attempt = 0
+        while not self._closed:
+            try:
+                ws = await connect(
+                    self.url,
+                    open_timeout=self.connect_timeout,
+                    max_size=self.max_message_bytes,
+                    ping_interval=None,  # the protocol's own ping keeps the session alive
+                    compression=None,
+                )
+            except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as error:
+                self._last_error = str(error) or type(error).__name__
+                self._wake_waiters(
+                    MediaServerUnavailable(
+                        f"Cannot reach the media server at {self.url}: {self._last_error}"
+                    )
+                )
+                attempt += 1
+                await asyncio.sleep(_backoff(attempt))
+                continue
+            attempt = 0
+            self._generation += 1
+            self._ws = ws
+            logger.info("connected to the media server at %s", self.url)
+            reader = asyncio.create_task(self._read(ws))
+            try:
+                await self._resume(ws)
+                self._ready.set()
+                self._wake_waiters(None)
+                for pending in list(self._pending.values()):
+                    await self._send(pending)
+                await self._keep_alive(reader)
+            except (ConnectionClosed, OSError, MediaServerUnavailable) as error:
+                self._last_error = str(error) or type(error).__name__
+            finally:
+                self._ready.clear()
+                self._ws = None
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+                await ws.close()
+            if not self._closed:
+                logger.warning(
+                    "lost the media server at %s (%s); reconnecting", self.url, self._last_error
+                )
+                await asyncio.sleep(_backoff(1))
+
+    async def _resume(self, ws: ClientConnection) -> None:
+        """On a new socket, take the session back; learn when the server has forgotten it."""
+        if self.session_id is None:
+            return
+        request_id = next(self._ids)
+        pending = _Pending(
+            {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "method": "connect",
+                "params": {"sessionId": self.session_id},
+            },
+            asyncio.get_running_loop().create_future(),
+        )
+        self._pending[request_id] = pending
+        try:
+            await ws.send(json.dumps(pending.message))
+            pending.sent_on = self._generation
+            async with asyncio.timeout(self.request_timeout):
+                result = await pending.future
+            if isinstance(result, dict) and isinstance(result.get("serverId"), str):
+                self.server_id = result["serverId"]
+            logger.info("resumed media server session %s", self.session_id)
+        except InvalidSession:
+            await self._lose_session()
+        except TimeoutError:
+            raise MediaServerUnavailable("no answer to connect") from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _lose_session(self) -> None:
+        logger.warning(
+            "the media server at %s forgot session %s: its media objects are gone",
+            self.url,
+            self.session_id,
+        )
+        self.session_id = None
+        self._subscriptions.clear()
+        for callback in list(self._session_lost):
+            try:
+                outcome = callback()
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception:
+                logger.exception("a session-lost callback failed")
+
+    async def _keep_alive(self, reader: asyncio.Task[None]) -> None:
+        """Ping every `ping_interval` s; return when the socket closes or a ping goes unanswered."""
+        while True:
+            done, _ = await asyncio.wait({reader}, timeout=self.ping_interval)
+            if done:
+                return
+            ping_id = next(self._ids)
+            pending = _Pending(
+                {
+                    "jsonrpc": "2.0",
+                    "id": ping_id,
+                    "method": "ping",
+                    "params": {"interval": int(self.ping_interval * 1000)},
+                },
+                asyncio.get_running_loop().create_future(),
+            )
+            self._pending[ping_id] = pending
+            try:
+                await self._send(pending)
+                async with asyncio.timeout(self.request_timeout):
+                    await pending.future
+            except (TimeoutError, KurentoError):
+                raise MediaServerUnavailable("the media server stopped answering pings") from None
+            finally:
+                self._pending.pop(ping_id, None)
+
+    async def _send(self, pending: _Pending) -> None:
+        """Send a request on the current socket once; a dropped socket re-sends it on reconnect."""
+        ws = self._ws
+        if ws is None or not self._ready.is_set() or pending.sent_on == self._generation:
+            return
+        message = pending.message
+        if message["method"] != "connect":
+            if self.session_id is None:  # a new session: the server makes one for this request
+                message["params"].pop("sessionId", None)
+            else:
+                message["params"]["sessionId"] = self.session_id
+        pending.sent_on = self._generation
+        try:
+            await ws.send(json.dumps(message))
+        except ConnectionClosed:
+            pending.sent_on = -1  # the reconnect sends it again
+
+    async def _read(self, ws: ClientConnection) -> None:
+        async for frame in ws:
+            try:
+                message = json.loads(frame)
+            except ValueError:
+                logger.warning("the media server sent a frame that is not JSON: %.200r", frame)
+                continue
+            if not isinstance(message, dict):
+                continue
+            if message.get("method") == "onEvent":
+                self._dispatch_event(message.get("params"))
+                continue
+            request_id = message.get("id")
+            pending = self._pending.get(request_id) if isinstance(request_id, int) else None
+            if pending is None or pending.future.done():
+                continue
+            if "error" in message:
+                pending.future.set_exception(error_from_response(message["error"]))
+            else:
+                pending.future.set_result(message.get("result"))
+
+    def _dispatch_event(self, params: Any) -> None:
+        value = params.get("value") if isinstance(params, dict) else None
+        if not isinstance(value, dict):
+            return
+        object_id, event = value.get("object"), value.get("type")
+        data = value.get("data") if isinstance(value.get("data"), dict) else {}
+        for subscription in list(self._subscriptions.values()):
+            if subscription.object_id == object_id and subscription.event == event:
+                self._call(subscription, data)
+
+    def _call(self, subscription: Subscription, data: dict[str, Any]) -> None:
+        try:
+            outcome = subscription.callback(data)
+        except Exception:
+            logger.exception(
+                "callback for %s on %s failed", subscription.event, subscription.object_id
+            )
+            return
+        if inspect.isawaitable(outcome):
+
+            async def run() -> None:
+                try:
+                    await outcome
+                except Exception:
+                    logger.exception(
+                        "callback for %s on %s failed", subscription.event, subscription.object_id
+                    )
+
+            task = asyncio.create_task(run())
+            self._callbacks.add(task)
+            task.add_done_callback(self._callbacks.discard)
+
+    def _learn_session(self, session_id: str) -> None:
+        if self.session_id != session_id:
+            if self.session_id is not None:
+                logger.info("media server session changed: %s -> %s", self.session_id, session_id)
+            self.session_id = session_id
+
+    def _wake_waiters(self, error: Exception | None) -> None:
+        for waiter in tuple(self._waiters):
+            if not waiter.done():
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
+
+    def _fail_all(self, error: Exception) -> None:
+        self._wake_waiters(error)
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(error)
+
+
+def _owned(subscription: Subscription, object_id: str) -> bool:
+    """True when the subscription watches the object or one of its children."""
+    return subscription.object_id == object_id or subscription.object_id.startswith(object_id + "/")
+
+
+def _value(result: Any, kind: type, method: str) -> Any:
+    value = result.get("value") if isinstance(result, dict) else None
+    if not isinstance(value, kind):
+        raise KurentoError(-32603, f"The media server's answer to '{method}' has no value.")
+    return value
+
+
+def _backoff(attempt: int) -> float:
+    base = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (attempt - 1))
+    return base * (0.8 + random.random() * 0.4)

@@ -1,0 +1,123 @@
+"""Small typed proxies for the media objects the room media service uses.
+
+A proxy is the object's id and the client that reaches it; it holds no other state, so a proxy
+rebuilt from an id stored in the database works as well as the original.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from signaling.kurento.client import EventCallback, KurentoClient, Subscription
+
+
+@dataclass(frozen=True)
+class MediaObject:
+    client: KurentoClient
+    id: str
+
+    async def release(self) -> None:
+        await self.client.release(self.id)
+
+    async def on(self, event: str, callback: EventCallback) -> Subscription:
+        return await self.client.subscribe(self.id, event, callback)
+
+    async def _invoke(self, operation: str, **params: Any) -> Any:
+        return await self.client.invoke(self.id, operation, **params)
+
+
+@dataclass(frozen=True)
+class ServerManager(MediaObject):
+    id: str = "manager_ServerManager"
+
+    async def get_info(self) -> dict[str, Any]:
+        return await self._invoke("getInfo") or {}
+
+    async def get_pipelines(self) -> list[str]:
+        """The ids of the server's pipelines (KMS returns ids in place of objects)."""
+        return [
+            p if isinstance(p, str) else str(p) for p in await self._invoke("getPipelines") or []
+        ]
+
+    async def get_sessions(self) -> list[str]:
+        return list(await self._invoke("getSessions") or [])
+
+    async def get_cpu_count(self) -> int:
+        return int(await self._invoke("getCpuCount"))
+
+    async def get_used_cpu(self, interval_ms: int = 1000) -> float:
+        return float(await self._invoke("getUsedCpu", interval=interval_ms))
+
+    async def get_used_memory(self) -> int:
+        return int(await self._invoke("getUsedMemory"))
+
+
+@dataclass(frozen=True)
+class MediaElement(MediaObject):
+    async def connect(self, sink: MediaElement) -> None:
+        await self._invoke("connect", sink=sink.id)
+
+    async def disconnect(self, sink: MediaElement) -> None:
+        await self._invoke("disconnect", sink=sink.id)
+
+    async def is_media_flowing_in(self, media_type: str = "VIDEO") -> bool:
+        return bool(await self._invoke("isMediaFlowingIn", mediaType=media_type))
+
+    async def is_media_flowing_out(self, media_type: str = "VIDEO") -> bool:
+        return bool(await self._invoke("isMediaFlowingOut", mediaType=media_type))
+
+
+@dataclass(frozen=True)
+class WebRtcEndpoint(MediaElement):
+    async def process_offer(self, offer: str) -> str:
+        return str(await self._invoke("processOffer", offer=offer))
+
+    async def generate_offer(self) -> str:
+        return str(await self._invoke("generateOffer"))
+
+    async def process_answer(self, answer: str) -> str:
+        return str(await self._invoke("processAnswer", answer=answer) or "")
+
+    async def gather_candidates(self) -> None:
+        await self._invoke("gatherCandidates")
+
+    async def add_ice_candidate(
+        self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None
+    ) -> None:
+        await self._invoke(
+            "addIceCandidate",
+            candidate={
+                "__module__": "kurento",
+                "__type__": "IceCandidate",
+                "candidate": candidate,
+                "sdpMid": sdp_mid or "",
+                "sdpMLineIndex": sdp_mline_index or 0,
+            },
+        )
+
+    async def set_turn_url(self, turn_url: str) -> None:
+        await self._invoke("setTurnUrl", turnUrl=turn_url)
+
+    async def set_max_video_send_bandwidth(self, kbps: int) -> None:
+        await self._invoke("setMaxVideoSendBandwidth", maxVideoSendBandwidth=kbps)
+
+    async def get_stats(self) -> dict[str, Any]:
+        return await self._invoke("getStats") or {}
+
+
+@dataclass(frozen=True)
+class MediaPipeline(MediaObject):
+    async def create_webrtc_endpoint(
+        self, *, recvonly: bool = False, sendonly: bool = False
+    ) -> WebRtcEndpoint:
+        params: dict[str, Any] = {"mediaPipeline": self.id}
+        if recvonly:
+            params["recvonly"] = True
+        if sendonly:
+            params["sendonly"] = True
+        return WebRtcEndpoint(self.client, await self.client.create("WebRtcEndpoint", **params))
+
+
+async def create_pipeline(client: KurentoClient) -> MediaPipeline:
+    return MediaPipeline(client, await client.create("MediaPipeline"))

@@ -1,0 +1,68 @@
+"""The web tier's only record of media objects: their ids on the media server.
+
+Media objects belong to the media server; the database keeps their ids so that any daphne worker
+can act on any room, and so that whatever a participant held can be released however it left.
+"""
+
+from django.db import models
+
+from rooms.models import Participant, Room
+
+
+class RoomPipeline(models.Model):
+    """A room's MediaPipeline. One per room: the unique `room` makes a second one impossible.
+
+    When the room is deleted the row stays with `room` unset, so that the pipeline is still
+    released (see signaling.media.sweep_orphans).
+    """
+
+    room = models.OneToOneField(
+        Room, on_delete=models.SET_NULL, null=True, blank=True, related_name="pipeline"
+    )
+    server_url = models.CharField(max_length=300)
+    pipeline_id = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "media pipeline"
+
+    def __str__(self) -> str:
+        return f"{self.pipeline_id} on {self.server_url}"
+
+
+class MediaEndpoint(models.Model):
+    """A WebRtcEndpoint held by a participant.
+
+    `publisher` unset: the participant's own publishing endpoint. Set: the endpoint through which
+    the participant receives that publisher's media (connected from the publisher's endpoint).
+    """
+
+    pipeline = models.ForeignKey(RoomPipeline, on_delete=models.CASCADE, related_name="endpoints")
+    owner = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="endpoints")
+    publisher = models.ForeignKey(
+        Participant,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="viewer_endpoints",
+    )
+    endpoint_id = models.CharField(max_length=400)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # One publishing endpoint per participant, one receiving endpoint per pair.
+            models.UniqueConstraint(
+                fields=("owner",),
+                condition=models.Q(publisher__isnull=True),
+                name="one_publishing_endpoint",
+            ),
+            models.UniqueConstraint(fields=("owner", "publisher"), name="one_endpoint_per_pair"),
+        ]
+
+    def __str__(self) -> str:
+        return self.endpoint_id
+
+    @property
+    def is_publishing(self) -> bool:
+        return self.publisher_id is None

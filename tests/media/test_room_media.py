@@ -1,0 +1,338 @@
+"""Calls through the room WebSocket (the real ASGI application), the room media service and the
+embedded media server, with aiortc peers in place of browsers: publish, subscribe, trickle ICE,
+every way of leaving, bad input, and a media server that is down or lost its pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from rooms import services
+from rooms.models import Participant
+from signaling import media
+from signaling.models import MediaEndpoint, RoomPipeline
+from tests.conftest import RoomClient
+from tests.live import free_port
+from tests.mediaserver.peers import Peer
+
+from .conftest import media_objects, pipelines
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Caller:
+    """One participant: its room socket, its publishing peer and one peer per publisher."""
+
+    def __init__(self, socket: RoomClient, snapshot: dict[str, Any]) -> None:
+        self.socket = socket
+        self.id: int = snapshot["you"]
+        self.snapshot = snapshot
+        self.publisher: Peer | None = None
+        self.viewers: dict[int, Peer] = {}
+        self.events: list[dict[str, Any]] = []
+        self._serial = 0
+
+    async def request(self, message: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
+        """Send a message with an id; return the reply (a success or an error) with that id."""
+        self._serial += 1
+        ref = f"r{self._serial}"
+        await self.socket.send({**message, "id": ref})
+        while True:
+            reply = await self.socket.receive(timeout=timeout)
+            if reply.get("id") == ref:
+                return reply
+            await self._handle(reply)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        if message["type"] == "ice_candidate":
+            target = message["target"]
+            peer = self.publisher if target == "publish" else self.viewers.get(target)
+            if peer is not None:
+                await peer.add_remote_candidate(message["candidate"])
+        else:
+            self.events.append(message)
+
+    async def pump(self, seconds: float) -> None:
+        """Handle what arrives (server candidates, room events) for a while."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while loop.time() < deadline:
+            # receive_nothing peeks without the timeout that would cancel the application.
+            if not await self.socket.communicator.receive_nothing(timeout=0.02, interval=0.01):
+                await self._handle(await self.socket.receive())
+
+    async def trickle(self, peer: Peer, target: str | int) -> None:
+        for candidate in peer.candidates():
+            await self.socket.send({"type": "ice", "target": target, "candidate": candidate})
+
+    async def publish(self) -> None:
+        if self.publisher is not None:
+            await self.publisher.close()
+        self.publisher = Peer(send=True, receive=False)
+        reply = await self.request({"type": "publish", "sdp": await self.publisher.offer()})
+        assert reply["type"] == "published", reply
+        await self.publisher.accept(reply["sdp"])
+        await self.trickle(self.publisher, "publish")
+
+    async def subscribe(self, publisher: int) -> None:
+        if publisher in self.viewers:
+            await self.viewers[publisher].close()
+        peer = self.viewers[publisher] = Peer(send=False, receive=True)
+        reply = await self.request(
+            {"type": "subscribe", "publisher": publisher, "sdp": await peer.offer()}
+        )
+        assert reply["type"] == "subscribed" and reply["publisher"] == publisher, reply
+        await peer.accept(reply["sdp"])
+        await self.trickle(peer, publisher)
+
+    async def close_peers(self) -> None:
+        for peer in [self.publisher, *self.viewers.values()]:
+            if peer is not None:
+                await peer.close()
+
+
+@pytest.fixture
+def people(make_user):
+    return [make_user(name) for name in ("ada", "grace", "alan", "edsger")]
+
+
+@pytest.fixture
+def room(make_room, people):
+    return make_room(people[0], "Weekly sync")
+
+
+@pytest.fixture
+async def join(kms, room_client):
+    callers: list[Caller] = []
+
+    async def join_as(user, target) -> Caller:
+        socket = await room_client(user, target)
+        snapshot = await socket.receive_until("snapshot")
+        callers.append(Caller(socket, snapshot))
+        return callers[-1]
+
+    yield join_as
+    for caller in callers:
+        await caller.close_peers()
+
+
+async def _offer(*, send: bool) -> str:
+    """A real offer from a peer that is closed again at once."""
+    peer = Peer(send=send, receive=not send)
+    try:
+        return await peer.offer()
+    finally:
+        await peer.close()
+
+
+async def _rows() -> list[MediaEndpoint]:
+    return await sync_to_async(list)(MediaEndpoint.objects.all())
+
+
+async def _pump_all(callers: list[Caller], seconds: float) -> None:
+    await asyncio.gather(*(c.pump(seconds) for c in callers))
+
+
+async def test_three_people_see_each_other_and_leaving_releases_everything(join, kms, room, people):
+    callers = [await join(user, room) for user in people[:3]]
+    for caller in callers:
+        await caller.publish()
+    # Everyone now hears of everyone else's publishing; the snapshot of a late joiner says it too.
+    for caller in callers:
+        for other in callers:
+            if other is not caller:
+                await caller.subscribe(other.id)
+    await _pump_all(callers, 0.5)
+    for caller in callers:
+        for peer in caller.viewers.values():
+            await peer.wait_video(15)
+            assert peer.received.non_black_frames > 0
+            assert peer.received.audio_frames > 0
+    assert len(pipelines(kms)) == 1
+    assert len(media_objects(kms)) == 1 + 3 + 6  # pipeline, 3 publishing, 6 receiving endpoints
+    published = [e for e in callers[0].events if e["type"] == "participant_published"]
+    assert {e["participant_id"] for e in published} >= {callers[1].id, callers[2].id}
+
+    late = await join(people[3], room)
+    assert {p["id"] for p in late.snapshot["participants"] if p["publishing"]} == {
+        c.id for c in callers
+    }
+
+    # Leaving releases the leaver's endpoints and those others held for it.
+    await callers[0].socket.send({"type": "leave"})
+    assert await callers[0].socket.expect_close() == 4000
+    await callers[0].close_peers()
+    assert len(media_objects(kms)) == 1 + 2 + 2
+    rows = await _rows()
+    assert all(callers[0].id not in (r.owner_id, r.publisher_id) for r in rows)
+
+    # A dropped socket (tab closed) is cleaned up the same way.
+    await callers[1].socket.close()
+    await callers[1].close_peers()
+    await late.socket.close()
+    async with asyncio.timeout(5):
+        while len(media_objects(kms)) != 1 + 1:
+            await asyncio.sleep(0.02)
+    # The last one out takes the pipeline with them.
+    await callers[2].socket.send({"type": "leave"})
+    await callers[2].socket.expect_close()
+    assert media_objects(kms) == []
+    assert await sync_to_async(RoomPipeline.objects.count)() == 0
+    assert await _rows() == []
+
+
+async def test_concurrent_first_publishes_make_one_pipeline(join, kms, room, people):
+    callers = [await join(user, room) for user in people]
+    await asyncio.gather(*(caller.publish() for caller in callers))
+    assert len(pipelines(kms)) == 1
+    assert await sync_to_async(RoomPipeline.objects.count)() == 1
+    for caller in callers:
+        await caller.socket.close()
+    async with asyncio.timeout(5):
+        while media_objects(kms):
+            await asyncio.sleep(0.02)
+
+
+async def test_candidates_before_the_offer_are_kept(join, kms, room, people):
+    ada, grace = await join(people[0], room), await join(people[1], room)
+    ada.publisher = Peer(send=True, receive=False)
+    offer = await ada.publisher.offer()
+    await ada.trickle(ada.publisher, "publish")  # before the endpoint exists
+    reply = await ada.request({"type": "publish", "sdp": offer})
+    assert reply["type"] == "published"
+    await ada.publisher.accept(reply["sdp"])
+    await grace.subscribe(ada.id)
+    await _pump_all([ada, grace], 0.3)
+    await grace.viewers[ada.id].wait_video(10)
+
+
+async def test_nobody_reaches_into_another_room_or_endpoint(join, kms, room, people, make_room):
+    ada, grace = await join(people[0], room), await join(people[1], room)
+    await ada.publish()
+    other_room = await sync_to_async(make_room)(people[2], "Elsewhere")
+    stranger = await join(people[2], other_room)
+    refused = await stranger.request(
+        {"type": "subscribe", "publisher": ada.id, "sdp": await _offer(send=False)}
+    )
+    assert refused["type"] == "error" and refused["code"] == "not_publishing"
+    # Grace is not publishing: nobody can subscribe to her.
+    refused = await ada.request({"type": "subscribe", "publisher": grace.id, "sdp": "v=0\r\n"})
+    assert refused["code"] == "not_publishing"
+    refused = await ada.request({"type": "subscribe", "publisher": ada.id, "sdp": "v=0\r\n"})
+    assert refused["code"] == "invalid"
+    # A stranger's candidates name Ada's endpoint in vain: they only ever reach its own.
+    before = len(kms.registry.objects)
+    await stranger.socket.send(
+        {
+            "type": "ice",
+            "target": "publish",
+            "candidate": {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMid": "0"},
+        }
+    )
+    assert (await stranger.request({"type": "ping"}))["type"] == "pong"
+    assert len(kms.registry.objects) == before
+    await stranger.socket.close()
+
+
+async def test_bad_media_input_gets_clear_errors_and_the_call_goes_on(join, kms, room, people):
+    ada, grace = await join(people[0], room), await join(people[1], room)
+    await ada.publish()
+    cases = [
+        ({"type": "publish", "sdp": "hello"}, "invalid"),
+        ({"type": "publish"}, "invalid"),
+        ({"type": "subscribe", "publisher": "ada", "sdp": "v=0"}, "invalid"),
+        (
+            {"type": "ice", "target": "everyone", "candidate": {"candidate": "", "sdpMid": "0"}},
+            "invalid",
+        ),
+        ({"type": "ice", "target": "publish", "candidate": {"candidate": "x"}}, "invalid"),
+        (
+            {"type": "ice", "target": "publish", "candidate": {"candidate": 5, "sdpMid": "0"}},
+            "invalid",
+        ),
+        (
+            {
+                "type": "ice",
+                "target": "publish",
+                "candidate": {"candidate": "x", "sdpMid": "0", "evil": 1},
+            },
+            "invalid",
+        ),
+        (
+            {
+                "type": "ice",
+                "target": "publish",
+                "candidate": {"candidate": "garbage", "sdpMid": "0"},
+            },
+            "bad_candidate",
+        ),
+        ({"type": "subscribe", "publisher": ada.id, "sdp": "v=0\r\nm=garbage\r\n"}, "bad_sdp"),
+    ]
+    for message, code in cases:
+        reply = await grace.request(message) if message["type"] != "ice" else None
+        if reply is None:
+            target = message["target"]
+            sender = ada if target == "publish" else grace
+            reply = await sender.request(message)
+        assert reply["type"] == "error" and reply["code"] == code, (message, reply)
+        assert reply["message"]
+    # Nothing half-made stayed behind; the call still works.
+    assert len(media_objects(kms)) == 2
+    await grace.subscribe(ada.id)
+    await _pump_all([ada, grace], 0.3)
+    await grace.viewers[ada.id].wait_video(10)
+    reply = await grace.request({"type": "unsubscribe", "publisher": ada.id})
+    assert (reply["type"], reply["publisher"]) == ("unsubscribed", ada.id)
+    assert len(media_objects(kms)) == 2
+    assert (await ada.request({"type": "unpublish"}))["type"] == "unpublished"
+    assert len(media_objects(kms)) == 1  # the pipeline stays while people are in the room
+
+
+async def test_a_media_server_that_is_down_gets_a_clear_message(join, kms, room, people, settings):
+    ada = await join(people[0], room)
+    settings.KMS_URL = f"ws://127.0.0.1:{free_port()}/kurento"
+    reply = await ada.request({"type": "publish", "sdp": await _offer(send=True)})
+    assert reply["type"] == "error" and reply["code"] == "media_unavailable"
+    assert "media server" in reply["message"]
+    assert (await ada.request({"type": "ping"}))["type"] == "pong"
+    settings.KMS_URL = kms.url  # back up: the same connection publishes
+    await ada.publish()
+
+
+async def test_a_pipeline_lost_by_the_media_server_is_made_again(join, kms, room, people):
+    ada, grace = await join(people[0], room), await join(people[1], room)
+    await ada.publish()
+    (lost,) = pipelines(kms)
+    await kms.registry.objects[lost].release()  # as after a media server restart
+    await grace.publish()
+    (new,) = pipelines(kms)
+    assert new != lost
+    # Ada's old publishing connection is dead; publishing again replaces it.
+    await ada.publish()
+    await grace.subscribe(ada.id)
+    await _pump_all([ada, grace], 0.3)
+    await grace.viewers[ada.id].wait_video(10)
+
+
+async def test_a_reaped_participant_and_a_deleted_room_release_their_media(join, kms, room, people):
+    ada, grace = await join(people[0], room), await join(people[1], room)
+    await ada.publish()
+    await grace.publish()
+    await grace.subscribe(ada.id)
+    # Ada's worker died: her row stays "connected" until a reaper marks it dropped.
+    await sync_to_async(Participant.objects.filter(pk=ada.id).update)(
+        state=Participant.State.DROPPED
+    )
+    assert await media.sweep_room(room.pk) == 2  # her endpoint and Grace's receiving one
+    assert len(media_objects(kms)) == 2
+    # The room is deleted around Grace: the pipeline goes with it.
+    await sync_to_async(services.room_delete)(room=room)
+    assert await grace.socket.expect_close() == 4410
+    await grace.socket.close()  # as daphne does once the socket closed
+    async with asyncio.timeout(5):
+        while media_objects(kms):
+            await asyncio.sleep(0.02)
+    assert await sync_to_async(RoomPipeline.objects.count)() == 0
