@@ -113,7 +113,7 @@ def test_media_messages_parse():
         ),
         (
             {"type": "ice", "target": 1, "candidate": {"candidate": "", "sdpMid": "0", "x": 1}},
-            "'x'",
+            "field(s): x",
         ),
     ],
 )
