@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The embedded media server `make run` starts when KMS_URL is not set.
+MEDIA_PORT ?= 8888
 # The production-topology pass of `make test` (PostgreSQL + channels-redis on this machine).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
@@ -26,14 +28,14 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --editable '.[test]'
 	@touch $@ $(VENV)/.installed
 
-## make run: a fresh machine to a running product at http://$(HOST):$(PORT)/ (Ctrl-C stops it).
+## make run: a fresh machine to a running product at http://$(HOST):$(PORT)/ (Ctrl-C stops it),
+## with the embedded media server on 127.0.0.1:$(MEDIA_PORT), or the one at KMS_URL when set.
 run: $(VENV)/.installed
 	@export DEBUG="$${DEBUG:-true}"; set -e; \
 	$(BIN)/python manage.py migrate --noinput; \
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0; \
 	echo; $(BIN)/python manage.py ensure_admin --url "http://$(HOST):$(PORT)"; \
-	echo; echo "Conference is running at http://$(HOST):$(PORT)/  (Ctrl-C stops it)"; echo; \
-	exec $(BIN)/daphne --bind $(HOST) --port $(PORT) conference.asgi:application
+	exec $(BIN)/python -m conference.devserver --host $(HOST) --port $(PORT) --media-port $(MEDIA_PORT)
 
 ## make test: install what tests need, lint, then the whole suite on both topologies.
 test: $(VENV)/.installed-test system-deps js-deps lint pytest pytest-topology

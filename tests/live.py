@@ -1,6 +1,8 @@
-"""The product as an operator runs it, for end-to-end tests: migrate, collectstatic, daphne.
+"""The product as an operator runs it, for end-to-end tests: migrate, collectstatic, daphne, and
+the embedded media server.
 
-`ProductServer` runs `manage.py migrate` and `collectstatic`, then starts daphne, in
+`ProductServer` runs `manage.py migrate` and `collectstatic`, then starts the media server
+(`python -m mediaserver`, unless KMS_URL is given) and daphne, in
 subprocesses with production-like settings (DEBUG off, the real conference.settings) on a fresh
 SQLite file and a free port, and stops them again. Tests talk to it only over HTTP and
 WebSocket, as browsers do.
@@ -48,6 +50,8 @@ class ProductServer:
             **(extra_env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
+        self.media_process: subprocess.Popen[bytes] | None = None
+        self.media_url = self.env.get("KMS_URL", "")
 
     def manage(self, *args: str) -> str:
         result = subprocess.run(
@@ -65,7 +69,22 @@ class ProductServer:
     def start(self) -> ProductServer:
         self.manage("migrate", "--noinput")
         self.manage("collectstatic", "--noinput", "--verbosity", "0")
+        if not self.media_url:
+            self.start_media_server()
         return self.serve()
+
+    def start_media_server(self) -> None:
+        port = free_port()
+        log = self.log_path.with_name(f"mediaserver-{port}.log").open("ab")
+        self.media_process = subprocess.Popen(
+            [sys.executable, "-m", "mediaserver", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        _wait_listening(port, self.media_process, "the media server")
+        self.media_url = self.env["KMS_URL"] = f"ws://127.0.0.1:{port}/kurento"
 
     def serve(self) -> ProductServer:
         """Start daphne on this server's port (again, after `crash`)."""
@@ -101,11 +120,25 @@ class ProductServer:
         self.process.wait(timeout=5)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
+        for process in (self.process, self.media_process):
+            if process is None or process.poll() is not None:
+                continue
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
         try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on port {port} within 30 s")

@@ -10,63 +10,9 @@ import re
 
 import pytest
 
+from tests.browser import WAIT_MS, Person
+
 pytestmark = pytest.mark.browser
-
-PASSWORD = "a sturdy pass phrase 42"
-WAIT_MS = 10_000
-
-
-class Person:
-    """One person in their own browser session (cookies are not shared between people)."""
-
-    def __init__(self, chromium, product, username: str, display_name: str) -> None:
-        self.context = chromium.new_context(base_url=product.url)
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-        self.name = display_name
-        self.sign_up(username, display_name)
-
-    def sign_up(self, username: str, display_name: str) -> None:
-        page = self.page
-        page.goto("/accounts/signup/")
-        page.fill("input[name=username]", username)
-        page.fill("input[name=display_name]", display_name)
-        page.fill("input[name=password1]", PASSWORD)
-        page.fill("input[name=password2]", PASSWORD)
-        page.click("#main button[type=submit]")
-        page.wait_for_url(re.compile(r"/rooms/$"))
-
-    def create_room(self, name: str, *, private: bool = False) -> str:
-        page = self.page
-        page.goto("/rooms/new/")
-        page.fill("input[name=name]", name)
-        page.check(f"input[name=visibility][value={'private' if private else 'public'}]")
-        page.click("#main button[type=submit]")
-        page.wait_for_url(re.compile(r"/rooms/[-a-z0-9]+/$"))
-        self.wait_connected()
-        return page.url
-
-    def open(self, url: str) -> None:
-        self.page.goto(url)
-
-    def wait_connected(self) -> None:
-        self.page.wait_for_selector("#room-status[data-state=connected]", timeout=WAIT_MS)
-
-    def names_in_room(self) -> list[str]:
-        return self.page.locator("#participants li").all_inner_texts()
-
-    def wait_sees(self, name: str) -> None:
-        self.page.wait_for_selector(f"#participants li:has-text('{name}')", timeout=WAIT_MS)
-
-    def wait_not_sees(self, name: str) -> None:
-        self.page.wait_for_selector(
-            f"#participants li:has-text('{name}')", state="detached", timeout=WAIT_MS
-        )
-
-    def close(self) -> None:
-        self.context.close()
-
 
 @pytest.fixture
 def people(chromium, product):

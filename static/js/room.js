@@ -1,4 +1,5 @@
 // The room page: joins the room's socket and keeps status, participants and header current.
+import { Call } from './call.js';
 import { CLOSE_LEFT, RoomSocket } from './room-socket.js';
 
 const config = JSON.parse(document.getElementById('room-config').textContent);
@@ -18,6 +19,9 @@ const ui = {
   capacity: $('room-capacity'),
   lockForm: $('lock-form'), // owners only
   lockButton: $('lock-button'),
+  stage: $('stage'),
+  mic: $('mic-button'),
+  camera: $('camera-button'),
 };
 
 const ACTIVE = new Set(['joining', 'connected', 'reconnecting']);
@@ -138,6 +142,12 @@ function showNotice(text) {
 
 const socket = new RoomSocket(config.wsPath);
 const on = (type, handler) => socket.addEventListener(type, (event) => handler(event.detail ?? {}));
+const call = new Call({
+  socket,
+  stage: ui.stage,
+  iceServers: config.iceServers ?? [],
+  notice: (text) => showNotice(text),
+});
 
 on('connecting', ({ attempt }) => {
   if (attempt === 0) {
@@ -160,16 +170,23 @@ on('snapshot', (message) => {
   showRoom(message.room);
   setStatus('connected', 'Connected');
   renderParticipants();
+  call.start(you, message.participants).then(updateDeviceButtons);
 });
+
+on('participant_published', ({ participant_id: id }) => call.subscribe(id));
+
+on('participant_unpublished', ({ participant_id: id }) => call.dropLink(id));
 
 on('participant_joined', ({ participant }) => {
   const known = people.has(participant.id);
   people.set(participant.id, participant);
+  call.joined(participant);
   renderParticipants();
   if (!known && you !== null && participant.id !== you) announce(`${nameOf(participant)} joined`);
 });
 
 on('participant_left', ({ participant_id: id, reason }) => {
+  call.dropLink(id);
   const participant = people.get(id);
   if (!participant) return;
   people.delete(id);
@@ -199,6 +216,9 @@ on('gaveup', () => {
 });
 
 on('close', ({ code, final }) => {
+  // A new connection is a new participant: its media starts afresh after the next snapshot.
+  if (final) call.stop();
+  else call.stopLinks();
   if (!final || !ACTIVE.has(state)) return; // a reconnect follows, or the page already says why
   if (code === CLOSE_LEFT) setStatus('left', 'You left the room.');
   else setStatus('error', `You were disconnected from the room (code ${code}).`, { retry: true });
@@ -207,6 +227,7 @@ on('close', ({ code, final }) => {
 // --- Buttons and page life ------------------------------------------------------------------
 
 ui.leave.addEventListener('click', async () => {
+  call.stop();
   setStatus('left', 'You left the room.');
   await socket.leave();
   location.assign(config.lobbyUrl);
@@ -238,7 +259,24 @@ ui.retry.addEventListener('click', () => {
   ui.status.focus(); // the button hides itself; keep focus somewhere sensible
 });
 
+function updateDeviceButtons() {
+  for (const [button, kind] of [[ui.mic, 'audio'], [ui.camera, 'video']]) {
+    button.hidden = !call.hasTrack(kind);
+  }
+}
+
+function toggleDevice(button, kind, onText, offText) {
+  const muted = button.getAttribute('aria-pressed') !== 'true';
+  call.setMuted(kind, muted);
+  button.setAttribute('aria-pressed', String(muted));
+  button.textContent = muted ? offText : onText;
+}
+
+ui.mic.addEventListener('click', () => toggleDevice(ui.mic, 'audio', 'Mute', 'Unmute'));
+ui.camera.addEventListener('click', () => toggleDevice(ui.camera, 'video', 'Stop video', 'Start video'));
+
 window.addEventListener('pagehide', () => {
+  call.stop();
   if (!ACTIVE.has(state)) return;
   socket.leave(); // best effort: the page may be gone before the server hears it
   setStatus('left', 'You left the room.');

@@ -1,0 +1,358 @@
+// Call: this tab's camera and microphone, its publishing connection, one receiving connection per
+// publisher in the room, and the video tiles that show them (docs/protocol.md, "Calls").
+
+const RETRY_FIRST_MS = 1_000;
+const RETRY_MAX_MS = 15_000;
+const REQUEST_TIMEOUT_MS = 20_000;
+
+const MEDIA_CONSTRAINTS = {
+  audio: { echoCancellation: true, noiseSuppression: true },
+  video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } },
+};
+
+/** What to tell the person when the browser would not give us a camera or microphone. */
+function deviceProblem(error) {
+  switch (error?.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return 'Camera and microphone are blocked. Allow them for this site and reload to be seen and heard; you can still see and hear the others.';
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return 'No camera or microphone was found. You can still see and hear the others.';
+    case 'NotReadableError':
+    case 'AbortError':
+      return 'Your camera or microphone is in use by another application. You can still see and hear the others.';
+    default:
+      return `Could not start your camera or microphone (${error?.message || error}).`;
+  }
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** One video tile: the picture, the person's name, and a line for the connection's state. */
+class Tile {
+  constructor(stage, { name, local }) {
+    this.root = el('figure', `tile${local ? ' tile--local' : ''}`);
+    this.video = el('video', 'tile__video');
+    this.video.autoplay = true;
+    this.video.playsInline = true;
+    this.video.muted = local; // never play back our own microphone
+    this.video.setAttribute('aria-label', local ? 'Your camera' : `${name}'s video`);
+    this.caption = el('figcaption', 'tile__name', name);
+    this.state = el('p', 'tile__state');
+    this.state.setAttribute('role', 'status');
+    this.sound = el('button', 'button button--small tile__sound', 'Turn sound on');
+    this.sound.type = 'button';
+    this.sound.hidden = true;
+    this.sound.addEventListener('click', () => {
+      this.video.muted = false;
+      this.video.play().catch(() => {});
+      this.sound.hidden = true;
+    });
+    this.root.append(this.video, this.caption, this.state, this.sound);
+    stage.append(this.root);
+  }
+
+  show(stream) {
+    if (this.video.srcObject !== stream) this.video.srcObject = stream;
+    this.video.play().catch(() => {
+      // Autoplay with sound was refused: play muted, and offer the sound behind a click.
+      this.video.muted = true;
+      this.sound.hidden = false;
+      this.video.play().catch(() => {});
+    });
+  }
+
+  setState(state, text = '') {
+    this.root.dataset.state = state;
+    this.state.textContent = text;
+    this.state.hidden = !text;
+  }
+
+  rename(name) {
+    this.caption.textContent = name;
+  }
+
+  remove() {
+    this.video.srcObject = null;
+    this.root.remove();
+  }
+}
+
+/** One RTCPeerConnection negotiated with one endpoint on the media server. */
+class Link {
+  constructor(call, target, tile) {
+    this.call = call;
+    this.target = target; // 'publish', or the publisher's participant id
+    this.tile = tile;
+    this.pc = null;
+    this.closed = false;
+    this.failures = 0;
+    this.retryTimer = 0;
+    this.pendingCandidates = [];
+    this.remoteSet = false;
+  }
+
+  async open() {
+    clearTimeout(this.retryTimer);
+    this.pc?.close();
+    this.remoteSet = false;
+    this.pendingCandidates = [];
+    const pc = new RTCPeerConnection({ iceServers: this.call.iceServers });
+    this.pc = pc;
+    const local = this.target === 'publish';
+    if (local) {
+      for (const track of this.call.localStream.getTracks()) {
+        pc.addTransceiver(track, { direction: 'sendonly', streams: [this.call.localStream] });
+      }
+    } else {
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      pc.addTransceiver('video', { direction: 'recvonly' });
+      const stream = new MediaStream();
+      pc.addEventListener('track', (event) => {
+        stream.addTrack(event.track);
+        this.tile.show(stream);
+      });
+    }
+    pc.addEventListener('icecandidate', ({ candidate }) => {
+      if (candidate && candidate.candidate && pc === this.pc) {
+        this.call.socket.send({ type: 'ice', target: this.target, candidate: candidate.toJSON() });
+      }
+    });
+    pc.addEventListener('connectionstatechange', () => this.#stateChanged(pc));
+    this.tile.setState('connecting', local ? 'Connecting your camera…' : 'Connecting…');
+    await pc.setLocalDescription(await pc.createOffer());
+    const reply = local
+      ? await this.call.request({ type: 'publish', sdp: pc.localDescription.sdp })
+      : await this.call.request({ type: 'subscribe', publisher: this.target, sdp: pc.localDescription.sdp });
+    if (pc !== this.pc || this.closed) return;
+    await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
+    this.remoteSet = true;
+    for (const candidate of this.pendingCandidates.splice(0)) await this.#add(candidate);
+  }
+
+  async addCandidate(candidate) {
+    if (!this.remoteSet) this.pendingCandidates.push(candidate);
+    else await this.#add(candidate);
+  }
+
+  async #add(candidate) {
+    try {
+      await this.pc.addIceCandidate(candidate);
+    } catch (error) {
+      console.warn('A candidate from the media server was refused', error);
+    }
+  }
+
+  #stateChanged(pc) {
+    if (pc !== this.pc || this.closed) return;
+    const state = pc.connectionState;
+    if (state === 'connected') {
+      this.failures = 0;
+      this.tile.setState('live');
+    } else if (state === 'failed') {
+      this.retry('The connection failed. Reconnecting…');
+    } else if (state === 'disconnected') {
+      this.tile.setState('connecting', 'Connection interrupted…');
+    }
+  }
+
+  /** Start again with new endpoints (the media server has no ICE restart), with backoff. */
+  retry(text) {
+    if (this.closed) return;
+    this.failures += 1;
+    const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (this.failures - 1));
+    this.tile.setState('connecting', text);
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.start(), delay);
+  }
+
+  start() {
+    this.open().catch((error) => this.#failed(error));
+  }
+
+  #failed(error) {
+    if (this.closed) return;
+    if (error?.code === 'not_publishing') {
+      this.call.dropLink(this.target); // they stopped publishing or left meanwhile
+      return;
+    }
+    console.warn(`Media connection ${this.target} failed`, error);
+    if (error?.code === 'media_unavailable') this.call.notice(error.message);
+    this.retry(error?.message ? `${error.message} Retrying…` : 'Retrying…');
+  }
+
+  close() {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    this.pc?.close();
+    this.pc = null;
+  }
+}
+
+export class Call {
+  /**
+   * @param {object} options
+   * @param {import('./room-socket.js').RoomSocket} options.socket
+   * @param {HTMLElement} options.stage where the tiles go
+   * @param {RTCIceServer[]} options.iceServers
+   * @param {(text: string) => void} options.notice shows a message to the person
+   */
+  constructor({ socket, stage, iceServers, notice }) {
+    this.socket = socket;
+    this.stage = stage;
+    this.iceServers = iceServers;
+    this.notice = notice;
+    this.localStream = null;
+    this.localTile = null;
+    this.links = new Map(); // 'publish' or publisher id -> Link
+    this.names = new Map(); // participant id -> name
+    this.you = null;
+    this.serial = 0;
+    this.pending = new Map(); // request id -> {resolve, reject, timer}
+    this.mediaAsked = null;
+    for (const type of ['published', 'subscribed', 'unsubscribed', 'unpublished', 'error']) {
+      socket.addEventListener(type, (event) => this.#reply(event.detail));
+    }
+    socket.addEventListener('ice_candidate', (event) => {
+      const { target, candidate } = event.detail;
+      this.links.get(target)?.addCandidate(candidate);
+    });
+  }
+
+  /** Send a request and wait for its reply; rejects with {code, message} on an error reply. */
+  request(message) {
+    const id = `m${++this.serial}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject({ code: 'timeout', message: 'The server did not answer.' });
+      }, REQUEST_TIMEOUT_MS);
+      this.pending.set(id, { resolve, reject, timer });
+      if (!this.socket.send({ ...message, id })) {
+        clearTimeout(timer);
+        this.pending.delete(id);
+        reject({ code: 'offline', message: 'Not connected to the room.' });
+      }
+    });
+  }
+
+  #reply(message) {
+    const waiting = this.pending.get(message.id);
+    if (!waiting) return;
+    this.pending.delete(message.id);
+    clearTimeout(waiting.timer);
+    if (message.type === 'error') waiting.reject(message);
+    else waiting.resolve(message);
+  }
+
+  /** Ask once for camera and microphone; fall back to whichever one exists. */
+  async #localMedia() {
+    try {
+      return await navigator.mediaDevices.getUserMedia(MEDIA_CONSTRAINTS);
+    } catch (error) {
+      if (error?.name !== 'NotFoundError' && error?.name !== 'OverconstrainedError') throw error;
+      for (const only of [{ audio: MEDIA_CONSTRAINTS.audio }, { video: MEDIA_CONSTRAINTS.video }]) {
+        try {
+          return await navigator.mediaDevices.getUserMedia(only);
+        } catch {
+          // try the other one
+        }
+      }
+      throw error;
+    }
+  }
+
+  /** A (re)joined room: publish our media and receive everyone who publishes. */
+  async start(you, participants) {
+    this.stopLinks();
+    this.you = you;
+    for (const p of participants) this.names.set(p.id, p.name);
+    if (!navigator.mediaDevices?.getUserMedia) {
+      this.notice('This browser cannot share a camera here (it needs HTTPS or localhost). You can still see and hear the others.');
+    } else {
+      this.mediaAsked ??= this.#localMedia().catch((error) => {
+        this.notice(deviceProblem(error));
+        return null;
+      });
+    }
+    for (const p of participants) if (p.publishing && p.id !== you) this.subscribe(p.id);
+    const stream = await this.mediaAsked;
+    if (this.you !== you) return; // rejoined meanwhile
+    if (stream) {
+      this.localStream = stream;
+      this.localTile ??= new Tile(this.stage, { name: 'You', local: true });
+      this.localTile.show(stream);
+      this.#link('publish', this.localTile).start();
+    }
+  }
+
+  #link(target, tile) {
+    const link = new Link(this, target, tile);
+    this.links.set(target, link);
+    return link;
+  }
+
+  subscribe(publisherId) {
+    if (publisherId === this.you) return;
+    const existing = this.links.get(publisherId);
+    if (existing) {
+      existing.failures = 0;
+      existing.start(); // they published again: a new endpoint, so a new negotiation
+      return;
+    }
+    const tile = new Tile(this.stage, { name: this.names.get(publisherId) || 'Someone', local: false });
+    tile.root.dataset.participantId = String(publisherId);
+    this.#link(publisherId, tile).start();
+  }
+
+  joined(participant) {
+    this.names.set(participant.id, participant.name);
+    this.links.get(participant.id)?.tile.rename(participant.name);
+  }
+
+  /** A publisher left or stopped publishing: its tile goes. */
+  dropLink(target) {
+    const link = this.links.get(target);
+    if (!link) return;
+    link.close();
+    this.links.delete(target);
+    if (target !== 'publish') link.tile.remove();
+  }
+
+  setMuted(kind, muted) {
+    for (const track of this.localStream?.getTracks() ?? []) {
+      if (track.kind === kind) track.enabled = !muted;
+    }
+  }
+
+  hasTrack(kind) {
+    return Boolean(this.localStream?.getTracks().some((t) => t.kind === kind));
+  }
+
+  /** Close every connection (the socket dropped or we left); the camera stays on for a rejoin. */
+  stopLinks() {
+    for (const target of [...this.links.keys()]) this.dropLink(target);
+    this.localTile?.setState('connecting', '');
+    for (const { reject, timer } of this.pending.values()) {
+      clearTimeout(timer);
+      reject({ code: 'offline', message: 'Not connected to the room.' });
+    }
+    this.pending.clear();
+  }
+
+  /** Leave for good: connections closed, camera and microphone released, tiles gone. */
+  stop() {
+    this.stopLinks();
+    for (const track of this.localStream?.getTracks() ?? []) track.stop();
+    this.localStream = null;
+    this.localTile?.remove();
+    this.localTile = null;
+    this.you = null;
+  }
+}

@@ -1,0 +1,178 @@
+"""Calls as people make them: real headless Chromium with fake camera and microphone, daphne
+serving the product, and the embedded media server in its own process, all on loopback.
+
+Three people in one room each decode the two others' video (frames counted and a picture
+sampled from the tile) and receive their audio; a parallel room stays apart; leaving with the
+button and closing the tab both take a person's tile away; when everyone is gone the media
+server holds no pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+
+import pytest
+
+from signaling.kurento import KurentoClient, ServerManager
+from tests.browser import WAIT_MS, Person
+
+pytestmark = pytest.mark.browser
+
+MEDIA_WAIT_MS = 30_000
+
+# Keep a handle on every peer connection the page makes, to read its statistics.
+RECORD_PEER_CONNECTIONS = """
+window.__pcs = [];
+const NativePeerConnection = window.RTCPeerConnection;
+window.RTCPeerConnection = class extends NativePeerConnection {
+  constructor(...args) { super(...args); window.__pcs.push(this); }
+};
+"""
+
+# The tile of one participant: its size, decoded frames and mean brightness of a sampled picture.
+TILE_PICTURE = """(id) => {
+  const video = document.querySelector(`.tile[data-participant-id="${id}"] video`);
+  if (!video || !video.videoWidth) return null;
+  const canvas = document.createElement('canvas');
+  canvas.width = 64; canvas.height = 48;
+  const context = canvas.getContext('2d');
+  context.drawImage(video, 0, 0, 64, 48);
+  const pixels = context.getImageData(0, 0, 64, 48).data;
+  let sum = 0;
+  for (let i = 0; i < pixels.length; i += 4) {
+    sum += 0.299 * pixels[i] + 0.587 * pixels[i + 1] + 0.114 * pixels[i + 2];
+  }
+  return {width: video.videoWidth, frames: video.getVideoPlaybackQuality().totalVideoFrames,
+          luma: sum / (pixels.length / 4)};
+}"""
+
+INBOUND_AUDIO_PACKETS = """async () => {
+  const counts = [];
+  for (const pc of window.__pcs) {
+    if (pc.connectionState !== 'connected') continue;
+    const stats = await pc.getStats();
+    stats.forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'audio') counts.push(r.packetsReceived);
+    });
+  }
+  return counts;
+}"""
+
+
+class Caller(Person):
+    def __init__(self, chromium, product, username: str, display_name: str) -> None:
+        super().__init__(chromium, product, username, display_name)
+        self.context.add_init_script(RECORD_PEER_CONNECTIONS)
+
+    @property
+    def participant_id(self) -> str:
+        value = self.page.get_attribute("#participants li.is-you", "data-participant-id")
+        assert value is not None
+        return value
+
+    def picture_of(self, participant_id: str) -> dict | None:
+        return self.page.evaluate(TILE_PICTURE, participant_id)
+
+    def wait_video_from(self, other: Caller) -> dict:
+        """Wait until the other's tile shows decoded, moving, non-black video."""
+        who = other.participant_id
+        self.page.wait_for_selector(f".tile[data-participant-id='{who}']", timeout=WAIT_MS)
+        deadline = time.monotonic() + MEDIA_WAIT_MS / 1000
+        first = None
+        while time.monotonic() < deadline:
+            picture = self.picture_of(who)
+            if picture and picture["frames"] > 0:
+                if first is None:
+                    first = picture
+                elif picture["frames"] >= first["frames"] + 10 and picture["luma"] > 20:
+                    return picture
+            time.sleep(0.2)
+        raise AssertionError(f"{self.name} decoded no moving picture from {other.name}: {first}")
+
+    def remote_tiles(self) -> int:
+        return self.page.locator(".tile:not(.tile--local)").count()
+
+    def wait_tile_gone(self, participant_id: str) -> None:
+        self.page.wait_for_selector(
+            f".tile[data-participant-id='{participant_id}']", state="detached", timeout=WAIT_MS
+        )
+
+
+def media_server_pipelines(url: str) -> list[str]:
+    """Ask the media server, over the Kurento Protocol, which pipelines it holds."""
+
+    async def ask() -> list[str]:
+        client = KurentoClient(url)
+        try:
+            return await ServerManager(client).get_pipelines()
+        finally:
+            await client.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright owns this thread's loop
+        return pool.submit(asyncio.run, ask()).result(timeout=30)
+
+
+@pytest.fixture
+def callers(chromium, product):
+    made: list[Caller] = []
+
+    def make(username: str, display_name: str) -> Caller:
+        made.append(Caller(chromium, product, username, display_name))
+        return made[-1]
+
+    yield make
+    errors = {p.name: p.errors for p in made if p.errors}
+    for person in made:
+        person.close()
+    assert not errors, f"JavaScript errors in the pages: {errors}"
+
+
+def test_three_people_see_and_hear_each_other_and_everything_is_released(callers, product):
+    ada = callers("callada", "Ada Lovelace")
+    room_url = ada.create_room("Call room")
+    grace, alan = callers("callgrace", "Grace Hopper"), callers("callalan", "Alan Turing")
+    for person in (grace, alan):
+        person.open(room_url)
+        person.wait_connected()
+    trio = (ada, grace, alan)
+    for person in trio:
+        person.page.wait_for_selector(".tile--local", timeout=WAIT_MS)
+        for other in trio:
+            if other is not person:
+                picture = person.wait_video_from(other)
+                assert picture["width"] >= 320
+    for person in trio:
+        person.page.wait_for_function(
+            f"({INBOUND_AUDIO_PACKETS})().then((c) => c.filter((n) => n > 20).length >= 2)",
+            timeout=MEDIA_WAIT_MS,
+        )
+    assert len(media_server_pipelines(product.media_url)) == 1
+
+    # A parallel room: its caller sees nobody from the first room, and nobody there sees him.
+    edsger = callers("calledsger", "Edsger Dijkstra")
+    edsger.create_room("Other room")
+    edsger.page.wait_for_selector(".tile--local", timeout=WAIT_MS)
+    assert len(media_server_pipelines(product.media_url)) == 2
+    time.sleep(1)
+    assert edsger.remote_tiles() == 0
+    assert ada.remote_tiles() == 2
+
+    # Leaving with the button takes Alan's tile away from the others.
+    alan_id = alan.participant_id
+    alan.page.click("#leave-button")
+    for person in (ada, grace):
+        person.wait_tile_gone(alan_id)
+    # Closing the tab without leaving does too.
+    grace_id = grace.participant_id
+    grace.page.close()
+    ada.wait_tile_gone(grace_id)
+    assert ada.remote_tiles() == 0
+
+    ada.page.click("#leave-button")
+    edsger.page.click("#leave-button")
+    deadline = time.monotonic() + 10
+    while media_server_pipelines(product.media_url) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert media_server_pipelines(product.media_url) == []
