@@ -336,3 +336,24 @@ async def test_a_reaped_participant_and_a_deleted_room_release_their_media(join,
         while media_objects(kms):
             await asyncio.sleep(0.02)
     assert await sync_to_async(RoomPipeline.objects.count)() == 0
+
+
+async def test_sweep_media_cleans_up_after_a_dead_worker(join, kms, room, people):
+    """Every worker of a room died: the command reaps its participants and frees their media."""
+    from datetime import timedelta
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    ada, grace = await join(people[0], room), await join(people[1], room)
+    await ada.publish()
+    await grace.subscribe(ada.id)
+    assert len(media_objects(kms)) == 3
+    long_ago = timezone.now() - timedelta(hours=1)
+    await sync_to_async(Participant.objects.update)(last_seen_at=long_ago)
+    out = StringIO()
+    # A plain thread, as from cron: the command runs its own event loop.
+    await asyncio.to_thread(call_command, "sweep_media", stdout=out)
+    assert "Reaped 2 stale participant(s); released 3 media object(s)." in out.getvalue()
+    assert media_objects(kms) == []
