@@ -176,3 +176,55 @@ def test_three_people_see_and_hear_each_other_and_everything_is_released(callers
     while media_server_pipelines(product.media_url) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert media_server_pipelines(product.media_url) == []
+
+
+BLOCK_CAMERA = """
+navigator.mediaDevices.getUserMedia = () =>
+  Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
+"""
+
+
+@pytest.fixture
+def own_product(tmp_path):
+    """A product with its own media server, which this test may stop."""
+    from tests.live import ProductServer
+
+    server = ProductServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def test_blocked_camera_and_a_media_server_that_is_down_are_explained(chromium, own_product):
+    made = []
+    try:
+        ada = Caller(chromium, own_product, "blockada", "Ada Lovelace")
+        grace = Caller(chromium, own_product, "blockgrace", "Grace Hopper")
+        made += [ada, grace]
+        room_url = ada.create_room("Careful room")
+        ada.page.wait_for_selector(".tile--local", timeout=WAIT_MS)
+
+        # Grace refuses the camera: she is told so, and still sees and hears Ada.
+        grace.context.add_init_script(BLOCK_CAMERA)
+        grace.open(room_url)
+        grace.wait_connected()
+        grace.page.wait_for_selector("#room-notice:has-text('are blocked')", timeout=WAIT_MS)
+        grace.wait_video_from(ada)
+        assert grace.page.locator(".tile--local").count() == 0
+        assert grace.page.is_hidden("#mic-button") and grace.page.is_hidden("#camera-button")
+
+        # The media server goes away: a newcomer is told, and the room itself keeps working.
+        assert own_product.media_process is not None
+        own_product.media_process.terminate()
+        own_product.media_process.wait(timeout=10)
+        alan = Caller(chromium, own_product, "blockalan", "Alan Turing")
+        made.append(alan)
+        alan.open(room_url)
+        alan.wait_connected()
+        alan.page.wait_for_selector(
+            "#room-notice:has-text('media server cannot be reached')", timeout=WAIT_MS
+        )
+        ada.wait_sees("Alan Turing")
+        assert not any(person.errors for person in made), [p.errors for p in made]
+    finally:
+        for person in made:
+            person.close()

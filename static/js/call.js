@@ -201,7 +201,8 @@ export class Call {
    * @param {import('./room-socket.js').RoomSocket} options.socket
    * @param {HTMLElement} options.stage where the tiles go
    * @param {RTCIceServer[]} options.iceServers
-   * @param {(text: string) => void} options.notice shows a message to the person
+   * @param {(text: string, options?: {persist?: boolean}) => void} options.notice shows a
+   *   message to the person
    */
   constructor({ socket, stage, iceServers, notice }) {
     this.socket = socket;
@@ -274,10 +275,13 @@ export class Call {
     this.you = you;
     for (const p of participants) this.names.set(p.id, p.name);
     if (!navigator.mediaDevices?.getUserMedia) {
-      this.notice('This browser cannot share a camera here (it needs HTTPS or localhost). You can still see and hear the others.');
+      this.notice(
+        'This browser cannot share a camera here (it needs HTTPS or localhost). You can still see and hear the others.',
+        { persist: true },
+      );
     } else {
       this.mediaAsked ??= this.#localMedia().catch((error) => {
-        this.notice(deviceProblem(error));
+        this.notice(deviceProblem(error), { persist: true });
         return null;
       });
     }

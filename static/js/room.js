@@ -130,9 +130,11 @@ function announce(text) {
   setTimeout(() => line.remove(), ANNOUNCEMENT_MS);
 }
 
-function showNotice(text) {
+/** A message above the stage; it fades after a while unless it stays true (`persist`). */
+function showNotice(text, { persist = false } = {}) {
   clearTimeout(noticeTimer);
   ui.notice.textContent = text;
+  if (persist) return;
   noticeTimer = setTimeout(() => {
     ui.notice.textContent = '';
   }, NOTICE_MS);
@@ -146,7 +148,7 @@ const call = new Call({
   socket,
   stage: ui.stage,
   iceServers: config.iceServers ?? [],
-  notice: (text) => showNotice(text),
+  notice: (text, options) => showNotice(text, options),
 });
 
 on('connecting', ({ attempt }) => {

@@ -136,6 +136,7 @@ async def _pump_all(callers: list[Caller], seconds: float) -> None:
     await asyncio.gather(*(c.pump(seconds) for c in callers))
 
 
+@pytest.mark.topology
 async def test_three_people_see_each_other_and_leaving_releases_everything(join, kms, room, people):
     callers = [await join(user, room) for user in people[:3]]
     for caller in callers:
@@ -184,6 +185,7 @@ async def test_three_people_see_each_other_and_leaving_releases_everything(join,
     assert await _rows() == []
 
 
+@pytest.mark.topology
 async def test_concurrent_first_publishes_make_one_pipeline(join, kms, room, people):
     callers = [await join(user, room) for user in people]
     await asyncio.gather(*(caller.publish() for caller in callers))
