@@ -4,13 +4,57 @@ this process (tests/mediaserver's fixture), with the product's settings pointed 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from mediaserver.config import Config
 from mediaserver.server import MediaServer
 from signaling import media
-from tests.mediaserver.conftest import media_server  # noqa: F401  (a fixture)
+
+
+def udp_sockets() -> int:
+    """UDP sockets this process holds: the media server's ICE sockets and the test peers'.
+
+    Only UDP is counted: the product's own database and Redis connections come and go with it.
+    """
+    inodes: set[str] = set()
+    for table in ("/proc/self/net/udp", "/proc/self/net/udp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                inodes.add(line.split()[9])
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            target = os.readlink(fd)
+            count += target.startswith("socket:[") and target[8:-1] in inodes
+    return count
+
+
+@pytest.fixture
+async def media_server() -> AsyncIterator[MediaServer]:
+    """The embedded media server in this process; nothing may outlive the test."""
+    before = udp_sockets()
+    server = MediaServer(Config(port=0, session_grace=240))
+    await server.start()
+    yield server
+    for conn in tuple(server.connections):
+        await conn.ws.close()
+    await asyncio.sleep(0.1)
+    server.config = Config(port=0, session_grace=0)
+    await server.collect()
+    leftovers = media_objects(server)
+    await server.stop()
+    assert leftovers == [], f"media objects outlived their sessions: {leftovers}"
+    for _ in range(20):  # closed transports give their sockets back on the next loop turns
+        if udp_sockets() <= before:
+            break
+        await asyncio.sleep(0.05)
+    assert udp_sockets() <= before, "UDP sockets outlived the test"
 
 
 def media_objects(server: MediaServer) -> list[str]:
@@ -23,7 +67,7 @@ def pipelines(server: MediaServer) -> list[str]:
 
 
 @pytest.fixture
-async def kms(media_server: MediaServer, settings) -> AsyncIterator[MediaServer]:  # noqa: F811
+async def kms(media_server: MediaServer, settings) -> AsyncIterator[MediaServer]:
     """The media server the product uses in this test. After the test, the product must have
     released everything it made there (checked before its sessions are closed and collected)."""
     settings.KMS_URL = media_server.url
