@@ -155,8 +155,8 @@ PRESENCE_HEARTBEAT_SECONDS = env.float("PRESENCE_HEARTBEAT_SECONDS", default=15.
 PRESENCE_STALE_SECONDS = env.float("PRESENCE_STALE_SECONDS", default=60.0)
 # Signaling input limits, per connection.
 SIGNALING_MAX_MESSAGE_BYTES = env.int("SIGNALING_MAX_MESSAGE_BYTES", default=64 * 1024)
-SIGNALING_RATE_PER_SECOND = env.float("SIGNALING_RATE_PER_SECOND", default=20.0)
-SIGNALING_RATE_BURST = env.int("SIGNALING_RATE_BURST", default=60)
+SIGNALING_RATE_PER_SECOND = env.float("SIGNALING_RATE_PER_SECOND", default=50.0)
+SIGNALING_RATE_BURST = env.int("SIGNALING_RATE_BURST", default=300)
 
 # --- Media plane (used from the live-call issue on) ------------------------------------------
 KMS_URL = env.str("KMS_URL", default="ws://127.0.0.1:8888/kurento")
