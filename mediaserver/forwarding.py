@@ -5,11 +5,13 @@ aiortc decodes every received frame on a thread of its own. In the media server'
 connections the receivers are `ForwardingReceiver`s instead: they keep aiortc's SRTP, RTX
 unwrapping, NACK generation, receiver reports and jitter buffer, and hand each reassembled
 encoded frame to the element's `MediaHub` as an `av.Packet`. A hub fans the frame out to its
-`SinkPad`s; a WebRtcEndpoint's pad feeds a `PacketTrack`, which aiortc's sender packetizes
-without encoding (its `av.Packet` path).
+`SinkPad`s; a WebRtcEndpoint's pad hands it through a `PacketTrack` to a `ForwardingSender`,
+which sends it at once: the frame is packetized once for all subscribers and each subscriber's
+packets only get their own header (rtp_send.py).
 
-The internals this relies on (name-mangled `RTCRtpReceiver` state, the module-level receiver
-class in `aiortc.rtcpeerconnection`) are why aiortc is pinned exactly in pyproject.toml.
+The internals this relies on (name-mangled `RTCRtpReceiver` and `RTCRtpSender` state, the
+module-level receiver and sender classes in `aiortc.rtcpeerconnection`) are why aiortc is pinned
+exactly in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -30,7 +31,9 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpsender import RTCRtpSender
 
+from .rtp_send import Packetizer, RtpFrame, RtpWriter
 from .transcoding import TRANSCODABLE, TranscodeWorker
 
 logger = logging.getLogger(__name__)
@@ -40,8 +43,9 @@ logger = logging.getLogger(__name__)
 FORWARDING: contextvars.ContextVar[bool] = contextvars.ContextVar("forwarding", default=False)
 
 KEYFRAME_REQUEST_INTERVAL = 1.0  # seconds between keyframe requests sent to one publisher
-VIDEO_QUEUE_FRAMES = 30  # a sink further behind than this skips to the next keyframe
-AUDIO_QUEUE_FRAMES = 50
+# Frames kept for a sender that has not started yet; beyond that video restarts at a keyframe.
+VIDEO_WAITING_FRAMES = 30
+AUDIO_WAITING_FRAMES = 50
 
 # Fire-and-forget RTCP sends, referenced until done so the loop cannot drop them.
 _background: set[asyncio.Future[None]] = set()
@@ -54,6 +58,14 @@ class EncodedFrame:
     packet: av.Packet
     codec: str  # lower-case codec name: "vp8", "h264", "opus", "pcmu"...
     keyframe: bool
+    packetizer: Packetizer  # the stream's, shared by every frame of it
+    _rtp: RtpFrame | None = field(default=None, init=False, repr=False)
+
+    def rtp(self) -> RtpFrame:
+        """The frame as RTP payloads, packetized on first use and shared by every sink."""
+        if self._rtp is None:
+            self._rtp = self.packetizer.pack(self.packet)
+        return self._rtp
 
 
 def codec_name(codec: RTCRtpCodecParameters) -> str:
@@ -228,37 +240,44 @@ class SinkPad:
 
 
 class PacketTrack(MediaStreamTrack):
-    """What an RTCRtpSender sends: encoded frames from a sink pad, packetized as they are."""
+    """The hand-off from an endpoint's sink pad to its `ForwardingSender`: once the sender runs,
+    each frame put here is sent at once and nothing queues; the track is never pulled (`recv`).
+
+    Frames put before the sender starts (between negotiation and the DTLS handshake) wait here
+    and are sent when it starts, so a viewer begins at the keyframe its pad waited for. Beyond
+    30 video (50 audio) frames they are dropped and `on_overflow` (the pad's resync) makes the
+    stream start again at the next keyframe."""
 
     def __init__(self, kind: str) -> None:
         super().__init__()
         self.kind = kind
-        self._frames: deque[av.Packet] = deque()
-        self._ready = asyncio.Event()
-        self._limit = VIDEO_QUEUE_FRAMES if kind == "video" else AUDIO_QUEUE_FRAMES
+        self.sender: ForwardingSender | None = None
         self.on_overflow: Callable[[], None] | None = None
+        self._waiting: list[EncodedFrame] = []
+        self._limit = VIDEO_WAITING_FRAMES if kind == "video" else AUDIO_WAITING_FRAMES
 
     def put(self, frame: EncodedFrame) -> None:
-        if len(self._frames) >= self._limit:
-            # The peer cannot keep up: drop what is queued and restart at a keyframe.
-            self._frames.clear()
+        if self.sender is not None:
+            self.sender.send_frame(frame)
+            return
+        if self.readyState != "live":
+            return  # its sender has stopped
+        if len(self._waiting) >= self._limit:
+            self._waiting.clear()
             if self.on_overflow is not None and self.kind == "video":
                 self.on_overflow()
                 return
-        self._frames.append(frame.packet)
-        self._ready.set()
+        self._waiting.append(frame)
+
+    def attach(self, sender: ForwardingSender | None) -> None:
+        self.sender = sender
+        waiting, self._waiting = self._waiting, []
+        if sender is not None:
+            for frame in waiting:
+                sender.send_frame(frame)
 
     async def recv(self) -> av.Packet:
-        while not self._frames:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        return self._frames.popleft()
-
-    def stop(self) -> None:
-        super().stop()
-        self._ready.set()
+        raise MediaStreamError("a PacketTrack is pushed to its ForwardingSender, never pulled")
 
 
 class _NoDecoderThread:
@@ -273,6 +292,7 @@ class _FrameHandoff:
 
     def __init__(self, receiver: ForwardingReceiver) -> None:
         self._receiver = receiver
+        self._packetizers: dict[int, Packetizer] = {}  # by payload type
 
     def put(self, item: tuple[RTCRtpCodecParameters, object] | None) -> None:
         on_frame = self._receiver.on_frame
@@ -284,7 +304,13 @@ class _FrameHandoff:
         packet.pts = jitter_frame.timestamp  # type: ignore[attr-defined]
         packet.time_base = Fraction(1, codec.clockRate)
         name = codec_name(codec)
-        on_frame(EncodedFrame(packet=packet, codec=name, keyframe=is_keyframe(name, data)))
+        packetizer = self._packetizers.get(codec.payloadType)
+        if packetizer is None:
+            packetizer = self._packetizers[codec.payloadType] = Packetizer(codec)
+        frame = EncodedFrame(
+            packet=packet, codec=name, keyframe=is_keyframe(name, data), packetizer=packetizer
+        )
+        on_frame(frame)
 
 
 class ForwardingReceiver(RTCRtpReceiver):
@@ -330,6 +356,81 @@ class ForwardingReceiver(RTCRtpReceiver):
             task.add_done_callback(_background.discard)
 
 
+class ForwardingSender(RTCRtpSender):
+    """aiortc's sender, when created by the media server, sending frames as its `PacketTrack`
+    hands them over instead of pulling, packetizing and awaiting each packet in `_run_rtp`.
+
+    aiortc's `send()`, `stop()`, RTCP (sender reports, SDES, BYE, round-trip time) and RTCP
+    feedback handling stay: `_run_rtp` is replaced by a task that only parks while an `RtpWriter`
+    sends (see rtp_send.py), `_retransmit` answers NACKs from the writer's history, and the
+    counters aiortc's reports and stats read (name-mangled `__packet_count`, `__octet_count`,
+    `__ntp_timestamp`, `__rtp_timestamp`; the DTLS transport's `__tx_packets`, `__tx_bytes`) are
+    kept up to date here. PLI/FIR reach `_send_keyframe`, which the endpoint points at its pad."""
+
+    def __init__(self, trackOrKind: MediaStreamTrack | str, transport: Any) -> None:
+        super().__init__(trackOrKind, transport)
+        self.forwarding = FORWARDING.get()
+        self.writer: RtpWriter | None = None
+
+    async def _run_rtp(self, codec: RTCRtpCodecParameters) -> None:
+        if not self.forwarding:
+            await super()._run_rtp(codec)
+            return
+        self._RTCRtpSender__rtp_started.set()
+        self.writer = RtpWriter(
+            transport=self.transport,
+            ssrc=self._ssrc,
+            payload_type=codec.payloadType,
+            rtx_ssrc=self._rtx_ssrc,
+            rtx_payload_type=self._RTCRtpSender__rtx_payload_type,
+            extensions_map=self._RTCRtpSender__rtp_header_extensions_map,
+            mid=self._RTCRtpSender__mid,
+        )
+        track = self.track
+        if isinstance(track, PacketTrack):
+            track.attach(self)
+        try:
+            await asyncio.get_running_loop().create_future()  # until stop() cancels
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.writer = None
+            if isinstance(track, PacketTrack) and track.sender is self:
+                track.attach(None)
+                track.stop()  # as aiortc's _run_rtp does when it ends
+            self._RTCRtpSender__rtp_exited.set()
+
+    def send_frame(self, frame: EncodedFrame) -> None:
+        writer = self.writer
+        if writer is None or not self._enabled:
+            return
+        rtp = frame.rtp()
+        if not rtp.payloads:
+            return
+        ntp_time = ntp_now()
+        timestamp = writer.send(rtp, ntp_time)
+        if timestamp is None:
+            return
+        # What aiortc's _run_rtp records per packet, for sender reports and getStats.
+        self._RTCRtpSender__ntp_timestamp = ntp_time
+        self._RTCRtpSender__rtp_timestamp = timestamp
+        self._RTCRtpSender__packet_count += len(rtp.payloads)
+        self._RTCRtpSender__octet_count += rtp.octets
+        self._count_wire(len(rtp.payloads), writer.wire_octets)
+
+    async def _retransmit(self, sequence_number: int) -> None:
+        if self.writer is None:
+            await super()._retransmit(sequence_number)
+        elif self.writer.retransmit(sequence_number):
+            self._count_wire(1, self.writer.wire_octets)
+
+    def _count_wire(self, packets: int, octets: int) -> None:
+        """What `RTCDtlsTransport._send_rtp` counts for the transport's stats."""
+        transport = self.transport
+        transport._RTCDtlsTransport__tx_packets += packets
+        transport._RTCDtlsTransport__tx_bytes += octets
+
+
 _NTP_UNIX_OFFSET_NS = 2_208_988_800 * 1_000_000_000  # 1900-01-01 to 1970-01-01
 
 
@@ -341,7 +442,9 @@ def ntp_now() -> int:
 
 
 def install() -> None:
-    """Make aiortc's peer connections build ForwardingReceivers (idempotent), and give aiortc a
-    cheaper clock for the per-packet send-time stamp (same values)."""
+    """Make aiortc's peer connections build ForwardingReceivers and ForwardingSenders
+    (idempotent), and give aiortc a cheaper clock for the per-packet send-time stamp (same
+    values)."""
     aiortc.rtcpeerconnection.RTCRtpReceiver = ForwardingReceiver  # type: ignore[misc]
+    aiortc.rtcpeerconnection.RTCRtpSender = ForwardingSender  # type: ignore[misc]
     aiortc.clock.current_ntp_time = ntp_now

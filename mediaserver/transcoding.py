@@ -16,7 +16,10 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import av
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from av.video.frame import PictureType
+
+from .rtp_send import Packetizer
 
 if TYPE_CHECKING:
     from .forwarding import EncodedFrame
@@ -41,6 +44,10 @@ class TranscodeWorker:
         self._queue: queue.Queue[EncodedFrame | None] = queue.Queue(maxsize=_QUEUE_FRAMES)
         self._keyframe = threading.Event()
         self._keyframe.set()
+        # Packs on the event loop's thread, when the first sink sends a frame.
+        self._packetizer = Packetizer(
+            RTCRtpCodecParameters(mimeType=f"video/{target}", clockRate=90000, payloadType=0)
+        )
         self._thread = threading.Thread(
             target=self._run, name=f"transcode-{source}-{target}", daemon=True
         )
@@ -90,7 +97,10 @@ class TranscodeWorker:
                 for packet in encoder.encode(picture):
                     packet.time_base = frame.packet.time_base
                     out = EncodedFrame(
-                        packet=packet, codec=self.target, keyframe=bool(packet.is_keyframe)
+                        packet=packet,
+                        codec=self.target,
+                        keyframe=bool(packet.is_keyframe),
+                        packetizer=self._packetizer,
                     )
                     self._loop.call_soon_threadsafe(self._output, out)
 

@@ -14,6 +14,7 @@ from tests.browser import WAIT_MS, Person
 
 pytestmark = pytest.mark.browser
 
+
 @pytest.fixture
 def people(chromium, product):
     made: list[Person] = []
