@@ -69,6 +69,17 @@ def publish_room_event(room_id: int, event: dict[str, Any]) -> None:
     _publish(room_id, event)
 
 
+async def apublish_room_event(room_id: int, event: dict[str, Any]) -> None:
+    """`publish_room_event` from async code, outside any transaction: sent at once."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        await layer.group_send(room_group(room_id), {"type": "room.event", "event": event})
+    except Exception:
+        logger.exception("could not publish %s to room %s", event.get("type"), room_id)
+
+
 def publish_participant_joined(participant: Participant) -> None:
     _publish(
         participant.room_id,

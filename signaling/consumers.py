@@ -177,10 +177,13 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 case protocol.Publish(sdp=offer):
                     answer = await media.publish(participant, offer)
                     await self.send_json(_reply({"type": "published", "sdp": answer}, message))
+                    await media.start_ice(participant, None)
+                    await media.announce_published(participant)
                 case protocol.Subscribe(publisher=publisher, sdp=offer):
                     answer = await media.subscribe(participant, publisher, offer)
                     reply = {"type": "subscribed", "publisher": publisher, "sdp": answer}
                     await self.send_json(_reply(reply, message))
+                    await media.start_ice(participant, publisher)
                 case protocol.Ice(candidate=candidate):
                     if candidate["candidate"]:  # "" marks the end of candidates: nothing to do
                         await media.add_ice_candidate(participant, message.publisher, candidate)
@@ -223,6 +226,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
         participant, self.participant = self.participant, None
         if participant is None:
             return
+        if self.heartbeat is not None and self.heartbeat is not asyncio.current_task():
+            self.heartbeat.cancel()  # a connection that left has no presence to refresh
         await database_sync_to_async(services.participant_leave)(
             participant_id=participant.pk, state=state
         )

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -26,6 +27,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
+from rooms import events
 from rooms.models import Participant, Room
 from signaling.kurento import (
     IceError,
@@ -143,16 +145,17 @@ def _forget_pipeline_sync(record_id: int, pipeline_id: str) -> None:
 
 
 async def _new_endpoint(
-    participant: Participant, *, publisher: Participant | None
+    participant: Participant, record: RoomPipeline | None, *, receiving: bool
 ) -> tuple[RoomPipeline, WebRtcEndpoint]:
     """A WebRtcEndpoint in the room's pipeline; a vanished pipeline is recreated once."""
     for attempt in (1, 2):
-        record = await database_sync_to_async(_room_pipeline_sync)(participant.room_id)
+        if record is None:
+            record = await database_sync_to_async(_room_pipeline_sync)(participant.room_id)
         pipeline = MediaPipeline(media_client(record.server_url), record.pipeline_id)
         try:
             # The publisher's endpoint only receives; a viewer's only sends.
             endpoint = await pipeline.create_webrtc_endpoint(
-                recvonly=publisher is None, sendonly=publisher is not None
+                recvonly=not receiving, sendonly=receiving
             )
         except ObjectNotFound:
             if attempt == 2:
@@ -164,6 +167,7 @@ async def _new_endpoint(
                 record.server_url,
             )
             await database_sync_to_async(_forget_pipeline_sync)(record.pk, record.pipeline_id)
+            record = None
             continue
         return record, endpoint
     raise AssertionError("unreachable")
@@ -172,8 +176,32 @@ async def _new_endpoint(
 # --- endpoints -------------------------------------------------------------------------------
 
 
-def _live_participant_sync(participant_id: int, room_id: int) -> Participant | None:
-    return Participant.objects.filter(pk=participant_id, room_id=room_id, state=CONNECTED).first()
+@dataclass
+class _Plan:
+    """What negotiating one endpoint needs from the database, read in one visit."""
+
+    pipeline: RoomPipeline | None  # the room's, if it has one
+    previous: MediaEndpoint | None  # the participant's endpoint for this target, if any
+    source: MediaEndpoint | None  # subscribing: the publisher's endpoint
+
+
+def _plan_sync(participant: Participant, publisher_id: int | None) -> _Plan:
+    endpoints = MediaEndpoint.objects.select_related("pipeline")
+    source = None
+    if publisher_id is not None:
+        source = endpoints.filter(
+            owner_id=publisher_id,
+            publisher__isnull=True,
+            owner__room_id=participant.room_id,
+            owner__state=CONNECTED,
+        ).first()
+        if source is None:
+            raise MediaError("not_publishing", "That participant is not sending media.")
+    return _Plan(
+        pipeline=RoomPipeline.objects.filter(room_id=participant.room_id).first(),
+        previous=endpoints.filter(owner_id=participant.pk, publisher_id=publisher_id).first(),
+        source=source,
+    )
 
 
 def _endpoint_row_sync(owner_id: int, publisher_id: int | None) -> MediaEndpoint | None:
@@ -185,7 +213,7 @@ def _endpoint_row_sync(owner_id: int, publisher_id: int | None) -> MediaEndpoint
 
 
 def _record_endpoint_sync(
-    record: RoomPipeline, owner: Participant, publisher: Participant | None, endpoint_id: str
+    record: RoomPipeline, owner: Participant, publisher_id: int | None, endpoint_id: str
 ) -> MediaEndpoint | None:
     """Store the endpoint unless the owner left meanwhile or already has one for this target."""
     with transaction.atomic():
@@ -194,7 +222,7 @@ def _record_endpoint_sync(
         try:
             with transaction.atomic():
                 return MediaEndpoint.objects.create(
-                    pipeline=record, owner=owner, publisher=publisher, endpoint_id=endpoint_id
+                    pipeline=record, owner=owner, publisher_id=publisher_id, endpoint_id=endpoint_id
                 )
         except IntegrityError:
             return None
@@ -204,68 +232,78 @@ def _delete_endpoint_row_sync(row_id: int) -> None:
     MediaEndpoint.objects.filter(pk=row_id).delete()
 
 
-async def _negotiate(
-    participant: Participant, publisher: Participant | None, offer: str
-) -> tuple[str, WebRtcEndpoint, MediaEndpoint]:
-    """Create, record and negotiate one endpoint; undone on any failure."""
-    target = None if publisher is None else publisher.pk
-    previous = await database_sync_to_async(_endpoint_row_sync)(participant.pk, target)
-    if previous is not None:  # a renegotiation after a failure: start afresh
-        await _release_row(previous)
-    record, endpoint = await _new_endpoint(participant, publisher=publisher)
-    row = await database_sync_to_async(_record_endpoint_sync)(
-        record, participant, publisher, endpoint.id
+async def _negotiate(participant: Participant, publisher_id: int | None, offer: str) -> str:
+    """Create, record, connect and negotiate one endpoint; undone on any failure.
+
+    The steps that do not depend on each other run together: the answer is what the browser
+    waits for, so every round trip saved here is saved from joining a call.
+    """
+    plan = await database_sync_to_async(_plan_sync)(participant, publisher_id)
+    if plan.previous is not None:  # a renegotiation after a failure: start afresh
+        await _release_row(plan.previous)
+    record, endpoint = await _new_endpoint(
+        participant, plan.pipeline, receiving=publisher_id is not None
     )
-    if row is None:
+    steps: list[Awaitable[Any]] = [
+        database_sync_to_async(_record_endpoint_sync)(
+            record, participant, publisher_id, endpoint.id
+        ),
+        endpoint.on("IceCandidateFound", _candidate_relay(participant, publisher_id)),
+        endpoint.process_offer(offer),
+    ]
+    if plan.source is not None:
+        sender = WebRtcEndpoint(
+            media_client(plan.source.pipeline.server_url), plan.source.endpoint_id
+        )
+        steps.append(sender.connect(endpoint))
+    outcomes = await asyncio.gather(*steps, return_exceptions=True)
+    row = outcomes[0]
+    failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+    if failure is not None or not isinstance(row, MediaEndpoint):
         await _release_quietly(record.server_url, endpoint.id)
+        if isinstance(row, MediaEndpoint):
+            await database_sync_to_async(_delete_endpoint_row_sync)(row.pk)
+        if failure is not None:
+            raise failure
         raise MediaError("conflict", "Another request for the same stream is in progress.")
-    try:
-        await endpoint.on("IceCandidateFound", _candidate_relay(participant, target))
-        answer = await endpoint.process_offer(offer)
-    except BaseException:
-        await _release_row(row)
-        raise
-    return answer, endpoint, row
+    _endpoints[(participant.pk, publisher_id)] = (record.server_url, endpoint.id)
+    return outcomes[2]
 
 
 async def publish(participant: Participant, offer: str) -> str:
-    """Receive the participant's media: returns the SDP answer to its offer."""
+    """Receive the participant's media: returns the SDP answer to its offer.
+
+    Once the browser has the answer, call `start_ice` and then `announce_published`.
+    """
     try:
-        answer, endpoint, row = await _negotiate(participant, None, offer)
-        await _start_ice(participant, None, endpoint, row)
+        answer = await _negotiate(participant, None, offer)
     except (KurentoError, MediaServerUnavailable) as error:
         raise _media_error(error) from None
-    logger.info("participant %s publishes through %s", participant.pk, endpoint.id)
-    await database_sync_to_async(_announce_published)(participant)
+    logger.info("participant %s publishes", participant.pk)
     return answer
 
 
+async def announce_published(participant: Participant) -> None:
+    """Tell the room that the participant sends media: the others subscribe."""
+    await events.apublish_room_event(
+        participant.room_id, {"type": "participant_published", "participant_id": participant.pk}
+    )
+
+
 async def subscribe(participant: Participant, publisher_id: int, offer: str) -> str:
-    """Send a publisher's media to the participant: returns the SDP answer to its offer."""
+    """Send a publisher's media to the participant: returns the SDP answer to its offer.
+
+    Once the browser has the answer, call `start_ice`.
+    """
     if publisher_id == participant.pk:
         raise MediaError("invalid", "You cannot subscribe to yourself.")
-    publisher = await database_sync_to_async(_live_participant_sync)(
-        publisher_id, participant.room_id
-    )
-    source = (
-        await database_sync_to_async(_endpoint_row_sync)(publisher_id, None) if publisher else None
-    )
-    if publisher is None or source is None:
-        raise MediaError("not_publishing", "That participant is not sending media.")
     try:
-        answer, endpoint, row = await _negotiate(participant, publisher, offer)
-        try:
-            sender = WebRtcEndpoint(media_client(source.pipeline.server_url), source.endpoint_id)
-            await sender.connect(endpoint)
-        except BaseException:
-            await _release_row(row)
-            raise
-        await _start_ice(participant, publisher_id, endpoint, row)
+        answer = await _negotiate(participant, publisher_id, offer)
     except ObjectNotFound:
         raise MediaError("not_publishing", "That participant is not sending media.") from None
     except (KurentoError, MediaServerUnavailable) as error:
         raise _media_error(error) from None
-    logger.info("participant %s receives %s through %s", participant.pk, publisher_id, endpoint.id)
+    logger.info("participant %s receives %s", participant.pk, publisher_id)
     return answer
 
 
@@ -287,7 +325,9 @@ async def unpublish(participant: Participant) -> bool:
     viewers = await database_sync_to_async(_viewer_rows_sync)(participant.pk)
     for viewer in [row, *viewers]:
         await _release_row(viewer)
-    await database_sync_to_async(_announce_unpublished)(participant)
+    await events.apublish_room_event(
+        participant.room_id, {"type": "participant_unpublished", "participant_id": participant.pk}
+    )
     return True
 
 
@@ -296,6 +336,7 @@ def _viewer_rows_sync(publisher_id: int) -> list[MediaEndpoint]:
 
 
 async def _release_row(row: MediaEndpoint) -> None:
+    _forget_endpoint(row)
     await _release_quietly(row.pipeline.server_url, row.endpoint_id)
     await database_sync_to_async(_delete_endpoint_row_sync)(row.pk)
 
@@ -317,6 +358,13 @@ def _media_error(error: KurentoError | MediaServerUnavailable) -> MediaError:
 # --- ICE ---------------------------------------------------------------------------------------
 
 _early_candidates: dict[tuple[int, int | None], list[dict[str, Any]]] = {}
+# The endpoints this worker made, by (owner, target): trickled candidates skip the database.
+_endpoints: dict[tuple[int, int | None], tuple[str, str]] = {}
+
+
+def _forget_endpoint(row: MediaEndpoint) -> None:
+    if _endpoints.get((row.owner_id, row.publisher_id), (None, None))[1] == row.endpoint_id:
+        del _endpoints[(row.owner_id, row.publisher_id)]
 
 
 async def add_ice_candidate(
@@ -326,14 +374,17 @@ async def add_ice_candidate(
 
     A candidate for an endpoint that does not exist yet is kept until the endpoint is made.
     """
-    row = await database_sync_to_async(_endpoint_row_sync)(participant.pk, target)
-    if row is None:
-        queue = _early_candidates.setdefault((participant.pk, target), [])
-        if len(queue) >= _EARLY_CANDIDATE_LIMIT:
-            raise MediaError("bad_candidate", "Too many ICE candidates before the offer.")
-        queue.append(candidate)
-        return
-    endpoint = WebRtcEndpoint(media_client(row.pipeline.server_url), row.endpoint_id)
+    known = _endpoints.get((participant.pk, target))
+    if known is None:
+        row = await database_sync_to_async(_endpoint_row_sync)(participant.pk, target)
+        if row is None:
+            queue = _early_candidates.setdefault((participant.pk, target), [])
+            if len(queue) >= _EARLY_CANDIDATE_LIMIT:
+                raise MediaError("bad_candidate", "Too many ICE candidates before the offer.")
+            queue.append(candidate)
+            return
+        known = (row.pipeline.server_url, row.endpoint_id)
+    endpoint = WebRtcEndpoint(media_client(known[0]), known[1])
     try:
         await _add_candidate(endpoint, candidate)
     except ObjectNotFound:
@@ -348,10 +399,13 @@ async def _add_candidate(endpoint: WebRtcEndpoint, candidate: dict[str, Any]) ->
     )
 
 
-async def _start_ice(
-    participant: Participant, target: int | None, endpoint: WebRtcEndpoint, row: MediaEndpoint
-) -> None:
-    """Hand over the candidates that came early, then let the endpoint gather its own."""
+async def start_ice(participant: Participant, target: int | None) -> None:
+    """After the answer went out: hand over the candidates that came early, then let the
+    endpoint gather its own (they reach the browser as `ice_candidate` events)."""
+    known = _endpoints.get((participant.pk, target))
+    if known is None:
+        return  # released meanwhile
+    endpoint = WebRtcEndpoint(media_client(known[0]), known[1])
     try:
         for candidate in _early_candidates.pop((participant.pk, target), []):
             try:
@@ -359,9 +413,10 @@ async def _start_ice(
             except (IceError, InvalidParams) as error:
                 logger.info("participant %s: early candidate refused: %s", participant.pk, error)
         await endpoint.gather_candidates()
-    except BaseException:
-        await _release_row(row)
-        raise
+    except ObjectNotFound:
+        return  # released meanwhile (the publisher left)
+    except (KurentoError, MediaServerUnavailable) as error:
+        raise _media_error(error) from None
 
 
 def _candidate_relay(
@@ -385,25 +440,6 @@ def _candidate_relay(
         await get_channel_layer().send(channel, {"type": "media.event", "event": event})
 
     return relay
-
-
-# --- events to the room ------------------------------------------------------------------------
-
-
-def _announce_published(participant: Participant) -> None:
-    from rooms import events
-
-    events.publish_room_event(
-        participant.room_id, {"type": "participant_published", "participant_id": participant.pk}
-    )
-
-
-def _announce_unpublished(participant: Participant) -> None:
-    from rooms import events
-
-    events.publish_room_event(
-        participant.room_id, {"type": "participant_unpublished", "participant_id": participant.pk}
-    )
 
 
 # --- release -----------------------------------------------------------------------------------
@@ -440,6 +476,7 @@ async def sweep_room(room_id: int) -> int:
     released = 0
     for row in await database_sync_to_async(_stale_rows_sync)(room_id):
         _early_candidates.pop((row.owner_id, row.publisher_id), None)
+        _forget_endpoint(row)
         if await _release_quietly(row.pipeline.server_url, row.endpoint_id):
             await database_sync_to_async(_delete_endpoint_row_sync)(row.pk)
             released += 1
@@ -477,6 +514,8 @@ async def release_participant(participant: Participant) -> int:
     """After a participant ended (any way): release what it held and what others held for it."""
     for key in [k for k in _early_candidates if k[0] == participant.pk]:
         _early_candidates.pop(key, None)
+    for key in [k for k in _endpoints if k[0] == participant.pk]:
+        _endpoints.pop(key, None)
     return await sweep_room(participant.room_id)
 
 
