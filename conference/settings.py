@@ -85,14 +85,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 
-elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+elif (
+    DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    and env.bool("DATABASE_POOL", default=True)
+    and not DATABASES["default"]["CONN_MAX_AGE"]
+):
     # Without a pool every database call of a consumer opens a new connection (CONN_MAX_AGE=0
     # is what Django advises under ASGI); psycopg's pool keeps them open and shares them.
-    if env.bool("DATABASE_POOL", default=True) and not DATABASES["default"]["CONN_MAX_AGE"]:
-        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-            "min_size": 1,
-            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
-        }
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
+    }
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:

@@ -455,14 +455,19 @@ class MediaServer:
         operations = params.get("operations")
         if not isinstance(operations, list):
             raise KurentoError(Code.INVALID_PARAMS, "'operations' must be a list")
+        for index, operation in enumerate(operations):
+            if not isinstance(operation, dict) or operation.get("method") == "transaction":
+                raise KurentoError(Code.MALFORMED_TRANSACTION, "Malformed transaction operation")
+            op_id = operation.get("id")
+            if isinstance(op_id, bool) or op_id != index:  # as KMS (here before any runs)
+                raise KurentoError(
+                    Code.MALFORMED_TRANSACTION, f"Id of request '{index}' should be '{index}'"
+                )
         responses: list[dict[str, Any]] = []
         results: list[Any] = []
         for operation in operations:
-            if not isinstance(operation, dict) or operation.get("method") == "transaction":
-                raise KurentoError(Code.MALFORMED_TRANSACTION, "Malformed transaction operation")
             operation = {**operation, "params": _resolve_newrefs(operation.get("params"), results)}
             operation.setdefault("jsonrpc", "2.0")
-            operation.setdefault("id", len(responses))
             operation["params"] = {**(operation["params"] or {}), "sessionId": session.id}
             response = await self.handle(conn, operation, cached=False)
             assert response is not None

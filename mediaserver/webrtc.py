@@ -184,7 +184,18 @@ class WebRtcEndpoint(BaseRtpEndpoint):
                 raise KurentoError(
                     Code.SDP_END_POINT_ALREADY_NEGOTIATED, "Endpoint already negotiated"
                 )
-            _parse_sdp(offer, "offer")
+            parsed = _parse_sdp(offer, "offer")
+            rejected = [_rejected(media) for media in parsed.media]
+            if all(rejected):
+                # Like KMS: nothing it can negotiate (plain RTP/AVP, say) is answered, every
+                # m-line rejected with port 0, not refused as an error.
+                self.remote_sdp, self.local_sdp = offer, _rejecting_answer(parsed)
+                return self.local_sdp
+            if any(rejected):
+                raise KurentoError(
+                    Code.SDP_END_POINT_PROCESS_OFFER_ERROR,
+                    "Error processing offer: it mixes WebRTC (SAVPF) and plain RTP media",
+                )
             pc = self._peer_connection()
             async with self._negotiating(
                 Code.SDP_END_POINT_PROCESS_OFFER_ERROR, "Error processing offer"
@@ -339,8 +350,10 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         once both that happened and the client asked for them."""
         if not self.gather_requested or self.gathering_done or self.local_sdp is None:
             return
-        assert self.pc is not None
         self.gathering_done = True
+        if self.pc is None:  # every m-line was rejected: nothing to gather for
+            self.emit("IceGatheringDone")
+            return
         seen: set[int] = set()
         for transceiver in self.pc.getTransceivers():
             ice_transport = transceiver.receiver.transport.transport
@@ -392,8 +405,7 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         parsed.sdpMLineIndex = index if isinstance(index, int) else None
         if parsed.ip.endswith(".local"):
             return  # mDNS names are not resolved here; the peer's checks reach us anyway
-        assert self.pc is not None
-        if not any(
+        if self.pc is None or not any(
             parsed.sdpMid == t.mid or parsed.sdpMLineIndex == t._get_mline_index()
             for t in self.pc.getTransceivers()
         ):
@@ -553,12 +565,39 @@ def _parse_sdp(sdp: str, kind: str) -> SessionDescription:
     if not parsed.media:
         raise KurentoError(Code.SDP_PARSE_ERROR, f"Error parsing SDP {kind}: no media sections")
     for media in parsed.media:
+        if _rejected(media):
+            continue
         if media.kind in _KINDS and (media.ice.usernameFragment is None or media.dtls is None):
             raise KurentoError(
                 Code.SDP_PARSE_ERROR,
                 f"Error parsing SDP {kind}: media '{media.kind}' lacks ICE or DTLS parameters",
             )
     return parsed
+
+
+def _rejected(media: Any) -> bool:
+    """An audio or video m-line KMS's WebRtcEndpoint has no handler for: its handler takes
+    RTP/SAVPF and UDP/TLS/RTP/SAVPF only (kmssdprtpsavpfmediahandler.c)."""
+    return media.kind in _KINDS and not media.profile.upper().endswith("RTP/SAVPF")
+
+
+def _rejecting_answer(offer: SessionDescription) -> str:
+    """The answer KMS's SDP agent writes when it rejects every m-line (its reject handler): the
+    offered media, proto and formats, port 0, inactive, the mid echoed."""
+    version = int(time.time())
+    lines = [
+        "v=0",
+        f"o=- {version} {version} IN IP4 0.0.0.0",
+        "s=Kurento Media Server",
+        "c=IN IP4 0.0.0.0",
+        "t=0 0",
+    ]
+    for media in offer.media:
+        lines.append(f"m={media.kind} 0 {media.profile} {' '.join(map(str, media.fmt))}")
+        lines.append("a=inactive")
+        if media.rtp.muxId:
+            lines.append(f"a=mid:{media.rtp.muxId}")
+    return "\r\n".join(lines) + "\r\n"
 
 
 def _parse_turn_url(value: str) -> RTCIceServer | None:

@@ -144,3 +144,49 @@ async def test_unimplemented_factory_is_an_error_not_a_crash(
     await js_client.run("create", ref="ep", type="WebRtcEndpoint", parent="pipeline")
     await js_client.run("release", ref="pipeline")
     await js_client.run("close")
+
+
+async def test_explicit_transaction_and_a_plain_rtp_offer(
+    media_server: MediaServer, js_client: JsClient
+) -> None:
+    """Two cases from Kurento's own client tests. Transaction.js: beginTransaction, creations and
+    an operation on a new object inside it, commit; the client sends one `transaction` with
+    `newref:` parameters, and an operation that fails (a factory this server lacks) fails alone.
+    (Not `connect(tx, sink)`: the client's MediaElement.connect drops the transaction argument.)
+    WebRtcEndpoint.js: a plain RTP/AVP offer is answered, its m-line rejected, as KMS does."""
+    await js_client.run("connect", url=media_server.url)
+    result = await js_client.run(
+        "transaction",
+        steps=[
+            {"create": "pipeline", "type": "MediaPipeline"},
+            {"create": "source", "type": "PassThrough", "parent": "pipeline"},
+            {"create": "ep", "type": "WebRtcEndpoint", "parent": "pipeline"},
+            {"call": "source", "method": "addTag", "args": ["room", "42"]},
+            {
+                "create": "player",
+                "type": "PlayerEndpoint",
+                "parent": "pipeline",
+                "params": {"uri": "file:///tmp/x.webm"},
+            },
+        ],
+    )
+    assert result["commited"] is True
+    pipeline, source, endpoint, tagged, player = result["steps"]
+    assert pipeline["ok"] and source["value"].startswith(pipeline["value"] + "/")
+    assert endpoint["value"].endswith("_kurento.WebRtcEndpoint")
+    assert tagged["ok"]
+    assert player == {"ok": False, "code": 40100}
+    assert await js_client.run("call", ref="source", method="getTag", args=["room"]) == "42"
+    await js_client.run("call", ref="source", method="connect", args=[{"$ref": "ep"}])
+    sinks = await js_client.run("call", ref="source", method="getSinkConnections", args=["VIDEO"])
+    assert [c["sink"] for c in sinks] == [endpoint["value"]]
+
+    offer = (
+        "v=0\r\no=- 12345 12345 IN IP4 95.125.31.136\r\ns=-\r\nc=IN IP4 95.125.31.136\r\nt=0 0\r\n"
+        "m=video 52126 RTP/AVP 96 97 98\r\na=rtpmap:96 H264/90000\r\na=recvonly\r\n"
+    )
+    answer = await js_client.run("call", ref="ep", method="processOffer", args=[offer])
+    assert "m=video 0 RTP/AVP 96 97 98" in answer
+    assert await js_client.run("call", ref="ep", method="getRemoteSessionDescriptor") == offer
+    await js_client.run("release", ref="pipeline")
+    await js_client.run("close")

@@ -151,6 +151,56 @@ async def test_generate_offer_sdp_announces_loopback_and_both_kinds(rpc: Rpc) ->
     await rpc.request("release", object=pipeline)
 
 
+# The plain RTP offer of Kurento's own client tests (elements/WebRtcEndpoint.js, "Process offer").
+PLAIN_RTP_OFFER = (
+    "v=0\r\no=- 12345 12345 IN IP4 95.125.31.136\r\ns=-\r\nc=IN IP4 95.125.31.136\r\nt=0 0\r\n"
+    "m=video 52126 RTP/AVP 96 97 98\r\na=rtpmap:96 H264/90000\r\na=rtpmap:97 MP4V-ES/90000\r\n"
+    "a=rtpmap:98 H263-1998/90000\r\na=recvonly\r\nb=AS:384\r\n"
+)
+
+
+async def test_an_offer_with_nothing_webrtc_is_answered_with_every_media_rejected(
+    rpc: Rpc,
+) -> None:
+    """KMS's SDP agent has no WebRtcEndpoint handler for RTP/AVP: it rejects the m-line (port 0,
+    inactive) in a successful answer instead of failing processOffer."""
+    pipeline = await rpc.create("MediaPipeline")
+    endpoint = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+    await rpc.subscribe(endpoint, "IceGatheringDone")
+    answer = await rpc.invoke(endpoint, "processOffer", offer=PLAIN_RTP_OFFER)
+    assert "m=video 0 RTP/AVP 96 97 98\r\na=inactive\r\n" in answer
+    assert answer.startswith("v=0\r\n") and answer.count("m=") == 1
+    assert await rpc.invoke(endpoint, "getRemoteSessionDescriptor") == PLAIN_RTP_OFFER
+    assert await rpc.invoke(endpoint, "getLocalSessionDescriptor") == answer
+    with pytest.raises(RpcError) as again:
+        await rpc.invoke(endpoint, "processOffer", offer=PLAIN_RTP_OFFER)
+    assert again.value.code == 40208
+    await rpc.invoke(endpoint, "gatherCandidates")
+    await rpc.next_event("IceGatheringDone", endpoint)
+    with pytest.raises(RpcError) as no_stream:
+        await rpc.invoke(
+            endpoint,
+            "addIceCandidate",
+            candidate={
+                "candidate": "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host",
+                "sdpMLineIndex": 0,
+            },
+        )
+    assert no_stream.value.code == 40401
+
+    # A WebRTC offer with one plain RTP section besides is refused, the endpoint kept usable.
+    other = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+    offerer = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+    webrtc_offer = await rpc.invoke(offerer, "generateOffer")
+    mixed = webrtc_offer + "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    with pytest.raises(RpcError) as refused:
+        await rpc.invoke(other, "processOffer", offer=mixed)
+    assert refused.value.code == 40205
+    accepted = await rpc.invoke(other, "processOffer", offer=webrtc_offer)
+    assert "m=video " in accepted and " UDP/TLS/RTP/SAVPF " in accepted
+    await rpc.request("release", object=pipeline)
+
+
 async def test_transaction_with_new_references(rpc: Rpc) -> None:
     await rpc.request("ping")
     operations = [
@@ -201,10 +251,20 @@ async def test_transaction_with_new_references(rpc: Rpc) -> None:
             "method": "invoke",
             "params": {"object": "nope", "operation": "getName"},
         },
-        operations[0],
+        {**operations[0], "id": 2},
     ]
     responses = (await rpc.request("transaction", operations=broken))["value"]
     assert len(responses) == 2 and responses[1]["error"]["code"] == 40101
+
+    # Operation ids must be 0..n-1, as KMS demands; such a transaction runs nothing.
+    for bad_ids in ([1, 0], [0, 0], [0, "1"], [0, None]):
+        numbered = [{**operations[0], "id": i} for i in bad_ids]
+        with pytest.raises(RpcError) as misnumbered:
+            await rpc.request("transaction", operations=numbered)
+        assert misnumbered.value.code == 40008
+        assert misnumbered.value.message.startswith("Id of request '")
+    pipelines = await rpc.invoke("manager_ServerManager", "getPipelines")
+    assert set(pipelines) == {pipeline, responses[0]["result"]["value"]}
     await rpc.request("release", object=responses[0]["result"]["value"])
     await rpc.request("release", object=pipeline)
 
