@@ -96,9 +96,11 @@ class Link {
     this.retryTimer = 0;
     this.pendingCandidates = [];
     this.remoteSet = false;
+    this.offered = null; // settles once this connection's offer is on its way
   }
 
-  async open() {
+  /** Negotiate afresh; `offerSent` is called as the offer leaves. */
+  async open(offerSent = () => {}) {
     clearTimeout(this.retryTimer);
     this.pc?.close();
     this.remoteSet = false;
@@ -127,9 +129,12 @@ class Link {
     pc.addEventListener('connectionstatechange', () => this.#stateChanged(pc));
     this.tile.setState('connecting', local ? 'Connecting your camera…' : 'Connecting…');
     await pc.setLocalDescription(await pc.createOffer());
-    const reply = local
-      ? await this.call.request({ type: 'publish', sdp: pc.localDescription.sdp })
-      : await this.call.request({ type: 'subscribe', publisher: this.target, sdp: pc.localDescription.sdp });
+    const sdp = pc.localDescription.sdp;
+    const replied = this.call.request(
+      local ? { type: 'publish', sdp } : { type: 'subscribe', publisher: this.target, sdp },
+    );
+    offerSent();
+    const reply = await replied;
     if (pc !== this.pc || this.closed) return;
     await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
     this.remoteSet = true;
@@ -173,7 +178,13 @@ class Link {
   }
 
   start() {
-    this.open().catch((error) => this.#failed(error));
+    let markOffered;
+    this.offered = new Promise((resolve) => {
+      markOffered = resolve;
+    });
+    this.open(markOffered)
+      .catch((error) => this.#failed(error))
+      .finally(markOffered);
   }
 
   #failed(error) {
@@ -287,6 +298,10 @@ export class Call {
     }
     for (const p of participants) if (p.publishing && p.id !== you) this.subscribe(p.id);
     const stream = await this.mediaAsked;
+    // Seeing the others comes first: the server answers a socket's requests in order, so the
+    // subscribe offers go out before our own publish offer (waiting at most a moment).
+    const offered = [...this.links.values()].map((link) => link.offered);
+    await Promise.race([Promise.allSettled(offered), new Promise((r) => setTimeout(r, 1000))]);
     if (this.you !== you) return; // rejoined meanwhile
     if (stream) {
       this.localStream = stream;
