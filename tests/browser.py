@@ -63,11 +63,18 @@ class Person:
         page.check(f"input[name=visibility][value={'private' if private else 'public'}]")
         page.click("#main button[type=submit]")
         page.wait_for_url(re.compile(r"/rooms/[-a-z0-9]+/$"))
+        self.join()
         self.wait_connected()
         return page.url
 
     def open(self, url: str) -> None:
+        """Open a room page and click Join on its pre-join screen (when it has one)."""
         self.page.goto(url)
+        if self.page.locator("#join-button").count():
+            self.join()
+
+    def join(self) -> None:
+        self.page.click("#join-button:not([disabled])", timeout=WAIT_MS)
 
     def wait_connected(self) -> None:
         self.page.wait_for_selector("#room-status[data-state=connected]", timeout=WAIT_MS)

@@ -280,35 +280,43 @@ export class Call {
     }
   }
 
-  /** A (re)joined room: publish our media and receive everyone who publishes. */
-  async start(you, participants) {
-    this.stopLinks();
-    this.you = you;
-    for (const p of participants) this.names.set(p.id, p.name);
+  /** Ask for camera and microphone (once) and show the preview; resolves to the stream or null. */
+  preview() {
     if (!navigator.mediaDevices?.getUserMedia) {
       this.notice(
         'This browser cannot share a camera here (it needs HTTPS or localhost). You can still see and hear the others.',
         { persist: true },
       );
-    } else {
-      this.mediaAsked ??= this.#localMedia().catch((error) => {
+      this.mediaAsked ??= Promise.resolve(null);
+    }
+    this.mediaAsked ??= this.#localMedia().then(
+      (stream) => {
+        this.localStream = stream;
+        this.localTile ??= new Tile(this.stage, { name: 'You', local: true });
+        this.localTile.show(stream);
+        return stream;
+      },
+      (error) => {
         this.notice(deviceProblem(error), { persist: true });
         return null;
-      });
-    }
+      },
+    );
+    return this.mediaAsked;
+  }
+
+  /** A (re)joined room: publish our media and receive everyone who publishes. */
+  async start(you, participants) {
+    this.stopLinks();
+    this.you = you;
+    for (const p of participants) this.names.set(p.id, p.name);
     for (const p of participants) if (p.publishing && p.id !== you) this.subscribe(p.id);
-    const stream = await this.mediaAsked;
+    const stream = await this.preview();
     // Seeing the others comes first: the server answers a socket's requests in order, so the
     // subscribe offers go out before our own publish offer (waiting at most a moment).
     const offered = [...this.links.values()].map((link) => link.offered);
     await Promise.race([Promise.allSettled(offered), new Promise((r) => setTimeout(r, 1000))]);
     if (this.you !== you) return; // rejoined meanwhile
-    if (stream) {
-      this.localStream = stream;
-      this.localTile ??= new Tile(this.stage, { name: 'You', local: true });
-      this.localTile.show(stream);
-      this.#link('publish', this.localTile).start();
-    }
+    if (stream) this.#link('publish', this.localTile).start();
   }
 
   #link(target, tile) {
@@ -357,7 +365,7 @@ export class Call {
   /** Close every connection (the socket dropped or we left); the camera stays on for a rejoin. */
   stopLinks() {
     for (const target of [...this.links.keys()]) this.dropLink(target);
-    this.localTile?.setState('connecting', '');
+    this.localTile?.setState('preview', '');
     for (const { reject, timer } of this.pending.values()) {
       clearTimeout(timer);
       reject({ code: 'offline', message: 'Not connected to the room.' });
@@ -370,6 +378,7 @@ export class Call {
     this.stopLinks();
     for (const track of this.localStream?.getTracks() ?? []) track.stop();
     this.localStream = null;
+    this.mediaAsked = null; // a later preview asks again
     this.localTile?.remove();
     this.localTile = null;
     this.you = null;

@@ -9,6 +9,7 @@ const ui = {
   list: $('participants'),
   count: $('participant-count'),
   leave: $('leave-button'),
+  join: $('join-button'),
   retry: $('retry-button'),
   lobby: $('lobby-link'),
   notice: $('room-notice'),
@@ -31,7 +32,7 @@ const ANNOUNCEMENT_MS = 10_000;
 
 const people = new Map(); // participant id -> participant, in join order
 let you = null; // this connection's participant id, from its snapshot
-let state = 'joining';
+let state = 'ready'; // the pre-join screen: camera preview and a Join button
 let countdown = 0;
 let noticeTimer = 0;
 
@@ -54,8 +55,10 @@ function setStatus(next, text, { retry = false } = {}) {
   ui.status.dataset.state = next;
   ui.status.textContent = text;
   ui.leave.disabled = !ACTIVE.has(next);
+  ui.leave.hidden = next === 'ready';
+  ui.join.hidden = next !== 'ready';
   ui.retry.hidden = !retry;
-  ui.lobby.hidden = ACTIVE.has(next);
+  ui.lobby.hidden = ACTIVE.has(next) || next === 'ready';
   ui.list.setAttribute('aria-busy', String(next === 'reconnecting'));
   if (!ACTIVE.has(next)) {
     people.clear();
@@ -198,7 +201,10 @@ on('participant_left', ({ participant_id: id, reason }) => {
 
 on('room_updated', ({ room }) => showRoom(room));
 
-on('room_closed', ({ message }) => setStatus('closed', `This room has been closed: ${message}`));
+on('room_closed', ({ message }) => {
+  call.stop();
+  setStatus('closed', `This room has been closed: ${message}`);
+});
 
 on('refused', ({ reason, message }) => {
   setStatus('refused', message, { retry: RETRYABLE.has(reason) });
@@ -219,8 +225,8 @@ on('gaveup', () => {
 
 on('close', ({ code, final }) => {
   // A new connection is a new participant: its media starts afresh after the next snapshot.
-  if (final) call.stop();
-  else call.stopLinks();
+  // The camera stays on (a refused person may try again); leaving turns it off.
+  call.stopLinks();
   if (!final || !ACTIVE.has(state)) return; // a reconnect follows, or the page already says why
   if (code === CLOSE_LEFT) setStatus('left', 'You left the room.');
   else setStatus('error', `You were disconnected from the room (code ${code}).`, { retry: true });
@@ -284,8 +290,22 @@ window.addEventListener('pagehide', () => {
   setStatus('left', 'You left the room.');
 });
 
-window.addEventListener('pageshow', (event) => {
-  if (event.persisted && state === 'left') socket.retry(); // back from the back/forward cache
+ui.join.addEventListener('click', () => {
+  ui.join.disabled = true;
+  socket.retry();
+  ui.status.focus();
 });
 
-socket.retry();
+window.addEventListener('pageshow', (event) => {
+  // Back from the back/forward cache after leaving: the pre-join screen again.
+  if (event.persisted && state === 'left') showPreJoin();
+});
+
+function showPreJoin() {
+  setStatus('ready', 'Check your camera and microphone, then join.');
+  ui.join.disabled = false;
+  call.preview().then(updateDeviceButtons);
+}
+
+showPreJoin();
+ui.join.focus();
