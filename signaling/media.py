@@ -238,11 +238,7 @@ async def _negotiate(participant: Participant, publisher_id: int | None, offer: 
     The steps that do not depend on each other run together: the answer is what the browser
     waits for, so every round trip saved here is saved from joining a call.
     """
-    # Reads only: a thread of its own instead of the process's one database thread, where
-    # presence refreshes and other rooms' writes would make it wait.
-    plan = await database_sync_to_async(_plan_sync, thread_sensitive=False)(
-        participant, publisher_id
-    )
+    plan = await database_sync_to_async(_plan_sync)(participant, publisher_id)
     if plan.previous is not None:  # a renegotiation after a failure: start afresh
         await _release_row(plan.previous)
     record, endpoint = await _new_endpoint(

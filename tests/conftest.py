@@ -54,6 +54,19 @@ def _playwright_loop_aside(request: pytest.FixtureRequest) -> Iterator[None]:
         asyncio.events._set_running_loop(loop)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_database_pools(django_db_setup) -> Iterator[None]:
+    """PostgreSQL's connection pool (the production setting) holds connections open; close it
+    before pytest-django drops the test database, or the drop finds the database in use."""
+    yield
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        close_pool = getattr(connection, "close_pool", None)
+        if close_pool is not None:
+            close_pool()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_channel_layer() -> Iterator[None]:
     """A new layer instance per test: each test has its own event loop, and channels-redis
