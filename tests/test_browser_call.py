@@ -87,6 +87,10 @@ class Caller(Person):
                 if first is None:
                     first = picture
                 elif picture["frames"] >= first["frames"] + 10 and picture["luma"] > 20:
+                    # The picture shows, not the avatar that stands in for it.
+                    self.page.wait_for_selector(
+                        f".tile--video[data-participant-id='{who}']", timeout=WAIT_MS
+                    )
                     return picture
             time.sleep(0.2)
         raise AssertionError(f"{self.name} decoded no moving picture from {other.name}: {first}")
@@ -210,6 +214,12 @@ def test_blocked_camera_and_a_media_server_that_is_down_are_explained(chromium, 
         grace.page.wait_for_selector("#room-notice:has-text('are blocked')", timeout=WAIT_MS)
         grace.wait_video_from(ada)
         assert grace.page.locator(".tile--local").count() == 0
+        # Ada sees Grace's tile all the same: her initial, no picture.
+        avatar = ada.page.wait_for_selector(
+            f".tile[data-participant-id='{grace.participant_id}']:not(.tile--video)",
+            timeout=WAIT_MS,
+        )
+        assert avatar.inner_text().startswith("G")
         assert grace.page.is_hidden("#mic-button") and grace.page.is_hidden("#camera-button")
 
         # The media server goes away: a newcomer is told, and the room itself keeps working.

@@ -54,11 +54,36 @@ class Tile {
       this.video.play().catch(() => {});
       this.sound.hidden = true;
     });
-    this.root.append(this.video, this.caption, this.state, this.sound);
+    // Shown instead of the picture while there is none (no camera, camera off, connecting).
+    this.avatar = el('span', 'tile__avatar', [...(name.trim() || '?')][0].toUpperCase());
+    this.avatar.setAttribute('aria-hidden', 'true');
+    for (const event of ['loadeddata', 'resize', 'playing', 'emptied']) {
+      this.video.addEventListener(event, () => this.#updatePicture());
+    }
+    this.root.append(this.avatar, this.video, this.caption, this.state, this.sound);
     stage.append(this.root);
   }
 
+  /** The tile shows the picture only while a live, unmuted video track has one. */
+  #updatePicture() {
+    const track = this.video.srcObject?.getVideoTracks?.()[0];
+    const live = Boolean(track && track.readyState === 'live' && !track.muted && this.video.videoWidth);
+    this.root.classList.toggle('tile--video', live);
+  }
+
   show(stream) {
+    for (const track of stream.getVideoTracks()) {
+      for (const event of ['mute', 'unmute', 'ended']) {
+        track.addEventListener(event, () => this.#updatePicture());
+      }
+    }
+    stream.addEventListener('addtrack', ({ track }) => {
+      for (const event of ['mute', 'unmute', 'ended']) {
+        track.addEventListener(event, () => this.#updatePicture());
+      }
+      this.#updatePicture();
+    });
+    this.#updatePicture();
     if (this.video.srcObject !== stream) this.video.srcObject = stream;
     this.video.play().catch(() => {
       // Autoplay with sound was refused: play muted, and offer the sound behind a click.
@@ -76,6 +101,14 @@ class Tile {
 
   rename(name) {
     this.caption.textContent = name;
+    this.avatar.textContent = [...(name.trim() || '?')][0].toUpperCase();
+  }
+
+  /** Back to the avatar: the person is here but sends no picture. */
+  clear(text = '') {
+    this.video.srcObject = null;
+    this.root.classList.remove('tile--video');
+    this.setState('idle', text);
   }
 
   remove() {
@@ -223,6 +256,7 @@ export class Call {
     this.localStream = null;
     this.localTile = null;
     this.links = new Map(); // 'publish' or publisher id -> Link
+    this.tiles = new Map(); // another participant's id -> Tile
     this.names = new Map(); // participant id -> name
     this.you = null;
     this.serial = 0;
@@ -308,7 +342,7 @@ export class Call {
   async start(you, participants) {
     this.stopLinks();
     this.you = you;
-    for (const p of participants) this.names.set(p.id, p.name);
+    for (const p of participants) this.joined(p);
     for (const p of participants) if (p.publishing && p.id !== you) this.subscribe(p.id);
     const stream = await this.preview();
     // Seeing the others comes first: the server answers a socket's requests in order, so the
@@ -325,31 +359,50 @@ export class Call {
     return link;
   }
 
+  /** The tile of another participant, made on first need. */
+  #tileOf(id) {
+    let tile = this.tiles.get(id);
+    if (!tile) {
+      tile = new Tile(this.stage, { name: this.names.get(id) || 'Someone', local: false });
+      tile.root.dataset.participantId = String(id);
+      tile.clear('No camera');
+      this.tiles.set(id, tile);
+    }
+    return tile;
+  }
+
   subscribe(publisherId) {
-    if (publisherId === this.you) return;
+    if (publisherId === this.you || this.you === null) return;
     const existing = this.links.get(publisherId);
     if (existing) {
       existing.failures = 0;
       existing.start(); // they published again: a new endpoint, so a new negotiation
       return;
     }
-    const tile = new Tile(this.stage, { name: this.names.get(publisherId) || 'Someone', local: false });
-    tile.root.dataset.participantId = String(publisherId);
-    this.#link(publisherId, tile).start();
+    this.#link(publisherId, this.#tileOf(publisherId)).start();
   }
 
+  /** Someone is in the room: a tile with their name, their picture once they publish. */
   joined(participant) {
     this.names.set(participant.id, participant.name);
-    this.links.get(participant.id)?.tile.rename(participant.name);
+    if (participant.id === this.you || this.you === null) return;
+    this.#tileOf(participant.id).rename(participant.name);
   }
 
-  /** A publisher left or stopped publishing: its tile goes. */
+  /** A publisher stopped publishing (or cannot be reached): back to their avatar. */
   dropLink(target) {
     const link = this.links.get(target);
     if (!link) return;
     link.close();
     this.links.delete(target);
-    if (target !== 'publish') link.tile.remove();
+    if (target !== 'publish') link.tile.clear('No camera');
+  }
+
+  /** Someone left: their tile goes. */
+  left(id) {
+    this.dropLink(id);
+    this.tiles.get(id)?.remove();
+    this.tiles.delete(id);
   }
 
   setMuted(kind, muted) {
@@ -365,6 +418,8 @@ export class Call {
   /** Close every connection (the socket dropped or we left); the camera stays on for a rejoin. */
   stopLinks() {
     for (const target of [...this.links.keys()]) this.dropLink(target);
+    for (const tile of this.tiles.values()) tile.remove();
+    this.tiles.clear();
     this.localTile?.setState('preview', '');
     for (const { reject, timer } of this.pending.values()) {
       clearTimeout(timer);

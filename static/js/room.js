@@ -191,7 +191,7 @@ on('participant_joined', ({ participant }) => {
 });
 
 on('participant_left', ({ participant_id: id, reason }) => {
-  call.dropLink(id);
+  call.left(id);
   const participant = people.get(id);
   if (!participant) return;
   people.delete(id);
