@@ -181,6 +181,12 @@ STUN_URLS = env.list("STUN_URLS", default=[])
 TURN_URLS = env.list("TURN_URLS", default=[])
 TURN_SECRET = env.str("TURN_SECRET", default="")
 TURN_CREDENTIAL_TTL = env.int("TURN_CREDENTIAL_TTL", default=6 * 3600)
+# "relay" makes browsers use TURN only (for networks that must not see peers' addresses).
+ICE_TRANSPORT_POLICY = env.str("ICE_TRANSPORT_POLICY", default="all")
+if ICE_TRANSPORT_POLICY not in ("all", "relay"):
+    raise ImproperlyConfigured('ICE_TRANSPORT_POLICY must be "all" or "relay".')
+# Give the media server's endpoints TURN too (turnUrl), for a media server behind NAT.
+KMS_USE_TURN = env.bool("KMS_USE_TURN", default=False)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {

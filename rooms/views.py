@@ -2,7 +2,6 @@
 
 from urllib.parse import urlencode
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -100,7 +99,6 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
                 "wsPath": ws_path,
                 "lobbyUrl": reverse("rooms:lobby"),
                 "userId": request.user.pk,
-                "iceServers": [{"urls": url} for url in settings.STUN_URLS],
             },
         },
     )

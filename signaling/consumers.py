@@ -21,7 +21,7 @@ from django.conf import settings
 from rooms import events, selectors, services
 from rooms.models import Participant
 from rooms.selectors import Refusal
-from signaling import media, protocol
+from signaling import media, protocol, turn
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ def _snapshot(participant: Participant) -> dict[str, Any]:
     return {
         "type": "snapshot",
         "you": participant.pk,
+        "ice": turn.ice_servers_for(participant.pk),
         "room": events.room_payload(room),
         "participants": [
             {**events.participant_payload(p), "publishing": p.pk in publishing}
@@ -87,6 +88,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     participant: Participant | None = None
     group: str | None = None
     heartbeat: asyncio.Task[None] | None = None
+    ice_refresh: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         # Accept first: a refused handshake reaches the browser as a bare 1006 with no reason.
@@ -112,12 +114,16 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.participant = participant
         self.group = events.room_group(participant.room_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.send_json(await _snapshot(participant))
+        snapshot = await _snapshot(participant)
+        await self.send_json(snapshot)
         self.heartbeat = asyncio.create_task(self._keep_present())
+        if snapshot["ice"]["expiresAt"] is not None:
+            self.ice_refresh = asyncio.create_task(self._refresh_ice(snapshot["ice"]["expiresAt"]))
 
     async def disconnect(self, code: int) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.cancel()
+        for task in (self.heartbeat, self.ice_refresh):
+            if task is not None:
+                task.cancel()
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         # Without a goodbye (tab closed, network lost) the connection counts as dropped.
@@ -237,6 +243,18 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await media.sweep_orphans()
         except Exception:
             logger.exception("releasing the media of participant %s failed", participant.pk)
+
+    async def _refresh_ice(self, expires_at: int) -> None:
+        """Send fresh TURN credentials before the current ones expire (long calls)."""
+        participant_id = self.participant.pk if self.participant else None
+        while participant_id is not None:
+            lead = min(600.0, settings.TURN_CREDENTIAL_TTL * 0.2)
+            await asyncio.sleep(max(1.0, expires_at - lead - time.time()))
+            if self.participant is None:
+                return
+            ice = turn.ice_servers_for(participant_id)
+            await self.send_json({"type": "ice_servers", "ice": ice})
+            expires_at = ice["expiresAt"]
 
     async def _keep_present(self) -> None:
         """Refresh this connection's presence and reap peers whose worker stopped doing so."""

@@ -29,6 +29,7 @@ from django.db.models import Q
 
 from rooms import events
 from rooms.models import Participant, Room
+from signaling import turn
 from signaling.kurento import (
     IceError,
     InvalidParams,
@@ -244,6 +245,13 @@ async def _negotiate(participant: Participant, publisher_id: int | None, offer: 
     record, endpoint = await _new_endpoint(
         participant, plan.pipeline, receiving=publisher_id is not None
     )
+    turn_url = turn.media_server_turn_url()
+    if turn_url is not None:  # before processOffer, which starts the endpoint's ICE agent
+        try:
+            await endpoint.set_turn_url(turn_url)
+        except BaseException:
+            await _release_quietly(record.server_url, endpoint.id)
+            raise
     steps: list[Awaitable[Any]] = [
         database_sync_to_async(_record_endpoint_sync)(
             record, participant, publisher_id, endpoint.id

@@ -367,3 +367,18 @@ async def test_a_malformed_resume_id_is_ignored(room_client, room, ada, resume):
     snapshot = await client.receive()
     assert snapshot["type"] == "snapshot"
     assert [p["name"] for p in snapshot["participants"]] == ["Ada Lovelace"]
+
+
+@override_settings(TURN_URLS=["turn:127.0.0.1:3478"], TURN_SECRET="s3cret", TURN_CREDENTIAL_TTL=2)
+async def test_join_carries_turn_credentials_and_fresh_ones_come_before_expiry(
+    room_client, room, ada
+):
+    client = await room_client(ada, room)
+    snapshot = await client.receive()
+    ice = snapshot["ice"]
+    username = ice["iceServers"][0]["username"]
+    assert username.endswith(f":{snapshot['you']}")
+    assert ice["expiresAt"] == int(username.split(":")[0])
+    refreshed = await client.receive_until("ice_servers", timeout=5)
+    assert refreshed["ice"]["expiresAt"] > ice["expiresAt"]
+    assert refreshed["ice"]["iceServers"][0]["credential"] != ice["iceServers"][0]["credential"]

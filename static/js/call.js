@@ -138,7 +138,7 @@ class Link {
     this.pc?.close();
     this.remoteSet = false;
     this.pendingCandidates = [];
-    const pc = new RTCPeerConnection({ iceServers: this.call.iceServers });
+    const pc = new RTCPeerConnection({ ...this.call.iceConfig });
     this.pc = pc;
     const local = this.target === 'publish';
     if (local) {
@@ -244,14 +244,14 @@ export class Call {
    * @param {object} options
    * @param {import('./room-socket.js').RoomSocket} options.socket
    * @param {HTMLElement} options.stage where the tiles go
-   * @param {RTCIceServer[]} options.iceServers
    * @param {(text: string, options?: {persist?: boolean}) => void} options.notice shows a
    *   message to the person
    */
-  constructor({ socket, stage, iceServers, notice }) {
+  constructor({ socket, stage, notice }) {
     this.socket = socket;
     this.stage = stage;
-    this.iceServers = iceServers;
+    // STUN/TURN servers and policy, from the server (TURN credentials are per participant).
+    this.iceConfig = { iceServers: [], iceTransportPolicy: 'all' };
     this.notice = notice;
     this.localStream = null;
     this.localTile = null;
@@ -311,6 +311,19 @@ export class Call {
         }
       }
       throw error;
+    }
+  }
+
+  /** New ICE servers (fresh TURN credentials): for new connections and the open ones. */
+  setIce({ iceServers, iceTransportPolicy }) {
+    this.iceConfig = { iceServers, iceTransportPolicy };
+    for (const link of this.links.values()) {
+      if (!link.pc) continue;
+      try {
+        link.pc.setConfiguration({ ...link.pc.getConfiguration(), iceServers });
+      } catch (error) {
+        console.warn('Could not update the ICE servers of a connection', error);
+      }
     }
   }
 

@@ -150,7 +150,6 @@ const on = (type, handler) => socket.addEventListener(type, (event) => handler(e
 const call = new Call({
   socket,
   stage: ui.stage,
-  iceServers: config.iceServers ?? [],
   notice: (text, options) => showNotice(text, options),
 });
 
@@ -175,8 +174,11 @@ on('snapshot', (message) => {
   showRoom(message.room);
   setStatus('connected', 'Connected');
   renderParticipants();
+  call.setIce(message.ice);
   call.start(you, message.participants).then(updateDeviceButtons);
 });
+
+on('ice_servers', ({ ice }) => call.setIce(ice));
 
 on('participant_published', ({ participant_id: id }) => call.subscribe(id));
 
