@@ -2,8 +2,8 @@
 
     python -m conference.devserver --host 127.0.0.1 --port 8000 --media-port 8888
 
-Without KMS_URL in the environment it starts `python -m mediaserver` on 127.0.0.1, waits for its
-readiness line, and points the product at it; with KMS_URL set it uses that server instead.
+Without KMS_URL or KMS_URLS in the environment it starts `python -m mediaserver` on 127.0.0.1,
+waits for its readiness line, and points the product at it; with either set it uses those.
 Ctrl-C (SIGINT) or SIGTERM stops both; if either one exits, the other is stopped too.
 """
 
@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     media: subprocess.Popen[str] | None = None
     env = dict(os.environ)
-    if env.get("KMS_URL"):
-        print(f"Using the media server at {env['KMS_URL']}")
+    if env.get("KMS_URL") or env.get("KMS_URLS"):
+        print(f"Using the media server(s) at {env.get('KMS_URLS') or env['KMS_URL']}")
     else:
         media, env["KMS_URL"] = _start_media_server(args.media_port)
     web = subprocess.Popen(

@@ -172,6 +172,8 @@ SIGNALING_RATE_BURST = env.int("SIGNALING_RATE_BURST", default=300)
 
 # --- Media plane (used from the live-call issue on) ------------------------------------------
 KMS_URL = env.str("KMS_URL", default="ws://127.0.0.1:8888/kurento")
+# Several media servers: each new room goes to the least-loaded reachable one and stays there.
+KMS_URLS = env.list("KMS_URLS", default=[KMS_URL])
 # Seconds to wait for the media server: to open its WebSocket, and to answer one request.
 KMS_CONNECT_TIMEOUT = env.float("KMS_CONNECT_TIMEOUT", default=3.0)
 KMS_REQUEST_TIMEOUT = env.float("KMS_REQUEST_TIMEOUT", default=10.0)

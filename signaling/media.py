@@ -39,6 +39,7 @@ from signaling.kurento import (
     MediaServerUnavailable,
     ObjectNotFound,
     SdpError,
+    ServerManager,
     WebRtcEndpoint,
     create_pipeline,
 )
@@ -93,15 +94,33 @@ async def close_clients() -> None:
         await client.close()
 
 
-def _server_for_new_room() -> str:
-    return settings.KMS_URL
+async def _server_for_new_room() -> str:
+    """The least-loaded reachable media server of KMS_URLS (fewest pipelines; the first on a
+    tie). An unreachable one is skipped; none reachable raises MediaServerUnavailable."""
+    urls = list(settings.KMS_URLS)
+    if len(urls) == 1:
+        return urls[0]
+
+    async def load(url: str) -> int | None:
+        try:
+            async with asyncio.timeout(settings.KMS_CONNECT_TIMEOUT):
+                return len(await ServerManager(media_client(url)).get_pipelines())
+        except (KurentoError, MediaServerUnavailable, TimeoutError) as error:
+            logger.warning("media server %s skipped for a new room: %s", url, error)
+            return None
+
+    loads = await asyncio.gather(*(load(url) for url in urls))
+    reachable = [(count, index) for index, count in enumerate(loads) if count is not None]
+    if not reachable:
+        raise MediaServerUnavailable("No media server of KMS_URLS is reachable.")
+    return urls[min(reachable)[1]]
 
 
 # --- the room's pipeline ---------------------------------------------------------------------
 
 
-def _room_pipeline_sync(room_id: int) -> RoomPipeline:
-    """The room's pipeline record, creating the pipeline if the room has none.
+def _room_pipeline_sync(room_id: int, url: str) -> RoomPipeline:
+    """The room's pipeline record, creating the pipeline (on `url`) if the room has none.
 
     The room's row lock (SQLite: the IMMEDIATE transaction's write lock) is held while the
     pipeline is created, so joiners on any worker wait for it and then find it: one per room.
@@ -113,7 +132,6 @@ def _room_pipeline_sync(room_id: int) -> RoomPipeline:
         record = RoomPipeline.objects.filter(room=room).first()
         if record is not None:
             return record
-        url = _server_for_new_room()
         pipeline_id = async_to_sync(_create_pipeline)(url)
         try:
             record = RoomPipeline.objects.create(room=room, server_url=url, pipeline_id=pipeline_id)
@@ -151,7 +169,10 @@ async def _new_endpoint(
     """A WebRtcEndpoint in the room's pipeline; a vanished pipeline is recreated once."""
     for attempt in (1, 2):
         if record is None:
-            record = await database_sync_to_async(_room_pipeline_sync)(participant.room_id)
+            # Chosen outside the room's lock; another joiner may have placed the room already,
+            # and then the room stays where it is.
+            url = await _server_for_new_room()
+            record = await database_sync_to_async(_room_pipeline_sync)(participant.room_id, url)
         pipeline = MediaPipeline(media_client(record.server_url), record.pipeline_id)
         try:
             # The publisher's endpoint only receives; a viewer's only sends.

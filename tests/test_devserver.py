@@ -21,7 +21,7 @@ def _listening(port: int) -> bool:
 
 
 def _launch(*args: str, **env: str) -> subprocess.Popen[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "KMS_URL"}
+    environment = {k: v for k, v in os.environ.items() if k not in ("KMS_URL", "KMS_URLS")}
     environment |= {"DEBUG": "true", "DATABASE_URL": "sqlite:///:memory:", **env}
     return subprocess.Popen(
         [sys.executable, "-m", "conference.devserver", *args],

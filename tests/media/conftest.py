@@ -71,6 +71,7 @@ async def kms(media_server: MediaServer, settings) -> AsyncIterator[MediaServer]
     """The media server the product uses in this test. After the test, the product must have
     released everything it made there (checked before its sessions are closed and collected)."""
     settings.KMS_URL = media_server.url
+    settings.KMS_URLS = [media_server.url]
     settings.KMS_CONNECT_TIMEOUT = 2.0
     settings.KMS_REQUEST_TIMEOUT = 5.0
     yield media_server

@@ -295,12 +295,12 @@ async def test_bad_media_input_gets_clear_errors_and_the_call_goes_on(join, kms,
 
 async def test_a_media_server_that_is_down_gets_a_clear_message(join, kms, room, people, settings):
     ada = await join(people[0], room)
-    settings.KMS_URL = f"ws://127.0.0.1:{free_port()}/kurento"
+    settings.KMS_URLS = [f"ws://127.0.0.1:{free_port()}/kurento"]
     reply = await ada.request({"type": "publish", "sdp": await _offer(send=True)})
     assert reply["type"] == "error" and reply["code"] == "media_unavailable"
     assert "media server" in reply["message"]
     assert (await ada.request({"type": "ping"}))["type"] == "pong"
-    settings.KMS_URL = kms.url  # back up: the same connection publishes
+    settings.KMS_URLS = [kms.url]  # back up: the same connection publishes
     await ada.publish()
 
 
