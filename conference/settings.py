@@ -43,6 +43,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz for load balancers: answered before ALLOWED_HOSTS and the HTTPS redirect apply.
+    "conference.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -103,7 +105,11 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # channels-redis waits for messages with a blocking pop of 5 s; redis-py 8 cuts
+                # reads off after 5 s by default, which would take down every WebSocket whose
+                # worker got no message for 5 s. Reads get longer than the pop (a REDIS_URL
+                # `?socket_timeout=` wins over this).
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
                 "prefix": env.str("CHANNEL_LAYER_PREFIX", default="conference"),
             },
         }

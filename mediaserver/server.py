@@ -323,7 +323,13 @@ class MediaServer:
         if not isinstance(ctor, dict):
             raise KurentoError(Code.INVALID_PARAMS, "'constructorParams' must be an object")
         obj = self._construct(cls, ctor)
-        session.objects.add(obj.id)
+        # As in KMS: whoever holds the pipeline holds what is made in it, and the creator holds
+        # the new object with its pipeline. So a pipeline several sessions build in (one per web
+        # worker) stays while any of them lives, not only while the one that made it does.
+        if obj.parent is not None:
+            for holder in self.sessions.holders(obj.parent.id):
+                holder.objects.add(obj.id)
+        _hold(session, obj)
         logger.info("session %s created %s", session.id, obj.id)
         self.manager.emit("ObjectCreated", object=obj.id)
         return {"value": obj.id, "sessionId": session.id}
@@ -417,7 +423,7 @@ class MediaServer:
 
     async def _ref(self, conn: ClientConnection, session: Session | None, params: dict) -> Any:
         assert session is not None
-        session.objects.add(self.registry.get(_object_param(params)).id)
+        _hold(session, self.registry.get(_object_param(params)))
         return {"sessionId": session.id}
 
     async def _unref(self, conn: ClientConnection, session: Session | None, params: dict) -> Any:
@@ -531,6 +537,14 @@ class MediaServer:
             for obj in tuple(self.registry.objects.values()):
                 if isinstance(obj, MediaElement) and not obj.released:
                     obj.check_flow(now)
+
+
+def _hold(session: Session, obj: MediaObject) -> None:
+    """The session holds the object and, as in KMS, its parents (an element's pipeline)."""
+    node: MediaObject | None = obj
+    while node is not None:
+        session.objects.add(node.id)
+        node = node.parent
 
 
 def _validate(request: Any) -> tuple[str, dict[str, Any]]:

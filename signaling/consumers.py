@@ -88,6 +88,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     participant: Participant | None = None
     group: str | None = None
     heartbeat: asyncio.Task[None] | None = None
+    closing = False
     ice_refresh: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
@@ -216,8 +217,16 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.close(code=close_code)
 
     # --- helpers ----------------------------------------------------------------------------
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        self.closing = True
+        await super().close(code=code, reason=reason)
+
     async def send_json(self, payload: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(payload))
+        # After this side closed, events still on their way (this connection's own departure
+        # comes back through the channel layer) are dropped: daphne refuses to send them, and
+        # the error would end the consumer before its disconnect handler leaves the group.
+        if not self.closing:
+            await self.send(text_data=json.dumps(payload))
 
     async def _reply_error(self, error: protocol.ProtocolError) -> None:
         logger.info(

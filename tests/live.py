@@ -4,12 +4,14 @@ the embedded media server.
 `ProductServer` runs `manage.py migrate` and `collectstatic`, then starts the media server
 (`python -m mediaserver`, unless KMS_URL is given) and daphne, in
 subprocesses with production-like settings (DEBUG off, the real conference.settings) on a fresh
-SQLite file and a free port, and stops them again. Tests talk to it only over HTTP and
-WebSocket, as browsers do.
+SQLite file and a free port, and stops them again. `worker()` adds another daphne process on
+another port, sharing the first one's environment and media server. Tests talk to it only over
+HTTP and WebSocket, as browsers do.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import secrets
 import socket
@@ -85,6 +87,21 @@ class ProductServer:
         )
         _wait_listening(port, self.media_process, "the media server")
         self.media_url = self.env["KMS_URL"] = f"ws://127.0.0.1:{port}/kurento"
+
+    def worker(self) -> ProductServer:
+        """Another daphne worker of this product, not started yet (call `serve`): the same
+        environment (database, channel layer, secret key, media server) on a port of its own.
+
+        Its `stop` stops only its own daphne. Several workers need a database and a channel
+        layer that processes share (PostgreSQL and channels-redis: `extra_env`)."""
+        assert self.media_url, "start() this server first: the workers share its media server"
+        other = copy.copy(self)
+        other.port = free_port()
+        other.url = f"http://127.0.0.1:{other.port}"
+        other.log_path = self.log_path.with_name(f"daphne-{other.port}.log")
+        other.env = dict(self.env)
+        other.process = other.media_process = None
+        return other
 
     def serve(self) -> ProductServer:
         """Start daphne on this server's port (again, after `crash`)."""

@@ -62,6 +62,7 @@ async def test_two_clients_see_each_other_join_and_leave(room_client, room, ada,
 
     await second.send({"type": "leave"})
     assert await second.expect_close() == protocol.CLOSE_LEFT
+    assert await second.nothing_more(0.5)  # not even its own departure: nothing after the close
     left = await first.receive()
     assert left == {
         "type": "participant_left",

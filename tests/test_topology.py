@@ -6,6 +6,7 @@ cannot pass by quietly testing SQLite again.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -40,3 +41,22 @@ def test_channel_layer_carries_group_messages():
         return message
 
     assert async_to_sync(roundtrip)() == {"type": "probe", "n": 1}
+
+
+def test_an_idle_worker_still_receives_from_redis():
+    """A worker that gets no message for longer than channels-redis's blocking pop (5 s) still
+    receives the next one. With redis-py 8's default 5 s read timeout the pop's read timed out
+    instead, and took down every WebSocket of a quiet worker (conference/settings.py)."""
+    layer = get_channel_layer()
+    if type(layer).__name__ != "RedisChannelLayer":
+        pytest.skip("only the Redis channel layer reads with a timeout")
+
+    async def idle_then_receive() -> dict:
+        channel = await layer.new_channel()
+        receiving = asyncio.create_task(layer.receive(channel))
+        await asyncio.sleep(layer.brpop_timeout + 1.5)
+        assert not receiving.done(), receiving.exception()
+        await layer.send(channel, {"type": "probe"})
+        return await asyncio.wait_for(receiving, 5)
+
+    assert async_to_sync(idle_then_receive)() == {"type": "probe"}

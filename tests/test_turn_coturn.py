@@ -5,6 +5,7 @@ Chromium call completes through it with frames decoded."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import random
 import secrets
 import shutil
@@ -86,7 +87,7 @@ class Coturn:
             with override_settings(TURN_SECRET=self.secret):
                 credentials = turn.credentials_for(0)
             try:
-                asyncio.run(allocate(self.port, credentials.username, credentials.password))
+                run(allocate(self.port, credentials.username, credentials.password))
                 return
             except Exception:
                 time.sleep(0.2)
@@ -99,6 +100,12 @@ class Coturn:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def run(coroutine):
+    """Run a coroutine on a loop of its own: Playwright's sync API may own this thread's loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result(timeout=30)
 
 
 async def allocate(port: int, username: str, password: str) -> tuple[str, int]:
@@ -130,14 +137,14 @@ def test_issued_credentials_allocate_and_forged_or_expired_ones_are_refused(cotu
         expired = turn.credentials_for(12, now=time.time() - 3600)
     with override_settings(TURN_SECRET="not-the-secret", TURN_CREDENTIAL_TTL=600):
         forged = turn.credentials_for(12)
-    relayed = asyncio.run(allocate(coturn.port, good.username, good.password))
+    relayed = run(allocate(coturn.port, good.username, good.password))
     assert relayed[0] == "127.0.0.1"
     for refused in (forged, expired):
         with pytest.raises(Exception):  # noqa: B017  (aioice raises its STUN transaction error)
-            asyncio.run(allocate(coturn.port, refused.username, refused.password))
+            run(allocate(coturn.port, refused.username, refused.password))
     # Someone else's username with this password is refused too.
     with pytest.raises(Exception):  # noqa: B017
-        asyncio.run(allocate(coturn.port, good.username.replace(":12", ":13"), good.password))
+        run(allocate(coturn.port, good.username.replace(":12", ":13"), good.password))
 
 
 @pytest.mark.browser

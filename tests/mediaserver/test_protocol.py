@@ -334,6 +334,30 @@ async def test_objects_of_a_vanished_session_are_collected_after_the_grace_perio
         await server.stop()
 
 
+async def test_a_pipeline_lives_while_any_session_that_built_in_it_lives() -> None:
+    """As in KMS, creating an element holds its pipeline, and whoever holds the pipeline holds
+    what is made in it: one web worker's session going away (the worker died) does not take the
+    room's pipeline, and the endpoints other workers made in it, with it."""
+    server = MediaServer(Config(port=0, session_grace=0.3))
+    await server.start()
+    try:
+        maker, builder = await Rpc.open(server.url), await Rpc.open(server.url)
+        pipeline = await maker.create("MediaPipeline")
+        early = await maker.create("WebRtcEndpoint", mediaPipeline=pipeline)
+        built = await builder.create("WebRtcEndpoint", mediaPipeline=pipeline)
+        late = await maker.create("WebRtcEndpoint", mediaPipeline=pipeline)
+        await maker.close()
+        await asyncio.sleep(1.0)
+        # The maker's session is gone; what only it held went with it.
+        assert early not in server.registry.objects
+        assert {pipeline, built, late} <= set(server.registry.objects)
+        await builder.request("release", object=pipeline)
+        await builder.close()
+        assert [o for o in server.registry.objects if o.startswith(pipeline)] == []
+    finally:
+        await server.stop()
+
+
 async def test_close_session_releases_or_drops(open_rpc, media_server: MediaServer) -> None:
     client = await open_rpc()
     pipeline = await client.create("MediaPipeline")

@@ -1,0 +1,355 @@
+"""Two daphne workers serving one product, as in production: channels-redis and PostgreSQL shared,
+one media server process, headless Chromium users connected to one worker or the other.
+
+- People on different workers in one room see each other arrive and see each other's video.
+- Two people joining a new room at the same moment through different workers get one pipeline.
+- When a worker is killed (SIGKILL: no disconnect handler runs), the other worker's heartbeat
+  reaps its participants: the others see them go and their media objects are released. The room's
+  pipeline survives even after the media server has dropped the dead worker's session (the
+  pipeline was made by the dead worker), and the people who were on it rejoin through the
+  surviving worker and see and are seen again.
+
+Needs PostgreSQL on 127.0.0.1:5432 (user postgres, no password) and Redis on 127.0.0.1:6379: it
+creates a database of its own and drops it afterwards, and uses a Redis key prefix of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import re
+import secrets
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from signaling.kurento import KurentoClient, ObjectNotFound, ServerManager
+from tests.browser import WAIT_MS
+from tests.conftest import require
+from tests.live import ProductServer
+from tests.test_browser_call import Caller
+
+pytestmark = pytest.mark.browser
+
+POSTGRES = "postgres://postgres@127.0.0.1:5432"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+HEARTBEAT_SECONDS = 1
+STALE_SECONDS = 4
+# The media server drops a disconnected session (and what only it held) after this long, as
+# KMS's collector does after 240 s: short, so the test sees what happens to a dead worker's session.
+SESSION_GRACE_SECONDS = 3
+
+
+def reachable(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def wait_until(what: str, condition, timeout: float = 15.0) -> Any:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s (last: {value!r})")
+        time.sleep(0.25)
+
+
+class Database:
+    """A PostgreSQL database of this test's own, read directly to check what the workers wrote."""
+
+    def __init__(self) -> None:
+        import psycopg
+
+        self.name = f"conference_workers_{secrets.token_hex(4)}"
+        self.url = f"{POSTGRES}/{self.name}"
+        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{self.name}"')
+
+    def query(self, sql: str, *params: Any) -> list[tuple]:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            return connection.execute(sql, params).fetchall()
+
+    def room_pipelines(self, slug: str) -> list[str]:
+        return [
+            row[0]
+            for row in self.query(
+                "SELECT p.pipeline_id FROM signaling_roompipeline p"
+                " JOIN rooms_room r ON r.id = p.room_id WHERE r.slug = %s",
+                slug,
+            )
+        ]
+
+    def room_endpoints(self, slug: str) -> int:
+        return self.query(
+            "SELECT count(*) FROM signaling_mediaendpoint e"
+            " JOIN signaling_roompipeline p ON p.id = e.pipeline_id"
+            " JOIN rooms_room r ON r.id = p.room_id WHERE r.slug = %s",
+            slug,
+        )[0][0]
+
+    def participant_state(self, participant_id: str) -> str:
+        (row,) = self.query(
+            "SELECT state FROM rooms_participant WHERE id = %s", int(participant_id)
+        )
+        return row[0]
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def media_server_pipelines(url: str) -> dict[str, list[str]]:
+    """Ask the media server, over the Kurento Protocol: its pipelines and their elements."""
+
+    async def ask() -> dict[str, list[str]]:
+        client = KurentoClient(url, request_timeout=5, connect_timeout=5)
+        found = {}
+        try:
+            for pipeline in await ServerManager(client).get_pipelines():
+                with contextlib.suppress(ObjectNotFound):  # released meanwhile
+                    found[pipeline] = list(await client.invoke(pipeline, "getChildren") or [])
+        finally:
+            await client.close()
+        return found
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright owns this thread's loop
+        return pool.submit(asyncio.run, ask()).result(timeout=30)
+
+
+def delete_redis_keys(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory) -> Iterator[tuple[ProductServer, ProductServer, Database]]:
+    """Two daphne workers on PostgreSQL and channels-redis, and one media server process."""
+    require(reachable(5432), "PostgreSQL on 127.0.0.1:5432")
+    require(reachable(6379), "Redis on 127.0.0.1:6379")
+    database = Database()
+    prefix = f"conference-workers-{secrets.token_hex(4)}"
+    first = second = None
+    try:
+        first = ProductServer(
+            tmp_path_factory.mktemp("workers"),
+            {
+                "DATABASE_URL": database.url,
+                "REDIS_URL": REDIS_URL,
+                "CHANNEL_LAYER_PREFIX": prefix,
+                "PRESENCE_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
+                "PRESENCE_STALE_SECONDS": str(STALE_SECONDS),
+                "MEDIASERVER_SESSION_GRACE": str(SESSION_GRACE_SECONDS),
+            },
+        ).start()
+        second = first.worker().serve()
+        yield first, second, database
+    finally:
+        for server in (second, first):
+            if server is not None:
+                server.stop()
+        database.drop()
+        delete_redis_keys(prefix)
+
+
+@pytest.fixture
+def callers(chromium, workers):
+    made: list[Caller] = []
+
+    def make(worker: ProductServer, username: str, display_name: str) -> Caller:
+        made.append(Caller(chromium, worker, username, display_name))
+        return made[-1]
+
+    yield make
+    errors = {p.name: p.errors for p in made if p.errors}
+    for person in made:
+        # Unload the page first, within a time limit: its calls and sockets end there, and
+        # closing the context then has nothing left to wait for.
+        with contextlib.suppress(Exception):
+            person.page.goto("about:blank", timeout=WAIT_MS)
+        person.close()
+    assert not errors, f"JavaScript errors in the pages: {errors}"
+
+
+def on(worker: ProductServer, room_url: str) -> str:
+    """The same room page, served by `worker`."""
+    return re.sub(r"^http://[^/]+", worker.url, room_url)
+
+
+def slug_of(room_url: str) -> str:
+    return room_url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def connected_to(person: Caller, worker: ProductServer) -> None:
+    assert person.page.url.startswith(worker.url + "/"), person.page.url
+    person.wait_connected()
+
+
+def leave_all(media_url: str, *people: Caller) -> None:
+    for person in people:
+        if person.page.locator("#leave-button").count():
+            person.page.click("#leave-button")
+    wait_until("every pipeline released", lambda: media_server_pipelines(media_url) == {})
+
+
+def healthz(worker: ProductServer) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{worker.url}/healthz", timeout=10) as response:
+        assert response.status == 200
+        return json.load(response)
+
+
+def test_both_workers_report_healthy_on_the_shared_parts(workers):
+    first, second, _ = workers
+    for worker in (first, second):
+        report = healthz(worker)
+        assert report["status"] == "ok", report
+        checks = report["checks"]
+        assert checks["database"]["vendor"] == "postgresql"
+        assert checks["channel_layer"]["backend"] == "RedisChannelLayer"
+        assert [s["url"] for s in checks["media_servers"]] == [first.media_url]
+
+
+def test_people_on_different_workers_see_and_hear_each_other(callers, workers):
+    first, second, database = workers
+    ada = callers(first, "wada", "Ada Lovelace")
+    room_url = ada.create_room("Across workers")
+    grace = callers(second, "wgrace", "Grace Hopper")
+    grace.open(on(second, room_url))
+    connected_to(ada, first)
+    connected_to(grace, second)
+
+    # Presence crosses workers through Redis: each sees the other arrive.
+    ada.wait_sees("Grace Hopper")
+    grace.wait_sees("Ada Lovelace")
+    # Media too: each decodes the other's moving picture, with the ICE candidates of each
+    # endpoint relayed to the worker that holds its participant's socket.
+    assert ada.wait_video_from(grace)["width"] >= 320
+    assert grace.wait_video_from(ada)["width"] >= 320
+    (pipeline,) = database.room_pipelines(slug_of(room_url))
+    assert list(media_server_pipelines(first.media_url)) == [pipeline]
+
+    # Leaving through one worker takes the tile away on the other.
+    grace_id = grace.participant_id
+    grace.page.click("#leave-button")
+    ada.wait_tile_gone(grace_id)
+    ada.wait_not_sees("Grace Hopper")
+    leave_all(first.media_url, ada)
+
+
+def new_room_without_joining(person: Caller, name: str) -> str:
+    """Create a room through the form and stay on its pre-join screen."""
+    page = person.page
+    page.goto("/rooms/new/")
+    page.fill("input[name=name]", name)
+    page.check("input[name=visibility][value=public]")
+    page.click("#main button[type=submit]")
+    page.wait_for_url(re.compile(r"/rooms/[-a-z0-9]+/$"))
+    return page.url
+
+
+def test_concurrent_first_joins_on_both_workers_make_one_pipeline(callers, workers):
+    first, second, database = workers
+    ada = callers(first, "cada", "Ada Lovelace")
+    grace = callers(second, "cgrace", "Grace Hopper")
+    room_url = new_room_without_joining(ada, "Joined at once")
+    slug = slug_of(room_url)
+    grace.page.goto(on(second, room_url))
+    for person in (ada, grace):
+        person.page.wait_for_selector("#join-button:not([disabled])", timeout=WAIT_MS)
+    assert database.room_pipelines(slug) == []
+
+    # Both click Join within a few milliseconds: both workers ask for the room's pipeline at once.
+    click = "() => document.querySelector('#join-button').click()"
+    ada.page.evaluate(click)
+    grace.page.evaluate(click)
+    connected_to(ada, first)
+    connected_to(grace, second)
+    ada.wait_video_from(grace)
+    grace.wait_video_from(ada)
+
+    (pipeline,) = database.room_pipelines(slug)
+    on_server = media_server_pipelines(first.media_url)
+    assert list(on_server) == [pipeline]
+    # Both publish into it and each receives the other: four endpoints, all in that pipeline.
+    assert len(on_server[pipeline]) == 4 == database.room_endpoints(slug)
+    leave_all(first.media_url, ada, grace)
+
+
+def test_a_killed_worker_is_cleaned_up_and_its_people_rejoin_through_the_other(callers, workers):
+    first, second, database = workers
+    # Ada joins first, through the worker that will die: that worker makes the room's pipeline.
+    ada = callers(first, "kada", "Ada Lovelace")
+    room_url = ada.create_room("Survives a crash")
+    slug = slug_of(room_url)
+    alan = callers(first, "kalan", "Alan Turing")
+    grace = callers(second, "kgrace", "Grace Hopper")
+    alan.open(room_url)
+    grace.open(on(second, room_url))
+    trio = (ada, alan, grace)
+    for person in trio:
+        for other in trio:
+            if other is not person:
+                person.wait_video_from(other)
+    (pipeline,) = database.room_pipelines(slug)
+    # Three publishing endpoints and six receiving ones.
+    assert len(media_server_pipelines(first.media_url)[pipeline]) == 9
+    assert database.room_endpoints(slug) == 9
+    dead = {ada.participant_id: "Ada Lovelace", alan.participant_id: "Alan Turing"}
+
+    first.crash()
+    killed_at = time.monotonic()
+    # Grace's worker reaps them on its heartbeat once they are stale, and tells her page.
+    for participant_id, name in dead.items():
+        grace.wait_tile_gone(participant_id)
+        grace.wait_not_sees(name)
+        assert database.participant_state(participant_id) == "dropped"
+    assert time.monotonic() - killed_at >= STALE_SECONDS - 1  # reaped for being stale, not sooner
+    # Everything they held, and what Grace held to receive them, is released: only Grace's
+    # publishing endpoint is left in the pipeline.
+    wait_until(
+        "the dead worker's endpoints released",
+        lambda: (
+            database.room_endpoints(slug) == 1
+            and len(media_server_pipelines(first.media_url).get(pipeline, [])) == 1
+        ),
+    )
+
+    # The media server forgets the dead worker's session after its grace period. The pipeline
+    # that session made is still in use by the living worker: it must stay.
+    time.sleep(max(0.0, killed_at + SESSION_GRACE_SECONDS + 2 - time.monotonic()))
+    assert database.room_pipelines(slug) == [pipeline]
+    assert len(media_server_pipelines(first.media_url).get(pipeline, [])) == 1
+
+    # Ada and Alan come back through the surviving worker: everyone sees everyone again.
+    for person in (ada, alan):
+        person.open(on(second, room_url))
+        connected_to(person, second)
+    for person in trio:
+        for other in trio:
+            if other is not person:
+                person.wait_video_from(other)
+    assert database.room_pipelines(slug) == [pipeline]
+    assert len(media_server_pipelines(first.media_url)[pipeline]) == 9
+    leave_all(first.media_url, *trio)
