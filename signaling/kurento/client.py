@@ -238,7 +238,12 @@ class KurentoClient:
             attempt = 0
             self._generation += 1
             self._ws = ws
-            logger.info("connected to the media server at %s", self.url)
+            # A first connection is routine (health probes make one each); a reconnect is news.
+            logger.log(
+                logging.INFO if self._generation > 1 else logging.DEBUG,
+                "connected to the media server at %s",
+                self.url,
+            )
             reader = asyncio.create_task(self._read(ws))
             try:
                 await self._resume(ws)
