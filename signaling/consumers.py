@@ -41,14 +41,18 @@ def _join(
 @database_sync_to_async
 def _snapshot(participant: Participant) -> dict[str, Any]:
     room = selectors.room_by_slug(slug=participant.room.slug) or participant.room
-    publishing = media.publishing_ids_sync(room.pk)
+    publishing = media.publishing_sync(room.pk)
     return {
         "type": "snapshot",
         "you": participant.pk,
         "ice": turn.ice_servers_for(participant.pk),
         "room": events.room_payload(room),
         "participants": [
-            {**events.participant_payload(p), "publishing": p.pk in publishing}
+            {
+                **events.participant_payload(p),
+                "publishing": p.pk in publishing,
+                **publishing.get(p.pk, {"audio": False, "video": False}),
+            }
             for p in selectors.participants_live(room=room)
         ],
     }
@@ -198,6 +202,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
                     await media.unsubscribe(participant, publisher)
                     reply = {"type": "unsubscribed", "publisher": publisher}
                     await self.send_json(_reply(reply, message))
+                case protocol.MediaState(audio=audio, video=video):
+                    await media.set_media_state(participant, audio=audio, video=video)
                 case protocol.Unpublish():
                     await media.unpublish(participant)
                     await self.send_json(_reply({"type": "unpublished"}, message))

@@ -551,10 +551,32 @@ async def release_participant(participant: Participant) -> int:
 # --- reads for the consumers -----------------------------------------------------------------
 
 
-def publishing_ids_sync(room_id: int) -> set[int]:
-    """Participants of the room that have a publishing endpoint."""
-    return set(
-        MediaEndpoint.objects.filter(
-            pipeline__room_id=room_id, publisher__isnull=True, owner__state=CONNECTED
-        ).values_list("owner_id", flat=True)
+def publishing_sync(room_id: int) -> dict[int, dict[str, bool]]:
+    """Participants of the room that publish, with whether their audio and video are on."""
+    rows = MediaEndpoint.objects.filter(
+        pipeline__room_id=room_id, publisher__isnull=True, owner__state=CONNECTED
+    ).values_list("owner_id", "audio_on", "video_on")
+    return {owner: {"audio": audio, "video": video} for owner, audio, video in rows}
+
+
+def _set_media_state_sync(participant_id: int, audio: bool, video: bool) -> bool:
+    return bool(
+        MediaEndpoint.objects.filter(owner_id=participant_id, publisher__isnull=True).update(
+            audio_on=audio, video_on=video
+        )
+    )
+
+
+async def set_media_state(participant: Participant, *, audio: bool, video: bool) -> None:
+    """The participant switched its microphone or camera on or off: tell the room."""
+    if not await database_sync_to_async(_set_media_state_sync)(participant.pk, audio, video):
+        raise MediaError("not_publishing", "You are not sending media.")
+    await events.apublish_room_event(
+        participant.room_id,
+        {
+            "type": "participant_media",
+            "participant_id": participant.pk,
+            "audio": audio,
+            "video": video,
+        },
     )

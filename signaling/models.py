@@ -47,6 +47,9 @@ class MediaEndpoint(models.Model):
         related_name="viewer_endpoints",
     )
     endpoint_id = models.CharField(max_length=400)
+    # What the publisher says it sends (its microphone or camera may be switched off).
+    audio_on = models.BooleanField(default=True)
+    video_on = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

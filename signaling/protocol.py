@@ -145,6 +145,16 @@ class Unsubscribe(ClientMessage):
 
 @_message
 @dataclass(frozen=True)
+class MediaState(ClientMessage):
+    """Your microphone (`audio`) or camera (`video`) was switched on or off; others are told."""
+
+    type_name: ClassVar[str] = "media_state"
+    audio: bool
+    video: bool
+
+
+@_message
+@dataclass(frozen=True)
 class Ice(ClientMessage):
     """A trickled ICE candidate for your publishing connection or the one receiving `target`."""
 

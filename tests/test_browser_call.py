@@ -154,6 +154,23 @@ def test_three_people_see_and_hear_each_other_and_everything_is_released(callers
         )
     assert len(media_server_pipelines(product.media_url)) == 1
 
+    # Ada switches her camera off and mutes: the others see her initial and a muted badge.
+    ada_id = ada.participant_id
+    ada.page.click("#camera-button")
+    ada.page.click("#mic-button")
+    for person in (grace, alan):
+        person.page.wait_for_selector(
+            f".tile[data-participant-id='{ada_id}']:not(.tile--video) .tile__muted:visible",
+            timeout=WAIT_MS,
+        )
+    ada.page.click("#camera-button")
+    ada.page.click("#mic-button")
+    grace.page.wait_for_selector(
+        f".tile--video[data-participant-id='{ada_id}'] .tile__muted[hidden]",
+        state="attached",
+        timeout=WAIT_MS,
+    )
+
     # A parallel room: its caller sees nobody from the first room, and nobody there sees him.
     edsger = callers("calledsger", "Edsger Dijkstra")
     edsger.create_room("Other room")

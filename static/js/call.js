@@ -60,14 +60,19 @@ class Tile {
     for (const event of ['loadeddata', 'resize', 'playing', 'emptied']) {
       this.video.addEventListener(event, () => this.#updatePicture());
     }
-    this.root.append(this.avatar, this.video, this.caption, this.state, this.sound);
+    this.muted = el('span', 'tile__muted', 'Muted');
+    this.muted.hidden = true;
+    this.videoOff = false; // the person switched their camera off
+    this.root.append(this.avatar, this.video, this.caption, this.muted, this.state, this.sound);
     stage.append(this.root);
   }
 
   /** The tile shows the picture only while a live, unmuted video track has one. */
   #updatePicture() {
     const track = this.video.srcObject?.getVideoTracks?.()[0];
-    const live = Boolean(track && track.readyState === 'live' && !track.muted && this.video.videoWidth);
+    const live = Boolean(
+      track && track.readyState === 'live' && !track.muted && this.video.videoWidth && !this.videoOff,
+    );
     this.root.classList.toggle('tile--video', live);
   }
 
@@ -97,6 +102,13 @@ class Tile {
     this.root.dataset.state = state;
     this.state.textContent = text;
     this.state.hidden = !text;
+  }
+
+  /** What the person says they send: a muted badge, and the avatar while the camera is off. */
+  setMedia({ audio, video }) {
+    this.muted.hidden = audio !== false;
+    this.videoOff = video === false;
+    this.#updatePicture();
   }
 
   rename(name) {
@@ -171,6 +183,7 @@ class Link {
     if (pc !== this.pc || this.closed) return;
     await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
     this.remoteSet = true;
+    if (local) this.call.sendMediaState();
     for (const candidate of this.pendingCandidates.splice(0)) await this.#add(candidate);
   }
 
@@ -399,7 +412,14 @@ export class Call {
   joined(participant) {
     this.names.set(participant.id, participant.name);
     if (participant.id === this.you || this.you === null) return;
-    this.#tileOf(participant.id).rename(participant.name);
+    const tile = this.#tileOf(participant.id);
+    tile.rename(participant.name);
+    if (participant.publishing) tile.setMedia(participant);
+  }
+
+  /** Another participant switched their microphone or camera. */
+  mediaChanged({ participant_id: id, audio, video }) {
+    if (id !== this.you) this.tiles.get(id)?.setMedia({ audio, video });
   }
 
   /** A publisher stopped publishing (or cannot be reached): back to their avatar. */
@@ -422,6 +442,15 @@ export class Call {
     for (const track of this.localStream?.getTracks() ?? []) {
       if (track.kind === kind) track.enabled = !muted;
     }
+    this.sendMediaState();
+  }
+
+  /** Tell the room whether our microphone and camera are on (once we publish). */
+  sendMediaState() {
+    const link = this.links.get('publish');
+    if (!link?.remoteSet) return; // sent once publishing is answered
+    const on = (kind) => Boolean(this.localStream?.getTracks().some((t) => t.kind === kind && t.enabled));
+    this.socket.send({ type: 'media_state', audio: on('audio'), video: on('video') });
   }
 
   hasTrack(kind) {

@@ -180,6 +180,8 @@ on('snapshot', (message) => {
 
 on('ice_servers', ({ ice }) => call.setIce(ice));
 
+on('participant_media', (message) => call.mediaChanged(message));
+
 on('participant_published', ({ participant_id: id }) => call.subscribe(id));
 
 on('participant_unpublished', ({ participant_id: id }) => call.dropLink(id));

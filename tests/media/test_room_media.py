@@ -359,3 +359,24 @@ async def test_sweep_media_cleans_up_after_a_dead_worker(join, kms, room, people
     await asyncio.to_thread(call_command, "sweep_media", stdout=out)
     assert "Reaped 2 stale participant(s); released 3 media object(s)." in out.getvalue()
     assert media_objects(kms) == []
+
+
+async def test_switching_the_camera_or_microphone_is_told_to_the_room(join, kms, room, people):
+    ada, grace = await join(people[0], room), await join(people[1], room)
+    refused = await ada.request({"type": "media_state", "audio": False, "video": True})
+    assert refused["code"] == "not_publishing"
+    await ada.publish()
+    await ada.socket.send({"type": "media_state", "audio": False, "video": True})
+    await grace.pump(0.5)
+    told = [e for e in grace.events if e["type"] == "participant_media"]
+    assert told[-1] == {
+        "type": "participant_media",
+        "participant_id": ada.id,
+        "audio": False,
+        "video": True,
+    }
+    late = await join(people[2], room)
+    (shown,) = [p for p in late.snapshot["participants"] if p["id"] == ada.id]
+    assert (shown["publishing"], shown["audio"], shown["video"]) == (True, False, True)
+    bad = await ada.request({"type": "media_state", "audio": "off", "video": True})
+    assert bad["code"] == "invalid"
