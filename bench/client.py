@@ -39,17 +39,18 @@ from aiortc.rtp import RtpPacket
 
 from mediaserver import forwarding, ice
 from mediaserver.forwarding import FORWARDING, EncodedFrame, ForwardingReceiver
+from signaling.kurento import KurentoClient
 
 from .media import EncodedMedia, LoopTrack
-from .rpc import Rpc
 
 SUBSCRIBE_CONCURRENCY = 4
 NEGOTIATION_TIMEOUT = 60.0
 
 
-async def negotiate(rpc: Rpc, pc: RTCPeerConnection, endpoint: str) -> None:
-    """The Kurento pattern: offer here, processOffer there, trickle our candidates."""
-    await rpc.subscribe(endpoint, "IceCandidateFound")
+async def negotiate(rpc: KurentoClient, pc: RTCPeerConnection, endpoint: str) -> None:
+    """The Kurento pattern: offer here, processOffer there, trickle our candidates (ours are in
+    the SDP already, so the server's IceCandidateFound events are not needed)."""
+    await rpc.subscribe(endpoint, "IceCandidateFound", lambda data: None)
     await pc.setLocalDescription(await pc.createOffer())
     answer = await rpc.invoke(endpoint, "processOffer", offer=pc.localDescription.sdp)
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
@@ -160,13 +161,13 @@ class Client:
         self.role = role
         self.url = url
         self.media = media
-        self.rpc: Rpc | None = None
+        self.rpc: KurentoClient | None = None
         self.publishers: list[Publisher] = []
         self.subscribers: list[Subscriber] = []
 
-    async def connect(self) -> Rpc:
+    async def connect(self) -> KurentoClient:
         if self.rpc is None:
-            self.rpc = await Rpc.open(self.url, request_timeout=NEGOTIATION_TIMEOUT)
+            self.rpc = KurentoClient(self.url, request_timeout=NEGOTIATION_TIMEOUT)
         return self.rpc
 
     async def publish(self, pipeline: str) -> dict[str, Any]:

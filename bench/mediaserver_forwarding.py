@@ -45,6 +45,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from signaling.kurento import KurentoClient
+
 from .media import HEIGHT, WIDTH, encode_media
 from .proc import (
     CORES,
@@ -57,7 +59,6 @@ from .proc import (
     machine_ticks,
     rss_bytes,
 )
-from .rpc import Rpc
 
 MIN_FPS = 28.0
 MAX_LOSS_PERCENT = 1.0
@@ -190,7 +191,7 @@ async def measure_memory(plan: Plan, log_dir: Path) -> dict[str, Any]:
     server = await Server.launch("memory-server", mediaserver_args(), log_dir)
     worker: Worker | None = None
     try:
-        rpc = await Rpc.open(server.url)
+        rpc = KurentoClient(server.url, request_timeout=30)
         pipeline = await rpc.create("MediaPipeline")
         await asyncio.sleep(1.0)
         base = rss_bytes(server.pid)
@@ -242,7 +243,7 @@ class Ramp:
         self.pipeline = ""
         self.subscribers = 0
         self.failed = 0
-        self.rpc: Rpc | None = None
+        self.rpc: KurentoClient | None = None
         self.event_loop = ""
 
     async def start(self) -> None:
@@ -255,7 +256,7 @@ class Ramp:
             pin(self.server.pid, server=True)
         self.event_loop = event_loop(self.server.pid)
         url = self.server.url
-        self.rpc = await Rpc.open(url)
+        self.rpc = KurentoClient(url, request_timeout=30)
         self.pipeline = await self.rpc.create("MediaPipeline")
         self.publisher = await Worker.launch(
             f"{self.design}-publisher", ["publisher", url, str(self.media_path)], self.log_dir

@@ -108,6 +108,8 @@ class NaiveSfu:
             if params["type"] == "WebRtcEndpoint":
                 self.endpoints[object_id] = Endpoint(self.relay)
             return object_id
+        if method == "ping":  # the Kurento client's keep-alive
+            return "pong"
         if method == "subscribe":
             return f"subscription-{next(self._ids)}"
         if method == "release":

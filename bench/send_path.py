@@ -38,10 +38,10 @@ from mediaserver.forwarding import EncodedFrame, is_keyframe
 from mediaserver.rtp_send import Packetizer
 from mediaserver.server import MediaServer
 from mediaserver.webrtc import WebRtcEndpoint
+from signaling.kurento import KurentoClient
 
 from .client import Subscriber, negotiate
 from .media import AUDIO_FRAME, AUDIO_TIME_BASE, FPS, VIDEO_TIME_BASE, EncodedMedia, encode_media
-from .rpc import Rpc
 
 MEDIA_CACHE = Path(tempfile.gettempdir()) / "bench-send-path-media.pickle"
 # One packetizer per pushed stream, as the server's receivers have.
@@ -160,7 +160,7 @@ async def run(args: argparse.Namespace) -> None:
     media = load_media()
     server = MediaServer(Config(port=0))
     await server.start()
-    rpc = await Rpc.open(server.url, request_timeout=120)
+    rpc = KurentoClient(server.url, request_timeout=120)
     subscribers: list[Subscriber] = []
     try:
         pipeline = await rpc.create("MediaPipeline")

@@ -64,13 +64,9 @@ def _publish(room_id: int, event: dict[str, Any], close_code: int | None = None)
     transaction.on_commit(send)
 
 
-def publish_room_event(room_id: int, event: dict[str, Any]) -> None:
-    """Send an event of another part of the product (media, say) to everyone in the room."""
-    _publish(room_id, event)
-
-
 async def apublish_room_event(room_id: int, event: dict[str, Any]) -> None:
-    """`publish_room_event` from async code, outside any transaction: sent at once."""
+    """Send an event of another part of the product (media, say) to everyone in the room, from
+    async code outside any transaction: it goes out at once."""
     layer = get_channel_layer()
     if layer is None:
         return

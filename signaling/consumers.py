@@ -123,7 +123,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self.send_json(snapshot)
         self.heartbeat = asyncio.create_task(self._keep_present())
         if snapshot["ice"]["expiresAt"] is not None:
-            self.ice_refresh = asyncio.create_task(self._refresh_ice(snapshot["ice"]["expiresAt"]))
+            expires_at = snapshot["ice"]["expiresAt"]
+            self.ice_refresh = asyncio.create_task(self._refresh_ice(participant.pk, expires_at))
 
     async def disconnect(self, code: int) -> None:
         for task in (self.heartbeat, self.ice_refresh):
@@ -259,13 +260,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
         except Exception:
             logger.exception("releasing the media of participant %s failed", participant.pk)
 
-    async def _refresh_ice(self, expires_at: int) -> None:
+    async def _refresh_ice(self, participant_id: int, expires_at: int) -> None:
         """Send fresh TURN credentials before the current ones expire (long calls)."""
-        participant_id = self.participant.pk if self.participant else None
-        while participant_id is not None:
-            lead = min(600.0, settings.TURN_CREDENTIAL_TTL * 0.2)
+        lead = min(600.0, settings.TURN_CREDENTIAL_TTL * 0.2)
+        while True:
             await asyncio.sleep(max(1.0, expires_at - lead - time.time()))
-            if self.participant is None:
+            if self.participant is None:  # left meanwhile
                 return
             ice = turn.ice_servers_for(participant_id)
             await self.send_json({"type": "ice_servers", "ice": ice})

@@ -65,7 +65,3 @@ class MediaEndpoint(models.Model):
 
     def __str__(self) -> str:
         return self.endpoint_id
-
-    @property
-    def is_publishing(self) -> bool:
-        return self.publisher_id is None

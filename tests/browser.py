@@ -6,8 +6,11 @@ a WebRTC test needs (fake devices, loopback ICE without mDNS) are on from the st
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -33,6 +36,7 @@ def chromium_available() -> bool:
 
 PASSWORD = "a sturdy pass phrase 42"
 WAIT_MS = 10_000
+P = TypeVar("P", bound="Person")
 
 
 class Person:
@@ -92,3 +96,22 @@ class Person:
 
     def close(self) -> None:
         self.context.close()
+
+
+@contextlib.contextmanager
+def people_of(kind: type[P], chromium, product) -> Iterator[Callable[[str, str], P]]:
+    """Make people (`kind(chromium, product, username, display_name)`) for one test; at its end
+    close their browsers and fail if any page had a JavaScript error."""
+    made: list[P] = []
+
+    def make(username: str, display_name: str) -> P:
+        made.append(kind(chromium, product, username, display_name))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        errors = {p.name: p.errors for p in made if p.errors}
+        for person in made:
+            person.close()
+    assert not errors, f"JavaScript errors in the pages: {errors}"

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from signaling.kurento import KurentoClient, ServerManager
-from tests.browser import WAIT_MS, Person
+from tests.browser import WAIT_MS, Person, people_of
 
 pytestmark = pytest.mark.browser
 
@@ -120,17 +120,8 @@ def media_server_pipelines(url: str) -> list[str]:
 
 @pytest.fixture
 def callers(chromium, product):
-    made: list[Caller] = []
-
-    def make(username: str, display_name: str) -> Caller:
-        made.append(Caller(chromium, product, username, display_name))
-        return made[-1]
-
-    yield make
-    errors = {p.name: p.errors for p in made if p.errors}
-    for person in made:
-        person.close()
-    assert not errors, f"JavaScript errors in the pages: {errors}"
+    with people_of(Caller, chromium, product) as make:
+        yield make
 
 
 def test_three_people_see_and_hear_each_other_and_everything_is_released(callers, product):

@@ -10,25 +10,15 @@ import re
 
 import pytest
 
-from tests.browser import WAIT_MS, Person
+from tests.browser import WAIT_MS, Person, people_of
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def people(chromium, product):
-    made: list[Person] = []
-
-    def make(username: str, display_name: str) -> Person:
-        person = Person(chromium, product, username, display_name)
-        made.append(person)
-        return person
-
-    yield make
-    errors = {p.name: p.errors for p in made if p.errors}
-    for person in made:
-        person.close()
-    assert not errors, f"JavaScript errors in the pages: {errors}"
+    with people_of(Person, chromium, product) as make:
+        yield make
 
 
 def test_people_see_each_other_arrive_and_leave(people, product):

@@ -99,10 +99,6 @@ class KurentoClient:
         self._callbacks: set[asyncio.Task[None]] = set()
 
     # --- life cycle -------------------------------------------------------------------------
-    @property
-    def connected(self) -> bool:
-        return self._ready.is_set()
-
     async def connect(self) -> None:
         """Open the connection (if not already open); MediaServerUnavailable if it cannot."""
         await self._wait_ready(self.connect_timeout)
@@ -134,24 +130,14 @@ class KurentoClient:
         if self._closed:
             raise MediaServerUnavailable("The Kurento client was closed.")
         timeout = self.request_timeout if within is None else within
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = asyncio.get_running_loop().time() + timeout
         await self._wait_ready(timeout)
-        request_id = next(self._ids)
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-        message["params"] = dict(params or {})
-        pending = _Pending(message, loop.create_future())
-        self._pending[request_id] = pending
         try:
-            await self._send(pending)
-            async with asyncio.timeout(max(0.0, deadline - loop.time())):
-                result = await pending.future
+            result = await self._exchange(method, params, deadline)
         except TimeoutError:
             raise RequestTimeout(
                 f"The media server did not answer '{method}' within {timeout:g} s."
             ) from None
-        finally:
-            self._pending.pop(request_id, None)
         if isinstance(result, dict) and isinstance(result.get("sessionId"), str):
             self._learn_session(result["sessionId"])
         return result
@@ -174,10 +160,6 @@ class KurentoClient:
         for subscription in [s for s in self._subscriptions.values() if _owned(s, object_id)]:
             self._subscriptions.pop(subscription.id, None)
         await self.request("release", {"object": object_id})
-
-    async def describe(self, object_id: str) -> dict[str, Any]:
-        result = await self.request("describe", {"object": object_id})
-        return result if isinstance(result, dict) else {}
 
     async def subscribe(self, object_id: str, event: str, callback: EventCallback) -> Subscription:
         result = await self.request("subscribe", {"object": object_id, "type": event})
@@ -271,22 +253,14 @@ class KurentoClient:
         """On a new socket, take the session back; learn when the server has forgotten it."""
         if self.session_id is None:
             return
-        request_id = next(self._ids)
-        pending = _Pending(
-            {
-                "jsonrpc": "2.0",
-                "id": request_id,
-                "method": "connect",
-                "params": {"sessionId": self.session_id},
-            },
-            asyncio.get_running_loop().create_future(),
-        )
-        self._pending[request_id] = pending
+        loop = asyncio.get_running_loop()
         try:
-            await ws.send(json.dumps(pending.message))
-            pending.sent_on = self._generation
-            async with asyncio.timeout(self.request_timeout):
-                result = await pending.future
+            result = await self._exchange(
+                "connect",
+                {"sessionId": self.session_id},
+                loop.time() + self.request_timeout,
+                on=ws,
+            )
             if isinstance(result, dict) and isinstance(result.get("serverId"), str):
                 self.server_id = result["serverId"]
             logger.info("resumed media server session %s", self.session_id)
@@ -294,8 +268,6 @@ class KurentoClient:
             await self._lose_session()
         except TimeoutError:
             raise MediaServerUnavailable("no answer to connect") from None
-        finally:
-            self._pending.pop(request_id, None)
 
     async def _lose_session(self) -> None:
         logger.warning(
@@ -319,25 +291,42 @@ class KurentoClient:
             done, _ = await asyncio.wait({reader}, timeout=self.ping_interval)
             if done:
                 return
-            ping_id = next(self._ids)
-            pending = _Pending(
-                {
-                    "jsonrpc": "2.0",
-                    "id": ping_id,
-                    "method": "ping",
-                    "params": {"interval": int(self.ping_interval * 1000)},
-                },
-                asyncio.get_running_loop().create_future(),
-            )
-            self._pending[ping_id] = pending
+            deadline = asyncio.get_running_loop().time() + self.request_timeout
             try:
-                await self._send(pending)
-                async with asyncio.timeout(self.request_timeout):
-                    await pending.future
+                await self._exchange("ping", {"interval": int(self.ping_interval * 1000)}, deadline)
             except (TimeoutError, KurentoError):
                 raise MediaServerUnavailable("the media server stopped answering pings") from None
-            finally:
-                self._pending.pop(ping_id, None)
+
+    async def _exchange(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        deadline: float,
+        *,
+        on: ClientConnection | None = None,
+    ) -> Any:
+        """Send one request and wait for its result until `deadline` (loop time); TimeoutError
+        if none comes. `on`: send on this socket at once, before the connection counts as ready
+        (the resume); otherwise the current socket sends it, or the next one after a drop."""
+        request_id = next(self._ids)
+        message = {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "method": method,
+            "params": dict(params or {}),
+        }
+        pending = _Pending(message, asyncio.get_running_loop().create_future())
+        self._pending[request_id] = pending
+        try:
+            if on is None:
+                await self._send(pending)
+            else:
+                await on.send(json.dumps(message))
+                pending.sent_on = self._generation
+            async with asyncio.timeout(max(0.0, deadline - asyncio.get_running_loop().time())):
+                return await pending.future
+        finally:
+            self._pending.pop(request_id, None)
 
     async def _send(self, pending: _Pending) -> None:
         """Send a request on the current socket once; a dropped socket re-sends it on reconnect."""

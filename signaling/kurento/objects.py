@@ -40,18 +40,6 @@ class ServerManager(MediaObject):
             p if isinstance(p, str) else str(p) for p in await self._invoke("getPipelines") or []
         ]
 
-    async def get_sessions(self) -> list[str]:
-        return list(await self._invoke("getSessions") or [])
-
-    async def get_cpu_count(self) -> int:
-        return int(await self._invoke("getCpuCount"))
-
-    async def get_used_cpu(self, interval_ms: int = 1000) -> float:
-        return float(await self._invoke("getUsedCpu", interval=interval_ms))
-
-    async def get_used_memory(self) -> int:
-        return int(await self._invoke("getUsedMemory"))
-
 
 @dataclass(frozen=True)
 class MediaElement(MediaObject):
@@ -64,20 +52,11 @@ class MediaElement(MediaObject):
     async def is_media_flowing_in(self, media_type: str = "VIDEO") -> bool:
         return bool(await self._invoke("isMediaFlowingIn", mediaType=media_type))
 
-    async def is_media_flowing_out(self, media_type: str = "VIDEO") -> bool:
-        return bool(await self._invoke("isMediaFlowingOut", mediaType=media_type))
-
 
 @dataclass(frozen=True)
 class WebRtcEndpoint(MediaElement):
     async def process_offer(self, offer: str) -> str:
         return str(await self._invoke("processOffer", offer=offer))
-
-    async def generate_offer(self) -> str:
-        return str(await self._invoke("generateOffer"))
-
-    async def process_answer(self, answer: str) -> str:
-        return str(await self._invoke("processAnswer", answer=answer) or "")
 
     async def gather_candidates(self) -> None:
         await self._invoke("gatherCandidates")
@@ -98,12 +77,6 @@ class WebRtcEndpoint(MediaElement):
 
     async def set_turn_url(self, turn_url: str) -> None:
         await self._invoke("setTurnUrl", turnUrl=turn_url)
-
-    async def set_max_video_send_bandwidth(self, kbps: int) -> None:
-        await self._invoke("setMaxVideoSendBandwidth", maxVideoSendBandwidth=kbps)
-
-    async def get_stats(self) -> dict[str, Any]:
-        return await self._invoke("getStats") or {}
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ function el(tag, className, text) {
 
 /** One video tile: the picture, the person's name, and a line for the connection's state. */
 class Tile {
+  #watched = new WeakSet(); // video tracks whose mute/unmute/ended events update the picture
+
   constructor(stage, { name, local }) {
     this.root = el('figure', `tile${local ? ' tile--local' : ''}`);
     this.video = el('video', 'tile__video');
@@ -76,18 +78,15 @@ class Tile {
     this.root.classList.toggle('tile--video', live);
   }
 
+  /** Show a stream; called again as each of its tracks arrives. */
   show(stream) {
     for (const track of stream.getVideoTracks()) {
+      if (this.#watched.has(track)) continue;
+      this.#watched.add(track);
       for (const event of ['mute', 'unmute', 'ended']) {
         track.addEventListener(event, () => this.#updatePicture());
       }
     }
-    stream.addEventListener('addtrack', ({ track }) => {
-      for (const event of ['mute', 'unmute', 'ended']) {
-        track.addEventListener(event, () => this.#updatePicture());
-      }
-      this.#updatePicture();
-    });
     this.#updatePicture();
     if (this.video.srcObject !== stream) this.video.srcObject = stream;
     this.video.play().catch(() => {

@@ -4,7 +4,6 @@ this process (tests/mediaserver's fixture), with the product's settings pointed 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -12,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mediaserver.config import Config
 from mediaserver.server import MediaServer
 from signaling import media
+from tests.mediaserver.conftest import checked_media_server
 
 
 def udp_sockets() -> int:
@@ -38,23 +37,8 @@ def udp_sockets() -> int:
 @pytest.fixture
 async def media_server() -> AsyncIterator[MediaServer]:
     """The embedded media server in this process; nothing may outlive the test."""
-    before = udp_sockets()
-    server = MediaServer(Config(port=0, session_grace=240))
-    await server.start()
-    yield server
-    for conn in tuple(server.connections):
-        await conn.ws.close()
-    await asyncio.sleep(0.1)
-    server.config = Config(port=0, session_grace=0)
-    await server.collect()
-    leftovers = media_objects(server)
-    await server.stop()
-    assert leftovers == [], f"media objects outlived their sessions: {leftovers}"
-    for _ in range(20):  # closed transports give their sockets back on the next loop turns
-        if udp_sockets() <= before:
-            break
-        await asyncio.sleep(0.05)
-    assert udp_sockets() <= before, "UDP sockets outlived the test"
+    async with checked_media_server(udp_sockets) as server:
+        yield server
 
 
 def media_objects(server: MediaServer) -> list[str]:

@@ -40,9 +40,12 @@ def open_sockets() -> int:
     return count
 
 
-@pytest.fixture
-async def media_server() -> AsyncIterator[MediaServer]:
-    sockets_before = open_sockets()
+@contextlib.asynccontextmanager
+async def checked_media_server(sockets: Callable[[], int]) -> AsyncIterator[MediaServer]:
+    """A media server in this process that must end as it began: once its clients are gone
+    and their sessions expired, no object but the server manager, and no more `sockets()`
+    than before."""
+    sockets_before = sockets()
     server = MediaServer(Config(port=0, session_grace=240))
     await server.start()
     yield server
@@ -55,10 +58,16 @@ async def media_server() -> AsyncIterator[MediaServer]:
     await server.stop()
     assert leftovers == [], f"media objects outlived their sessions: {leftovers}"
     for _ in range(20):  # closed transports give their sockets back on the next loop turns
-        if open_sockets() <= sockets_before:
+        if sockets() <= sockets_before:
             break
         await asyncio.sleep(0.05)
-    assert open_sockets() <= sockets_before, "sockets outlived the test"
+    assert sockets() <= sockets_before, "sockets outlived the test"
+
+
+@pytest.fixture
+async def media_server() -> AsyncIterator[MediaServer]:
+    async with checked_media_server(open_sockets) as server:
+        yield server
 
 
 @pytest.fixture
