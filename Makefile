@@ -67,11 +67,13 @@ pytest-topology: $(VENV)/.installed-test
 		$(call run_pytest,-m topology); \
 	fi
 
-# Debian packages the real-component tests use: Chromium (browser tests), coturn (TURN tests).
+# Debian packages the real-component tests use: Chromium (browser tests), coturn (TURN tests),
+# iptables (fault tests drop the media server's packets on loopback).
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v turnserver >/dev/null || missing="$$missing coturn"; \
+	command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || missing="$$missing iptables"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \

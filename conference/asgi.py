@@ -1,7 +1,9 @@
 """ASGI entry point for daphne: Django views over HTTP, the room signaling over WebSocket.
 
-WebSocket connections carry the Django session (so the user is known) and must come from an
-origin in ALLOWED_HOSTS, which stops other sites from opening sockets with a visitor's cookies.
+WebSocket connections carry the Django session (so the user is known) and must come from the
+site's own origin (scheme, host and port) or one in CSRF_TRUSTED_ORIGINS, as Django's CSRF check
+demands of forms: that stops other sites, and other ports or schemes of this host, from opening
+sockets with a visitor's cookies (signaling/origin.py).
 """
 
 import os
@@ -14,15 +16,13 @@ django_asgi_app = get_asgi_application()
 # Imported after Django is set up: the consumers import models.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from signaling.origin import SameOriginValidator  # noqa: E402
 from signaling.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -24,16 +24,17 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
-from asgiref.sync import markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import add_never_cache_headers
 
+from conference.early import EarlyAnswerMiddleware
 from signaling.kurento import KurentoClient
 
 PATH = "/healthz"
@@ -145,17 +146,10 @@ async def healthz(request: HttpRequest) -> HttpResponse:
     return response
 
 
-class HealthCheckMiddleware:
+class HealthCheckMiddleware(EarlyAnswerMiddleware):
     """Answers `/healthz` ahead of the rest of the middleware (see the module docstring)."""
 
-    sync_capable = False
-    async_capable = True
+    path = PATH
 
-    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponse]]) -> None:
-        self.get_response = get_response  # always async: this middleware is async only
-        markcoroutinefunction(self)
-
-    async def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path == PATH:
-            return await healthz(request)
-        return await self.get_response(request)
+    async def answer(self, request: HttpRequest) -> HttpResponse:
+        return await healthz(request)

@@ -45,6 +45,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # /healthz for load balancers: answered before ALLOWED_HOSTS and the HTTPS redirect apply.
     "conference.health.HealthCheckMiddleware",
+    # /metrics for Prometheus: same placement and reasons as /healthz (optional METRICS_TOKEN).
+    "conference.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -175,16 +177,21 @@ PRESENCE_STALE_SECONDS = env.float("PRESENCE_STALE_SECONDS", default=60.0)
 SIGNALING_MAX_MESSAGE_BYTES = env.int("SIGNALING_MAX_MESSAGE_BYTES", default=64 * 1024)
 SIGNALING_RATE_PER_SECOND = env.float("SIGNALING_RATE_PER_SECOND", default=50.0)
 SIGNALING_RATE_BURST = env.int("SIGNALING_RATE_BURST", default=300)
+# What may wait, per connection, for the server to handle it (beyond: dropped, with an error).
+SIGNALING_INBOUND_BUFFER_BYTES = env.int("SIGNALING_INBOUND_BUFFER_BYTES", default=1024 * 1024)
 
-# --- Media plane (used from the live-call issue on) ------------------------------------------
+# --- Media plane ----------------------------------------------------------------------------------
 KMS_URL = env.str("KMS_URL", default="ws://127.0.0.1:8888/kurento")
 # Several media servers: each new room goes to the least-loaded reachable one and stays there.
 KMS_URLS = env.list("KMS_URLS", default=[KMS_URL])
 # Seconds to wait for the media server: to open its WebSocket, and to answer one request.
 KMS_CONNECT_TIMEOUT = env.float("KMS_CONNECT_TIMEOUT", default=3.0)
 KMS_REQUEST_TIMEOUT = env.float("KMS_REQUEST_TIMEOUT", default=10.0)
+# A media server unreachable this long is given up: its rooms move to another one of KMS_URLS
+# (with none, their people are told and their pages keep retrying).
+KMS_FAILOVER_SECONDS = env.float("KMS_FAILOVER_SECONDS", default=5.0)
 
-# --- TURN/STUN (coturn REST-API credentials; used from the TURN issue on) ---------------------
+# --- TURN/STUN (coturn REST-API credentials) ------------------------------------------------------
 STUN_URLS = env.list("STUN_URLS", default=[])
 TURN_URLS = env.list("TURN_URLS", default=[])
 TURN_SECRET = env.str("TURN_SECRET", default="")
@@ -195,6 +202,9 @@ if ICE_TRANSPORT_POLICY not in ("all", "relay"):
     raise ImproperlyConfigured('ICE_TRANSPORT_POLICY must be "all" or "relay".')
 # Give the media server's endpoints TURN too (turnUrl), for a media server behind NAT.
 KMS_USE_TURN = env.bool("KMS_USE_TURN", default=False)
+
+# /metrics (Prometheus): when set, scrapers must send `Authorization: Bearer <token>`.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {

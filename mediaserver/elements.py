@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import invalid_params
-from .forwarding import EncodedFrame, MediaHub, SinkPad
+from .forwarding import MediaHub, SinkPad
+from .frames import EncodedFrame
 from .objects import MediaObject, Property, Registry, complex_value
 
 SERVER_VERSION = "7.3.0"

@@ -9,6 +9,8 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any
 
+from .limits import MAX_ERROR_MESSAGE
+
 
 class Code(IntEnum):
     PARSE_ERROR = -32700
@@ -62,6 +64,8 @@ class KurentoError(Exception):
     """A failure reported to the client as a JSON-RPC error object."""
 
     def __init__(self, code: Code, message: str) -> None:
+        if len(message) > MAX_ERROR_MESSAGE:  # a message may quote a huge request value
+            message = message[: MAX_ERROR_MESSAGE - 1] + "…"
         super().__init__(message)
         self.code = code
         self.message = message
@@ -75,7 +79,17 @@ class KurentoError(Exception):
 
 
 def object_not_found(object_id: object) -> KurentoError:
-    return KurentoError(Code.MEDIA_OBJECT_NOT_FOUND, f"Object '{object_id}' not found")
+    return KurentoError(Code.MEDIA_OBJECT_NOT_FOUND, f"Object '{str(object_id)[:200]}' not found")
+
+
+def too_large(message: str) -> KurentoError:
+    """A value past one of the size limits (limits.py)."""
+    return KurentoError(Code.INVALID_PARAMS, message)
+
+
+def too_many(message: str) -> KurentoError:
+    """Past one of the count limits (limits.py)."""
+    return KurentoError(Code.NOT_ENOUGH_RESOURCES, message)
 
 
 def invalid_params(message: str) -> KurentoError:

@@ -21,7 +21,6 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -33,7 +32,8 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 
-from .rtp_send import Packetizer, RtpFrame, RtpWriter
+from .frames import EncodedFrame
+from .rtp_send import Packetizer, RtpWriter
 from .transcoding import TRANSCODABLE, TranscodeWorker
 
 logger = logging.getLogger(__name__)
@@ -49,23 +49,6 @@ AUDIO_WAITING_FRAMES = 50
 
 # Fire-and-forget RTCP sends, referenced until done so the loop cannot drop them.
 _background: set[asyncio.Future[None]] = set()
-
-
-@dataclass(slots=True)
-class EncodedFrame:
-    """One encoded audio or video frame as it travels from a hub to its sinks."""
-
-    packet: av.Packet
-    codec: str  # lower-case codec name: "vp8", "h264", "opus", "pcmu"...
-    keyframe: bool
-    packetizer: Packetizer  # the stream's, shared by every frame of it
-    _rtp: RtpFrame | None = field(default=None, init=False, repr=False)
-
-    def rtp(self) -> RtpFrame:
-        """The frame as RTP payloads, packetized on first use and shared by every sink."""
-        if self._rtp is None:
-            self._rtp = self.packetizer.pack(self.packet)
-        return self._rtp
 
 
 def codec_name(codec: RTCRtpCodecParameters) -> str:

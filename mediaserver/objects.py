@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import time
 import types
@@ -19,7 +20,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .errors import Code, KurentoError, invalid_params, method_not_found, object_not_found
+from .errors import (
+    Code,
+    KurentoError,
+    invalid_params,
+    method_not_found,
+    object_not_found,
+    too_large,
+    too_many,
+)
+from .limits import MAX_PROPERTY_BYTES, MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TAGS
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +195,10 @@ class MediaObject:
         if prop.name not in params and len(params) != 1:
             raise invalid_params(f"Operation '{operation}' takes the parameter '{prop.name}'")
         value = params.get(prop.name, next(iter(params.values()), None))
-        self.set_property(prop.name, _convert(self.registry, value, prop.kind, prop.name))
+        value = _convert(self.registry, value, prop.kind, prop.name)
+        if len(json.dumps(value)) > MAX_PROPERTY_BYTES:
+            raise too_large(f"Value of '{prop.name}' too large (limit {MAX_PROPERTY_BYTES} bytes)")
+        self.set_property(prop.name, value)
         return None
 
     def get_property(self, name: str) -> Any:
@@ -214,6 +227,13 @@ class MediaObject:
         return self.creation_time
 
     async def op_addTag(self, key: str, value: str) -> None:
+        if len(key) > MAX_TAG_KEY or len(value) > MAX_TAG_VALUE:
+            raise too_large(
+                f"Tag too large (key at most {MAX_TAG_KEY} characters, "
+                f"value at most {MAX_TAG_VALUE})"
+            )
+        if key not in self.tags and len(self.tags) >= MAX_TAGS:
+            raise too_many(f"Too many tags on this object (limit {MAX_TAGS})")
         self.tags[key] = value
 
     async def op_removeTag(self, key: str) -> None:

@@ -5,6 +5,10 @@ One `MediaServer` holds the object registry and the sessions. Each socket is a `
 with its own rate limit and an ordered outbox; each request runs as its own task, so one slow
 negotiation never holds up the rest of the socket, while operations on one object stay ordered by
 the object.
+
+Whatever a client sends below the frame limit is answered, never with a closed socket: bad JSON,
+bad requests and requests past a limit (limits.py) get JSON-RPC or Kurento errors. A client that
+sends faster than it reads its answers is simply not read from until it catches up.
 """
 
 from __future__ import annotations
@@ -22,10 +26,20 @@ from typing import Any
 import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 
+from signaling.ratelimit import TokenBucket  # Django-free: the one rate limiter
+
 from . import forwarding, ice
 from .config import Config
 from .elements import MediaElement, MediaPipeline, PassThrough, ServerManager
-from .errors import Code, KurentoError, object_not_found
+from .errors import Code, KurentoError, object_not_found, too_many
+from .limits import (
+    MAX_ELEMENTS_PER_PIPELINE,
+    MAX_NESTING_DEPTH,
+    MAX_OBJECTS_PER_SESSION,
+    MAX_SESSION_ID,
+    MAX_SESSIONS_PER_CONNECTION,
+    MAX_TRANSACTION_OPERATIONS,
+)
 from .objects import EVENT_ALIASES, MediaObject, Registry
 from .sessions import Session, Sessions
 from .webrtc import IceDefaults, WebRtcEndpoint
@@ -34,27 +48,18 @@ logger = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 4 * 1024 * 1024  # beyond this the socket is closed (1009); below, answered
 MAX_IN_FLIGHT = 256
+# Answers and events waiting for a socket: past the high-water mark its requests are not read
+# until the queue is down to the low-water mark; past the limit (events the client never reads)
+# the socket is closed (1008).
+OUTBOX_HIGH_WATER = 1_000
+OUTBOX_LOW_WATER = 100
 OUTBOX_LIMIT = 10_000
 COLLECT_INTERVAL = 5.0
 FLOW_CHECK_INTERVAL = 0.5
-_NEWREF = re.compile(r"^newref:(\d+)$")
+_NEWREF = re.compile(r"newref:([0-9]+)")
+_MAX_NEWREF_DIGITS = 9
 
 Handler = Callable[["ClientConnection", Session | None, dict[str, Any]], Awaitable[Any]]
-
-
-class TokenBucket:
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.tokens, self.stamp = float(burst), time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 class ClientConnection:
@@ -69,9 +74,12 @@ class ClientConnection:
         )
         self.ws = ws
         self.session: Session | None = None
+        self.created: list[Session] = []  # sessions this socket made, to bound them
         self.bucket = TokenBucket(config.requests_per_second, config.request_burst)
         self.in_flight: set[asyncio.Task[None]] = set()
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.drained = asyncio.Event()  # clear while the outbox is above its high-water mark
+        self.drained.set()
         self.writer = asyncio.create_task(self._write())
         self.closing: asyncio.Future[None] | None = None
 
@@ -79,18 +87,27 @@ class ClientConnection:
         return self.name
 
     def send(self, message: dict[str, Any]) -> None:
+        if self.closing is not None:
+            return
         if self.outbox.qsize() >= OUTBOX_LIMIT:
             logger.warning("%s is not reading; closing it", self)
             self.closing = asyncio.ensure_future(self.ws.close(1008, "not reading"))
             return
         self.outbox.put_nowait(json.dumps(message, separators=(",", ":")))
+        if self.outbox.qsize() >= OUTBOX_HIGH_WATER:
+            self.drained.clear()
 
     async def _write(self) -> None:
-        while (text := await self.outbox.get()) is not None:
-            try:
-                await self.ws.send(text)
-            except websockets.ConnectionClosed:
-                return
+        try:
+            while (text := await self.outbox.get()) is not None:
+                try:
+                    await self.ws.send(text)
+                except websockets.ConnectionClosed:
+                    return
+                if self.outbox.qsize() <= OUTBOX_LOW_WATER:
+                    self.drained.set()
+        finally:
+            self.drained.set()  # nothing will drain it any more: let the reader see the close
 
     async def close(self) -> None:
         self.outbox.put_nowait(None)
@@ -196,7 +213,14 @@ class MediaServer:
         logger.info("%s connected", conn)
         try:
             async for message in ws:
-                self._accept(conn, message)
+                # A client behind on reading its answers is not read from until it catches up
+                # (closing it instead would punish a client that only sends in bursts).
+                await conn.drained.wait()
+                try:
+                    self._accept(conn, message)
+                except Exception:  # a bug here must not take the socket down with it
+                    logger.exception("%s: a message could not be handled", conn)
+                    conn.send(_error(None, KurentoError(Code.UNEXPECTED_ERROR, "Unexpected error")))
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -229,9 +253,22 @@ class MediaServer:
             conn.send(_error(_peek_id(message), refusal))
             return
         try:
-            request = json.loads(message)
+            request = json.loads(message, parse_constant=_refuse_constant)
+        except RecursionError:  # thousands of nested arrays or objects
+            error = KurentoError(
+                Code.PARSE_ERROR, f"Parse error: nested deeper than {MAX_NESTING_DEPTH} levels"
+            )
+            conn.send(_error(None, error))
+            return
         except ValueError:
             conn.send(_error(None, KurentoError(Code.PARSE_ERROR, "Parse error: not JSON")))
+            return
+        if _deeper_than(request, MAX_NESTING_DEPTH):
+            error = KurentoError(
+                Code.INVALID_REQUEST,
+                f"Invalid request: nested deeper than {MAX_NESTING_DEPTH} levels",
+            )
+            conn.send(_error(_request_id(request), error))
             return
         task = asyncio.create_task(self._answer(conn, request))
         conn.in_flight.add(task)
@@ -247,9 +284,7 @@ class MediaServer:
     ) -> dict[str, Any] | None:
         """Answer one JSON-RPC request (None for a notification). The operations inside a
         transaction are not cached on their own: their ids restart at 0 in every transaction."""
-        request_id = request.get("id") if isinstance(request, dict) else None
-        if isinstance(request_id, bool) or not isinstance(request_id, int | str | None):
-            request_id = None  # an id that is no id is answered as null (JSON-RPC 2.0, 5.1)
+        request_id = _request_id(request)
         # A notification (no id) gets no answer; anything that is not even a request gets one.
         answer = not isinstance(request, dict) or "id" in request
         try:
@@ -282,14 +317,31 @@ class MediaServer:
         if method in ("ping", "connect"):
             return conn.session
         session_id = params.get("sessionId")
-        if session_id is not None and not isinstance(session_id, str):
-            raise KurentoError(Code.INVALID_PARAMS, "'sessionId' must be a string")
+        if session_id is not None and (
+            not isinstance(session_id, str) or len(session_id) > MAX_SESSION_ID
+        ):
+            raise KurentoError(
+                Code.INVALID_PARAMS,
+                f"'sessionId' must be a string of at most {MAX_SESSION_ID} characters",
+            )
         session = self.sessions.get(session_id) if session_id else conn.session
         if session is None:
             # A new socket, or a session this server no longer knows (say it restarted): a new
             # session, under the id the client holds when it gave one, as KMS does.
-            session = self.sessions.create(session_id)
+            session = self._new_session(conn, session_id)
         self.sessions.bind(session, conn)
+        return session
+
+    def _new_session(self, conn: ClientConnection, session_id: str | None = None) -> Session:
+        """A session made by this socket; a socket cannot keep making them without end (each
+        session it leaves lives on, detached, for the grace period)."""
+        conn.created = [s for s in conn.created if self.sessions.get(s.id) is s]
+        if len(conn.created) >= MAX_SESSIONS_PER_CONNECTION:
+            raise too_many(
+                f"Too many sessions made on this connection (limit {MAX_SESSIONS_PER_CONNECTION})"
+            )
+        session = self.sessions.create(session_id)
+        conn.created.append(session)
         return session
 
     # -- methods ------------------------------------------------------------------------------
@@ -303,7 +355,7 @@ class MediaServer:
     async def _connect(self, conn: ClientConnection, session: Session | None, params: dict) -> Any:
         session_id = params.get("sessionId")
         if session_id is None:
-            session = conn.session or self.sessions.create()
+            session = conn.session or self._new_session(conn)
         else:
             session = self.sessions.get(session_id) if isinstance(session_id, str) else None
             if session is None:
@@ -322,6 +374,8 @@ class MediaServer:
         ctor = params.get("constructorParams") or {}
         if not isinstance(ctor, dict):
             raise KurentoError(Code.INVALID_PARAMS, "'constructorParams' must be an object")
+        if len(session.objects) >= MAX_OBJECTS_PER_SESSION:
+            raise too_many(f"Too many objects in this session (limit {MAX_OBJECTS_PER_SESSION})")
         obj = self._construct(cls, ctor)
         # As in KMS: whoever holds the pipeline holds what is made in it, and the creator holds
         # the new object with its pipeline. So a pipeline several sessions build in (one per web
@@ -347,6 +401,10 @@ class MediaServer:
         if not isinstance(pipeline, MediaPipeline):
             raise KurentoError(
                 Code.MEDIA_OBJECT_ILLEGAL_PARAM_ERROR, f"'{pipeline_id}' is not a MediaPipeline"
+            )
+        if len(pipeline.children) >= MAX_ELEMENTS_PER_PIPELINE:
+            raise too_many(
+                f"Too many elements in this pipeline (limit {MAX_ELEMENTS_PER_PIPELINE})"
             )
         if cls is WebRtcEndpoint:
             flags = {name: ctor.get(name, False) for name in ("recvonly", "sendonly")}
@@ -461,20 +519,31 @@ class MediaServer:
         operations = params.get("operations")
         if not isinstance(operations, list):
             raise KurentoError(Code.INVALID_PARAMS, "'operations' must be a list")
+        if len(operations) > MAX_TRANSACTION_OPERATIONS:
+            raise too_many(
+                f"Too many operations in one transaction ({len(operations)}, "
+                f"limit {MAX_TRANSACTION_OPERATIONS})"
+            )
+        # Every operation is checked before any runs, so a malformed one changes nothing.
         for index, operation in enumerate(operations):
             if not isinstance(operation, dict) or operation.get("method") == "transaction":
                 raise KurentoError(Code.MALFORMED_TRANSACTION, "Malformed transaction operation")
             op_id = operation.get("id")
-            if isinstance(op_id, bool) or op_id != index:  # as KMS (here before any runs)
+            if isinstance(op_id, bool) or op_id != index:  # as KMS
                 raise KurentoError(
                     Code.MALFORMED_TRANSACTION, f"Id of request '{index}' should be '{index}'"
+                )
+            if not isinstance(operation.get("params"), dict | None):
+                raise KurentoError(
+                    Code.MALFORMED_TRANSACTION,
+                    f"Malformed transaction: the params of request '{index}' must be an object",
                 )
         responses: list[dict[str, Any]] = []
         results: list[Any] = []
         for operation in operations:
             operation = {**operation, "params": _resolve_newrefs(operation.get("params"), results)}
             operation.setdefault("jsonrpc", "2.0")
-            operation["params"] = {**(operation["params"] or {}), "sessionId": session.id}
+            operation["params"] = {**(operation.get("params") or {}), "sessionId": session.id}
             response = await self.handle(conn, operation, cached=False)
             assert response is not None
             responses.append(response)
@@ -575,8 +644,9 @@ def _object_param(params: dict[str, Any]) -> str:
 
 
 def _resolve_newrefs(value: Any, results: list[Any]) -> Any:
-    if isinstance(value, str) and (match := _NEWREF.match(value)):
-        index = int(match.group(1))
+    if isinstance(value, str) and (match := _NEWREF.fullmatch(value)):
+        digits = match.group(1)
+        index = int(digits) if len(digits) <= _MAX_NEWREF_DIGITS else len(results)
         if index >= len(results) or not isinstance(results[index], str):
             raise KurentoError(Code.MALFORMED_TRANSACTION, f"Unresolved reference '{value}'")
         return results[index]
@@ -592,8 +662,39 @@ def _error(request_id: Any, error: KurentoError) -> dict[str, Any]:
 
 
 def _peek_id(message: str) -> Any:
+    """The id of a request refused unread, if it shows near the start (best effort)."""
     match = re.search(r'"id"\s*:\s*("(?:[^"\\]|\\.){0,64}"|-?\d{1,18})', message[:4096])
-    return json.loads(match.group(1)) if match else None
+    if match is None:
+        return None
+    try:
+        return json.loads(match.group(1))
+    except ValueError:  # "\q", "007" and the like look like an id but are not JSON
+        return None
+
+
+def _request_id(request: Any) -> Any:
+    """The id to answer with: an id that is no id is answered as null (JSON-RPC 2.0, 5.1)."""
+    request_id = request.get("id") if isinstance(request, dict) else None
+    if isinstance(request_id, bool) or not isinstance(request_id, int | str | None):
+        return None
+    return request_id
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Python's json takes NaN and Infinity; JSON does not
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than `limit` (without recursion: it is the
+    protection against deep nesting)."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 def _method_of(request: Any) -> str:

@@ -3,10 +3,15 @@
 A session is created by the first request of a socket and bound to it. When the socket goes away the
 session is detached, not ended: a new socket resumes it with `connect {"sessionId"}`. A detached
 session is collected after the grace period, releasing the objects only it held.
+
+As in KMS (WebSocketTransport::storeConnection), a socket is bound to one session at a time: a
+request naming another session moves the socket to it, and the session it leaves is detached like
+one whose socket closed (or ended at once when it holds nothing, as KMS never knew it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -15,10 +20,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import too_many
+from .limits import (
+    MAX_CACHE_BYTES,
+    MAX_CACHED_RESPONSE_BYTES,
+    MAX_CACHED_RESPONSES,
+    MAX_SESSION_ID,
+    MAX_SUBSCRIPTIONS_PER_SESSION,
+)
+
 logger = logging.getLogger(__name__)
 
 RESPONSE_CACHE_SECONDS = 20.0
-MAX_SESSION_ID = 64
 
 
 @dataclass(frozen=True)
@@ -30,6 +43,14 @@ class Subscription:
     canonical: str
 
 
+@dataclass(frozen=True)
+class CachedResponse:
+    expires: float
+    fingerprint: bytes  # a digest of the request, not the request: requests can be large
+    response: dict[str, Any]
+    size: int  # bytes of the response as JSON
+
+
 @dataclass
 class Session:
     id: str
@@ -37,30 +58,55 @@ class Session:
     objects: set[str] = field(default_factory=set)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     detached_at: float | None = None
-    responses: dict[str, tuple[float, str, dict[str, Any]]] = field(default_factory=dict)
+    # request id digest -> its answer, oldest first; at most MAX_CACHED_RESPONSES entries and
+    # MAX_CACHE_BYTES bytes
+    responses: dict[bytes, CachedResponse] = field(default_factory=dict)
+    cache_bytes: int = 0
 
     def cached_response(self, request: dict[str, Any]) -> dict[str, Any] | None:
         """The answer to a retried request: same id and same content within the cache window."""
-        key = json.dumps(request.get("id"))
-        hit = self.responses.get(key)
-        if hit is None or hit[0] < time.monotonic():
+        hit = self.responses.get(_request_key(request))
+        if hit is None or hit.expires < time.monotonic():
             return None
-        return hit[2] if hit[1] == _fingerprint(request) else None
+        return hit.response if hit.fingerprint == _fingerprint(request) else None
 
     def cache_response(self, request: dict[str, Any], response: dict[str, Any]) -> None:
+        size = len(json.dumps(response, separators=(",", ":")))
+        if size > MAX_CACHED_RESPONSE_BYTES:
+            return  # too large to keep: a retry of it is answered afresh
         now = time.monotonic()
-        if len(self.responses) > 256:
-            self.responses = {k: v for k, v in self.responses.items() if v[0] >= now}
-        self.responses[json.dumps(request.get("id"))] = (
-            now + RESPONSE_CACHE_SECONDS,
-            _fingerprint(request),
-            response,
+        key = _request_key(request)
+        self._drop(key)
+        for old_key in [k for k, v in self.responses.items() if v.expires < now]:
+            self._drop(old_key)
+        while self.responses and (
+            len(self.responses) >= MAX_CACHED_RESPONSES or self.cache_bytes + size > MAX_CACHE_BYTES
+        ):
+            self._drop(next(iter(self.responses)))  # the oldest
+        self.responses[key] = CachedResponse(
+            now + RESPONSE_CACHE_SECONDS, _fingerprint(request), response, size
         )
+        self.cache_bytes += size
+
+    def _drop(self, key: bytes) -> None:
+        entry = self.responses.pop(key, None)
+        if entry is not None:
+            self.cache_bytes -= entry.size
+
+    @property
+    def empty(self) -> bool:
+        """Holds nothing a client could come back for."""
+        return not self.objects and not self.subscriptions
 
 
-def _fingerprint(request: dict[str, Any]) -> str:
+def _request_key(request: dict[str, Any]) -> bytes:
+    return hashlib.sha256(json.dumps(request.get("id")).encode()).digest()
+
+
+def _fingerprint(request: dict[str, Any]) -> bytes:
     params = {k: v for k, v in (request.get("params") or {}).items() if k != "sessionId"}
-    return json.dumps([request.get("method"), params], sort_keys=True, default=str)
+    text = json.dumps([request.get("method"), params], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).digest()
 
 
 class Sessions:
@@ -84,6 +130,16 @@ class Sessions:
         return session
 
     def bind(self, session: Session, connection: Any) -> None:
+        """Bind the session to the socket, the socket to the session only (as KMS does): the
+        session the socket leaves is detached, or ended when it holds nothing."""
+        left = connection.session
+        if left is not None and left is not session and left.connection is connection:
+            left.connection = None
+            if left.empty:
+                self.end(left)
+            else:
+                left.detached_at = time.monotonic()
+                logger.info("session %s detached (its socket moved to %s)", left.id, session.id)
         if session.connection is not connection:
             previous = session.connection
             session.connection = connection
@@ -104,6 +160,10 @@ class Sessions:
         for existing in session.subscriptions.values():
             if (existing.object_id, existing.event) == (object_id, event):
                 return existing.id  # one delivery per session and event, however often asked
+        if len(session.subscriptions) >= MAX_SUBSCRIPTIONS_PER_SESSION:
+            raise too_many(
+                f"Too many subscriptions in this session (limit {MAX_SUBSCRIPTIONS_PER_SESSION})"
+            )
         subscription = Subscription(str(uuid.uuid4()), session.id, object_id, event, canonical)
         session.subscriptions[subscription.id] = subscription
         by_event = self.listeners.setdefault(object_id, {})
@@ -140,9 +200,13 @@ class Sessions:
         return set(session.objects)
 
     def expired(self, grace: float, now: Callable[[], float] = time.monotonic) -> list[Session]:
+        """Sessions without a socket for the grace period (or with none and no time of detaching,
+        which no path should leave, but such a session must not live forever either)."""
         limit = now() - grace
         return [
-            s for s in self.by_id.values() if s.detached_at is not None and s.detached_at <= limit
+            s
+            for s in self.by_id.values()
+            if s.connection is None and (s.detached_at is None or s.detached_at <= limit)
         ]
 
     def holders(self, object_id: str) -> list[Session]:

@@ -13,16 +13,13 @@ import queue
 import threading
 from collections.abc import Callable
 from fractions import Fraction
-from typing import TYPE_CHECKING
 
 import av
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from av.video.frame import PictureType
 
+from .frames import EncodedFrame
 from .rtp_send import Packetizer
-
-if TYPE_CHECKING:
-    from .forwarding import EncodedFrame
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +69,6 @@ class TranscodeWorker:
         logger.info("transcoding stopped: %s -> %s", self.source, self.target)
 
     def _run(self) -> None:
-        from .forwarding import EncodedFrame
-
         decoder = av.CodecContext.create(_DECODERS[self.source], "r")
         encoder: av.VideoCodecContext | None = None
         while (frame := self._queue.get()) is not None:

@@ -25,12 +25,15 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc.rtcdtlstransport import X509_DIGEST_ALGORITHMS
 from aiortc.rtcicetransport import RTCIceTransport, candidate_from_aioice
 from aiortc.sdp import SessionDescription, candidate_from_sdp, candidate_to_sdp
 
 from .elements import MEDIA_KINDS, MediaElement, MediaPipeline
-from .errors import Code, KurentoError, invalid_params
-from .forwarding import FORWARDING, EncodedFrame, ForwardingReceiver, PacketTrack, codec_name
+from .errors import Code, KurentoError, invalid_params, too_large, too_many
+from .forwarding import FORWARDING, ForwardingReceiver, PacketTrack, codec_name
+from .frames import EncodedFrame
+from .limits import MAX_CANDIDATE_LENGTH, MAX_REMOTE_CANDIDATES, MAX_SDP_MID
 from .objects import Property, Registry, complex_value
 
 logger = logging.getLogger(__name__)
@@ -144,6 +147,7 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         self.remote_sdp: str | None = None
         self.offer_generated = False
         self.pending_candidates: list[dict[str, Any]] = []
+        self.remote_candidates = 0  # added by the client, queued or not (limits.py)
         self.gather_requested = False
         self.gathering_done = False
         self.media_state = "DISCONNECTED"
@@ -196,6 +200,7 @@ class WebRtcEndpoint(BaseRtpEndpoint):
                     Code.SDP_END_POINT_PROCESS_OFFER_ERROR,
                     "Error processing offer: it mixes WebRTC (SAVPF) and plain RTP media",
                 )
+            _check_transport(parsed, Code.SDP_END_POINT_PROCESS_OFFER_ERROR, "offer")
             pc = self._peer_connection()
             async with self._negotiating(
                 Code.SDP_END_POINT_PROCESS_OFFER_ERROR, "Error processing offer"
@@ -239,7 +244,9 @@ class WebRtcEndpoint(BaseRtpEndpoint):
                 raise KurentoError(
                     Code.SDP_END_POINT_ANSWER_ALREADY_PROCCESED, "Sdp Answer already processed"
                 )
-            _parse_sdp(answer, "answer")
+            _check_transport(
+                _parse_sdp(answer, "answer"), Code.SDP_END_POINT_PROCESS_ANSWER_ERROR, "answer"
+            )
             assert self.pc is not None
             async with self._negotiating(
                 Code.SDP_END_POINT_PROCESS_ANSWER_ERROR, "Error processing answer", reset=False
@@ -315,9 +322,13 @@ class WebRtcEndpoint(BaseRtpEndpoint):
                 pad.active = True
                 pad.resync()
         self.local_sdp = self.pc.localDescription.sdp
-        for candidate in self.pending_candidates:
-            await self._add_candidate(candidate)
-        self.pending_candidates.clear()
+        pending, self.pending_candidates = self.pending_candidates, []
+        for candidate in pending:
+            try:
+                await self._add_candidate(candidate)
+            except KurentoError as error:
+                # The negotiation succeeded: a bad early candidate must not lose its answer.
+                logger.info("%s: queued ICE candidate dropped: %s", self.id, error.message)
         self._emit_candidates_if_requested()
         self.emit("MediaSessionStarted")
         return self.local_sdp
@@ -381,28 +392,56 @@ class WebRtcEndpoint(BaseRtpEndpoint):
                 Code.ICE_ADD_CANDIDATE_ERROR,
                 "IceCandidate needs 'candidate' and 'sdpMid' or 'sdpMLineIndex'",
             )
+        if not isinstance(mid, str | None) or not (
+            index is None or (isinstance(index, int) and not isinstance(index, bool))
+        ):
+            raise KurentoError(
+                Code.ICE_ADD_CANDIDATE_ERROR,
+                "IceCandidate 'sdpMid' must be a string and 'sdpMLineIndex' an integer",
+            )
+        if len(text) > MAX_CANDIDATE_LENGTH or (mid is not None and len(mid) > MAX_SDP_MID):
+            raise too_large(
+                f"ICE candidate too large (at most {MAX_CANDIDATE_LENGTH} characters, "
+                f"sdpMid at most {MAX_SDP_MID})"
+            )
         if text and not _CANDIDATE.match(text):
             raise KurentoError(
                 Code.ICE_ADD_CANDIDATE_ERROR, f"Invalid ICE candidate '{text[:200]}'"
             )
+        if not text:
+            return  # an empty candidate marks the end of a generation; KMS ignores it too
+        if self.remote_candidates >= MAX_REMOTE_CANDIDATES:
+            raise too_many(
+                f"Too many ICE candidates for this endpoint (limit {MAX_REMOTE_CANDIDATES})"
+            )
+        self.remote_candidates += 1
+        # Only what is needed is kept: the client's object may carry anything else besides.
+        kept = {"candidate": text, "sdpMid": mid, "sdpMLineIndex": index}
         if self.remote_sdp is None:
-            self.pending_candidates.append(candidate)
+            self.pending_candidates.append(kept)
             return
-        await self._add_candidate(candidate)
+        await self._add_candidate(kept)
 
     async def _add_candidate(self, candidate: dict[str, Any]) -> None:
         text = candidate["candidate"]
-        if not text:
-            return  # an empty candidate marks the end of a generation; KMS ignores it too
         try:
             parsed = candidate_from_sdp(text.removeprefix("a=").split(":", 1)[1])
         except (ValueError, IndexError) as exc:
             raise KurentoError(
                 Code.ICE_ADD_CANDIDATE_ERROR, f"Invalid ICE candidate: {exc}"
             ) from exc
-        parsed.sdpMid = candidate.get("sdpMid")
-        index = candidate.get("sdpMLineIndex")
-        parsed.sdpMLineIndex = index if isinstance(index, int) else None
+        # aioice takes any numbers and fails later, in its own tasks, on one out of range.
+        if not (
+            1 <= parsed.component <= 256
+            and 0 <= parsed.priority < 2**32
+            and 0 <= parsed.port <= 65535
+            and 0 <= (parsed.relatedPort or 0) <= 65535
+        ):
+            raise KurentoError(
+                Code.ICE_ADD_CANDIDATE_ERROR, "Invalid ICE candidate: a number out of range"
+            )
+        parsed.sdpMid = candidate["sdpMid"]
+        parsed.sdpMLineIndex = candidate["sdpMLineIndex"]
         if parsed.ip.endswith(".local"):
             return  # mDNS names are not resolved here; the peer's checks reach us anyway
         if self.pc is None or not any(
@@ -564,15 +603,32 @@ def _parse_sdp(sdp: str, kind: str) -> SessionDescription:
         raise KurentoError(Code.SDP_PARSE_ERROR, f"Error parsing SDP {kind}: {exc}") from exc
     if not parsed.media:
         raise KurentoError(Code.SDP_PARSE_ERROR, f"Error parsing SDP {kind}: no media sections")
+    return parsed
+
+
+def _check_transport(parsed: SessionDescription, code: Code, kind: str) -> None:
+    """Refuse an offer or answer whose WebRTC sections cannot connect: without ICE credentials
+    no check succeeds, and without a DTLS role and a fingerprint (at session or media level;
+    aiortc copies the session's into each section) the DTLS handshake cannot be verified, so
+    the endpoint would wait forever for media."""
     for media in parsed.media:
         if _rejected(media):
             continue
-        if media.kind in _KINDS and (media.ice.usernameFragment is None or media.dtls is None):
+        section = f"media '{media.kind}'" + (f" (mid {media.rtp.muxId})" if media.rtp.muxId else "")
+        missing = []
+        if not media.ice.usernameFragment or not media.ice.password:
+            missing.append("ICE credentials (a=ice-ufrag and a=ice-pwd)")
+        if media.dtls is None:
+            missing.append("a DTLS role (a=setup)")
+        elif not any(
+            f.algorithm.lower() in X509_DIGEST_ALGORITHMS for f in media.dtls.fingerprints
+        ):
+            hashes = ", ".join(X509_DIGEST_ALGORITHMS)
+            missing.append(f"a DTLS fingerprint (a=fingerprint with {hashes})")
+        if missing:
             raise KurentoError(
-                Code.SDP_PARSE_ERROR,
-                f"Error parsing SDP {kind}: media '{media.kind}' lacks ICE or DTLS parameters",
+                code, f"Error processing {kind}: {section} lacks {' and '.join(missing)}"
             )
-    return parsed
 
 
 def _rejected(media: Any) -> bool:

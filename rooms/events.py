@@ -2,7 +2,7 @@
 
 Services call these after their writes commit. Each room has a group; every connection in the
 room is a member and forwards the event, as is, to its browser (the wire format is in
-docs/protocol.md). An event may carry a close code: connections close after forwarding it.
+docs/protocol.md); `room_closed` ends their connections.
 """
 
 import logging
@@ -15,9 +15,6 @@ from django.db import transaction
 from rooms.models import Participant, Room
 
 logger = logging.getLogger(__name__)
-
-# Close codes sent with events that end everyone's connection (see docs/protocol.md).
-CLOSE_ROOM_CLOSED = 4410
 
 
 def room_group(room_id: int) -> str:
@@ -46,10 +43,8 @@ def room_payload(room: Room) -> dict[str, Any]:
     }
 
 
-def _publish(room_id: int, event: dict[str, Any], close_code: int | None = None) -> None:
+def _publish(room_id: int, event: dict[str, Any]) -> None:
     message: dict[str, Any] = {"type": "room.event", "event": event}
-    if close_code is not None:
-        message["close_code"] = close_code
 
     def send() -> None:
         layer = get_channel_layer()
@@ -95,8 +90,4 @@ def publish_room_updated(room: Room) -> None:
 
 
 def publish_room_closed(room_id: int, *, reason: str, message: str) -> None:
-    _publish(
-        room_id,
-        {"type": "room_closed", "reason": reason, "message": message},
-        close_code=CLOSE_ROOM_CLOSED,
-    )
+    _publish(room_id, {"type": "room_closed", "reason": reason, "message": message})

@@ -15,6 +15,7 @@ from rooms import selectors, services
 from rooms.forms import RoomForm
 from rooms.invites import invite_token
 from rooms.models import Room
+from signaling.protocol import close_codes
 
 _INVITES_SESSION_KEY = "room_invites"
 _STATUS_FOR_REFUSAL = {"closed": 410, "private": 403}
@@ -97,6 +98,7 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "invite_url": invite_url,
             "client_config": {
                 "wsPath": ws_path,
+                "closeCodes": close_codes.for_browser(),
                 "lobbyUrl": reverse("rooms:lobby"),
                 "userId": request.user.pk,
             },

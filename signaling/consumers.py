@@ -1,8 +1,13 @@
-"""The room WebSocket: presence (who is here) and, later, call signaling.
+"""The room WebSocket: presence (who is here) and call signaling.
 
-Thin by design: it parses and validates what the browser sends, asks the rooms services to
-act, and forwards room events from the channel layer to the browser. docs/protocol.md describes
-the messages.
+Thin by design: it parses and validates what the browser sends, asks the rooms and media
+services to act, and forwards room events from the channel layer to the browser. The inbound
+limits (size, rate, buffering) are applied before a message reaches it (signaling.inbound).
+docs/protocol.md describes the messages.
+
+Whatever happens, a connection that ends takes its participant with it: an unexpected error
+in any handler ends the participant (presence, media) and closes the socket with 1011, instead
+of leaving a ghost behind that holds a seat (Channels calls no disconnect handler then).
 """
 
 from __future__ import annotations
@@ -15,13 +20,16 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from conference import metrics
 from rooms import events, selectors, services
 from rooms.models import Participant
 from rooms.selectors import Refusal
 from signaling import media, protocol, turn
+from signaling.selectors import publishing_sync
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +47,14 @@ def _join(
 
 
 @database_sync_to_async
-def _snapshot(participant: Participant) -> dict[str, Any]:
+def _snapshot(participant: Participant, ref: str | int | None = None) -> protocol.Snapshot:
     room = selectors.room_by_slug(slug=participant.room.slug) or participant.room
-    publishing = media.publishing_sync(room.pk)
-    return {
-        "type": "snapshot",
-        "you": participant.pk,
-        "ice": turn.ice_servers_for(participant.pk),
-        "room": events.room_payload(room),
-        "participants": [
+    publishing = publishing_sync(room.pk)
+    return protocol.Snapshot(
+        you=participant.pk,
+        ice=turn.ice_servers_for(participant.pk),
+        room=events.room_payload(room),
+        participants=[
             {
                 **events.participant_payload(p),
                 "publishing": p.pk in publishing,
@@ -55,7 +62,8 @@ def _snapshot(participant: Participant) -> dict[str, Any]:
             }
             for p in selectors.participants_live(room=room)
         ],
-    }
+        id=ref,
+    )
 
 
 def _participant_id(text: str) -> int | None:
@@ -65,41 +73,58 @@ def _participant_id(text: str) -> int | None:
     return None
 
 
-def _reply(payload: dict[str, Any], request: protocol.ClientMessage) -> dict[str, Any]:
-    """A reply carries the request's id when it had one."""
-    return payload if request.id is None else {**payload, "id": request.id}
-
-
-class _RateLimit:
-    """Token bucket: `rate` messages a second on average, bursts of up to `burst`."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = float(burst)
-        self.stamp = time.monotonic()
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
+def _typed(event: dict[str, Any]) -> protocol.ServerMessage | None:
+    """An event from the channel layer as the message it must be; a malformed one (a bug in
+    whoever sent it) is logged and not sent."""
+    try:
+        return protocol.server_message(event)
+    except ValueError as error:
+        logger.error("not sending a malformed event %.300r: %s", event, error)
+        return None
 
 
 class RoomConsumer(AsyncWebsocketConsumer):
     participant: Participant | None = None
+    media: media.ParticipantMedia | None = None
     group: str | None = None
     heartbeat: asyncio.Task[None] | None = None
     closing = False
     ice_refresh: asyncio.Task[None] | None = None
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        try:
+            await super().dispatch(message)
+        except (StopConsumer, asyncio.CancelledError):
+            raise
+        except Exception:
+            metrics.CONSUMER_CRASHES.inc()
+            logger.exception(
+                "room connection of participant %s failed on %s; ending it",
+                self.participant.pk if self.participant else "-",
+                message.get("type"),
+            )
+            await self._fail()
+            if message.get("type") == "websocket.disconnect":
+                raise StopConsumer() from None
+
+    async def _fail(self) -> None:
+        """End this connection after an unexpected error, leaving nothing behind."""
+        for task in (self.heartbeat, self.ice_refresh):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        try:
+            if self.group is not None:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self._end_presence(Participant.State.DROPPED)
+        except Exception:
+            logger.exception("ending a failed room connection failed too")
+        if not self.closing:
+            await self.close(code=protocol.CLOSE_INTERNAL_ERROR)
+
     async def connect(self) -> None:
         # Accept first: a refused handshake reaches the browser as a bare 1006 with no reason.
         await self.accept()
-        self.rate = _RateLimit(settings.SIGNALING_RATE_PER_SECOND, settings.SIGNALING_RATE_BURST)
-        self.last_rate_warning = 0.0
+        started = time.monotonic()
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         try:
             participant = await _join(
@@ -111,20 +136,30 @@ class RoomConsumer(AsyncWebsocketConsumer):
             )
         except services.JoinRefused as refused:
             reason = refused.refusal.reason
-            await self.send_json(
-                {"type": "refused", "reason": reason, "message": refused.refusal.message}
+            metrics.JOINS.labels(outcome=reason).inc()
+            await self.send_message(
+                protocol.Refused(reason=reason, message=refused.refusal.message)
             )
             await self.close(code=protocol.CLOSE_FOR_REFUSAL.get(reason, 4403))
             return
         self.participant = participant
+        self.media = media.ParticipantMedia(participant)
         self.group = events.room_group(participant.room_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         snapshot = await _snapshot(participant)
-        await self.send_json(snapshot)
+        await self.send_message(snapshot)
+        metrics.JOINS.labels(outcome="joined").inc()
+        metrics.JOIN_SECONDS.observe(time.monotonic() - started)
         self.heartbeat = asyncio.create_task(self._keep_present())
-        if snapshot["ice"]["expiresAt"] is not None:
-            expires_at = snapshot["ice"]["expiresAt"]
+        if snapshot.ice["expiresAt"] is not None:
+            expires_at = snapshot.ice["expiresAt"]
             self.ice_refresh = asyncio.create_task(self._refresh_ice(participant.pk, expires_at))
+        # Whoever this connection replaced (a tab reconnecting after a worker restart) or the
+        # join reaped held endpoints: release them now, not when someone next leaves.
+        try:
+            await media.sweep_departed(participant.room_id)
+        except Exception:
+            logger.exception("releasing departed media in room %s failed", participant.room_id)
 
     async def disconnect(self, code: int) -> None:
         for task in (self.heartbeat, self.ice_refresh):
@@ -136,26 +171,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self._end_presence(Participant.State.DROPPED)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if not self.rate.allow():
-            now = time.monotonic()
-            if now - self.last_rate_warning >= 1.0:
-                self.last_rate_warning = now
-                await self._reply_error(
-                    protocol.ProtocolError("rate_limited", "Too many messages; slow down.")
-                )
-            return
         if text_data is None:
             await self._reply_error(
                 protocol.ProtocolError(
                     "invalid", "Binary frames are not supported; send JSON text."
-                )
-            )
-            return
-        if len(text_data.encode()) > settings.SIGNALING_MAX_MESSAGE_BYTES:
-            await self._reply_error(
-                protocol.ProtocolError(
-                    "too_large",
-                    f"Messages are limited to {settings.SIGNALING_MAX_MESSAGE_BYTES} bytes.",
                 )
             )
             return
@@ -171,10 +190,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def _handle(self, message: protocol.ClientMessage) -> None:
         match message:
             case protocol.Ping():
-                await self.send_json(_reply({"type": "pong"}, message))
+                await self.send_message(protocol.Pong(id=message.id))
             case protocol.Sync():
                 assert self.participant is not None
-                await self.send_json(_reply(await _snapshot(self.participant), message))
+                await self.send_message(await _snapshot(self.participant, message.id))
             case protocol.Leave():
                 await self._end_presence(Participant.State.LEFT)
                 await self.close(code=protocol.CLOSE_LEFT)
@@ -182,72 +201,86 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 await self._handle_media(message)
 
     async def _handle_media(self, message: protocol.ClientMessage) -> None:
-        participant = self.participant
-        assert participant is not None
+        own = self.media
+        assert own is not None
         try:
             match message:
                 case protocol.Publish(sdp=offer):
-                    answer = await media.publish(participant, offer)
-                    await self.send_json(_reply({"type": "published", "sdp": answer}, message))
-                    await media.start_ice(participant, None)
-                    await media.announce_published(participant)
+                    answer = await media.publish(media=own, offer=offer)
+                    await self.send_message(protocol.Published(sdp=answer, id=message.id))
+                    await media.start_ice(media=own, target=None)
+                    await media.announce_published(media=own)
                 case protocol.Subscribe(publisher=publisher, sdp=offer):
-                    answer = await media.subscribe(participant, publisher, offer)
-                    reply = {"type": "subscribed", "publisher": publisher, "sdp": answer}
-                    await self.send_json(_reply(reply, message))
-                    await media.start_ice(participant, publisher)
+                    answer = await media.subscribe(media=own, publisher_id=publisher, offer=offer)
+                    reply = protocol.Subscribed(publisher=publisher, sdp=answer, id=message.id)
+                    await self.send_message(reply)
+                    await media.start_ice(media=own, target=publisher)
                 case protocol.Ice(candidate=candidate):
                     if candidate["candidate"]:  # "" marks the end of candidates: nothing to do
-                        await media.add_ice_candidate(participant, message.publisher, candidate)
+                        await media.add_ice_candidate(
+                            media=own, target=message.publisher, candidate=candidate
+                        )
                 case protocol.Unsubscribe(publisher=publisher):
-                    await media.unsubscribe(participant, publisher)
-                    reply = {"type": "unsubscribed", "publisher": publisher}
-                    await self.send_json(_reply(reply, message))
+                    await media.unsubscribe(media=own, publisher_id=publisher)
+                    await self.send_message(
+                        protocol.Unsubscribed(publisher=publisher, id=message.id)
+                    )
                 case protocol.MediaState(audio=audio, video=video):
-                    await media.set_media_state(participant, audio=audio, video=video)
+                    await media.set_media_state(media=own, audio=audio, video=video)
                 case protocol.Unpublish():
-                    await media.unpublish(participant)
-                    await self.send_json(_reply({"type": "unpublished"}, message))
+                    await media.unpublish(media=own)
+                    await self.send_message(protocol.Unpublished(id=message.id))
         except media.MediaError as error:
             await self._reply_error(protocol.ProtocolError(error.code, error.message, message.id))
 
     # --- events from the room group -------------------------------------------------------
     async def media_event(self, message: dict[str, Any]) -> None:
         """An event the media server sent for one of this participant's endpoints."""
-        if self.participant is not None:
-            await self.send_json(message["event"])
+        event = _typed(message["event"])
+        if event is not None and self.participant is not None:
+            await self.send_message(event)
 
     async def room_event(self, message: dict[str, Any]) -> None:
-        await self.send_json(message["event"])
-        close_code = message.get("close_code")
-        if close_code is not None:
-            await self.close(code=close_code)
+        event = _typed(message["event"])
+        if event is None:
+            return
+        if isinstance(event, protocol.MediaReset) and self.media is not None:
+            self.media.forget_all()  # the room's media is being rebuilt: those endpoints are gone
+        await self.send_message(event)
+        if isinstance(event, protocol.RoomClosed):
+            await self.close(code=protocol.CLOSE_ROOM_CLOSED)
 
     # --- helpers ----------------------------------------------------------------------------
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         self.closing = True
         await super().close(code=code, reason=reason)
 
-    async def send_json(self, payload: dict[str, Any]) -> None:
+    async def send_message(self, message: protocol.ServerMessage) -> None:
         # After this side closed, events still on their way (this connection's own departure
         # comes back through the channel layer) are dropped: daphne refuses to send them, and
         # the error would end the consumer before its disconnect handler leaves the group.
         if not self.closing:
-            await self.send(text_data=json.dumps(payload))
+            await self.send(text_data=json.dumps(message.payload()))
 
     async def _reply_error(self, error: protocol.ProtocolError) -> None:
+        metrics.SIGNALING_ERRORS.labels(code=error.code).inc()
         logger.info(
             "participant %s sent a bad message: %s (%s)",
             self.participant.pk if self.participant else "-",
             error.code,
             error.message,
         )
-        await self.send_json(error.payload())
+        await self.send_message(
+            protocol.Error(code=error.code, message=error.message, id=error.ref)
+        )
 
     async def _end_presence(self, state: str) -> None:
         participant, self.participant = self.participant, None
+        own, self.media = self.media, None
         if participant is None:
             return
+        if own is not None:
+            own.forget_all()
         if self.heartbeat is not None and self.heartbeat is not asyncio.current_task():
             self.heartbeat.cancel()  # a connection that left has no presence to refresh
         await database_sync_to_async(services.participant_leave)(
@@ -255,7 +288,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         )
         # However it ended (or if the room was closed or deleted around it), release its media.
         try:
-            await media.release_participant(participant)
+            await media.sweep_room(participant.room_id)
             await media.sweep_orphans()
         except Exception:
             logger.exception("releasing the media of participant %s failed", participant.pk)
@@ -268,7 +301,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             if self.participant is None:  # left meanwhile
                 return
             ice = turn.ice_servers_for(participant_id)
-            await self.send_json({"type": "ice_servers", "ice": ice})
+            await self.send_message(protocol.IceServers(ice=ice))
             expires_at = ice["expiresAt"]
 
     async def _keep_present(self) -> None:

@@ -6,11 +6,16 @@ a WebRTC test needs (fake devices, loopback ICE without mDNS) are on from the st
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from signaling.kurento import KurentoClient, ObjectNotFound, ServerManager
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -115,3 +120,218 @@ def people_of(kind: type[P], chromium, product) -> Iterator[Callable[[str, str],
         for person in made:
             person.close()
     assert not errors, f"JavaScript errors in the pages: {errors}"
+
+
+MEDIA_WAIT_MS = 30_000
+
+# Keep a handle on every peer connection the page makes, to read its statistics.
+RECORD_PEER_CONNECTIONS = """
+window.__pcs = [];
+const NativePeerConnection = window.RTCPeerConnection;
+window.RTCPeerConnection = class extends NativePeerConnection {
+  constructor(...args) { super(...args); window.__pcs.push(this); }
+};
+"""
+
+# The tile of one participant: its size, decoded frames and mean brightness of a sampled picture.
+TILE_PICTURE = """(id) => {
+  const video = document.querySelector(`.tile[data-participant-id="${id}"] video`);
+  if (!video || !video.videoWidth) return null;
+  const canvas = document.createElement('canvas');
+  canvas.width = 64; canvas.height = 48;
+  const context = canvas.getContext('2d');
+  context.drawImage(video, 0, 0, 64, 48);
+  const pixels = context.getImageData(0, 0, 64, 48).data;
+  let sum = 0;
+  for (let i = 0; i < pixels.length; i += 4) {
+    sum += 0.299 * pixels[i] + 0.587 * pixels[i + 1] + 0.114 * pixels[i + 2];
+  }
+  return {width: video.videoWidth, frames: video.getVideoPlaybackQuality().totalVideoFrames,
+          luma: sum / (pixels.length / 4)};
+}"""
+
+INBOUND_AUDIO_PACKETS = """async () => {
+  const counts = [];
+  for (const pc of window.__pcs) {
+    if (pc.connectionState !== 'connected') continue;
+    const stats = await pc.getStats();
+    stats.forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'audio') counts.push(r.packetsReceived);
+    });
+  }
+  return counts;
+}"""
+
+
+# Video frames decoded since the last mark, by the page's connected peer connections (a
+# connection made after the mark counts from zero; a closed one no longer counts).
+MARK_FRAMES = """async () => {
+  window.__frameMarks = new Map();
+  for (const pc of window.__pcs) {
+    if (pc.connectionState === 'closed') continue;
+    let decoded = 0;
+    (await pc.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') decoded += r.framesDecoded || 0;
+    });
+    window.__frameMarks.set(pc, decoded);
+  }
+}"""
+FRAMES_SINCE_MARK = """async () => {
+  let total = 0;
+  for (const pc of window.__pcs) {
+    if (pc.connectionState !== 'connected') continue;
+    let decoded = 0;
+    (await pc.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') decoded += r.framesDecoded || 0;
+    });
+    total += decoded - (window.__frameMarks?.get(pc) ?? 0);
+  }
+  return total;
+}"""
+
+
+class Caller(Person):
+    def __init__(self, chromium, product, username: str, display_name: str) -> None:
+        super().__init__(chromium, product, username, display_name)
+        self.context.add_init_script(RECORD_PEER_CONNECTIONS)
+
+    @property
+    def participant_id(self) -> str:
+        value = self.page.get_attribute("#participants li.is-you", "data-participant-id")
+        assert value is not None
+        return value
+
+    def picture_of(self, participant_id: str) -> dict | None:
+        return self.page.evaluate(TILE_PICTURE, participant_id)
+
+    def wait_video_from(self, other: Caller) -> dict:
+        """Wait until the other's tile shows decoded, moving, non-black video."""
+        who = other.participant_id
+        self.page.wait_for_selector(f".tile[data-participant-id='{who}']", timeout=WAIT_MS)
+        deadline = time.monotonic() + MEDIA_WAIT_MS / 1000
+        first = None
+        while time.monotonic() < deadline:
+            picture = self.picture_of(who)
+            if picture and picture["frames"] > 0:
+                if first is None:
+                    first = picture
+                elif picture["frames"] >= first["frames"] + 10 and picture["luma"] > 20:
+                    # The picture shows, not the avatar that stands in for it.
+                    self.page.wait_for_selector(
+                        f".tile--video[data-participant-id='{who}']", timeout=WAIT_MS
+                    )
+                    return picture
+            time.sleep(0.2)
+        raise AssertionError(f"{self.name} decoded no moving picture from {other.name}: {first}")
+
+    def connections_made(self) -> int:
+        """How many peer connections the page has made so far."""
+        return self.page.evaluate("window.__pcs.length")
+
+    def mark_frames(self) -> None:
+        """Start counting decoded video frames afresh (see frames_since_mark)."""
+        self.page.evaluate(MARK_FRAMES)
+
+    def frames_since_mark(self) -> int:
+        """Video frames the page decoded since mark_frames, on connections that are up."""
+        return self.page.evaluate(FRAMES_SINCE_MARK)
+
+    def remote_tiles(self) -> int:
+        return self.page.locator(".tile:not(.tile--local)").count()
+
+    def wait_tile_gone(self, participant_id: str) -> None:
+        self.page.wait_for_selector(
+            f".tile[data-participant-id='{participant_id}']", state="detached", timeout=WAIT_MS
+        )
+
+
+def media_server_pipelines(url: str) -> list[str]:
+    """Ask the media server, over the Kurento Protocol, which pipelines it holds."""
+    return list(media_server_objects(url))
+
+
+def media_server_objects(url: str) -> dict[str, list[str]]:
+    """Ask the media server, over the Kurento Protocol: its pipelines and their elements."""
+
+    async def ask() -> dict[str, list[str]]:
+        client = KurentoClient(url, request_timeout=5, connect_timeout=5)
+        found = {}
+        try:
+            for pipeline in await ServerManager(client).get_pipelines():
+                with contextlib.suppress(ObjectNotFound):  # released meanwhile
+                    found[pipeline] = list(await client.invoke(pipeline, "getChildren") or [])
+        finally:
+            await client.close()
+        return found
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright owns this thread's loop
+        return pool.submit(asyncio.run, ask()).result(timeout=30)
+
+
+def wait_until(what: str, condition: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s (last: {value!r})")
+        time.sleep(0.25)
+
+
+# The page's peer connections: their states, and each tile's state line.
+CONNECTIONS = """() => ({
+  pcs: window.__pcs.map((pc) => pc.connectionState),
+  tiles: [...document.querySelectorAll('.tile')].map(
+    (t) => `${t.dataset.participantId || 'you'}: ${t.dataset.state} ${t.innerText}`),
+})"""
+
+
+class Heal:
+    """Measures how long the callers took to decode video again once the fault is over."""
+
+    def __init__(self, *callers: Caller) -> None:
+        self.callers = callers
+        self.connections = {caller: caller.connections_made() for caller in callers}
+        self.started = time.monotonic()
+
+    def fault_over(self) -> None:
+        """The fault is over: the clock starts, and frames count from now."""
+        for caller in self.callers:
+            caller.mark_frames()
+        self.started = time.monotonic()
+
+    def renegotiated(self, caller: Caller) -> bool:
+        """True when the caller's page made new connections since the fault began."""
+        return caller.connections_made() > self.connections[caller]
+
+    def wait(self, frames: int = 15, timeout: float = 30.0) -> float:
+        """Seconds from the fault's end until every caller decoded `frames` new frames."""
+        deadline = self.started + timeout
+        waiting = set(self.callers)
+        while waiting:
+            for caller in list(waiting):
+                if caller.frames_since_mark() >= frames:
+                    waiting.discard(caller)
+            if waiting and time.monotonic() > deadline:
+                states = {c.name: c.page.evaluate(CONNECTIONS) for c in waiting}
+                raise AssertionError(f"no video again within {timeout:g} s: {states}")
+            time.sleep(0.1)
+        return time.monotonic() - self.started
+
+
+def in_a_call(ada: Caller, grace: Caller, name: str = "Fault room") -> str:
+    """Ada makes a room, Grace joins, and each decodes the other's video."""
+    room_url = ada.create_room(name)
+    grace.open(room_url)
+    grace.wait_connected()
+    grace.wait_video_from(ada)
+    ada.wait_video_from(grace)
+    ada.page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    grace.page.evaluate("window.__sameDocument = true")
+    return room_url
+
+
+def same_document(*callers: Caller) -> bool:
+    return all(c.page.evaluate("window.__sameDocument === true") for c in callers)

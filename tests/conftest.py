@@ -222,3 +222,27 @@ def product(tmp_path_factory):
     server = ProductServer(tmp_path_factory.mktemp("product")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def callers_on(chromium):
+    """Chromium callers (tests.browser.Caller) on a product or worker of the test's choosing:
+    `callers_on(product, username, display_name)`. At the end their pages are unloaded and
+    must have had no JavaScript error."""
+    from tests.browser import WAIT_MS, Caller
+
+    made: list[Caller] = []
+
+    def make(product, username: str, display_name: str) -> Caller:
+        made.append(Caller(chromium, product, username, display_name))
+        return made[-1]
+
+    yield make
+    errors = {p.name: p.errors for p in made if p.errors}
+    for person in made:
+        # Unload the page first, within a time limit: its calls and sockets end there, and
+        # closing the context then has nothing left to wait for.
+        with contextlib.suppress(Exception):
+            person.page.goto("about:blank", timeout=WAIT_MS)
+        person.close()
+    assert not errors, f"JavaScript errors in the pages: {errors}"

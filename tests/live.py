@@ -6,7 +6,8 @@ the embedded media server.
 subprocesses with production-like settings (DEBUG off, the real conference.settings) on a fresh
 SQLite file and a free port, and stops them again. `worker()` adds another daphne process on
 another port, sharing the first one's environment and media server. Tests talk to it only over
-HTTP and WebSocket, as browsers do.
+HTTP and WebSocket, as browsers do. `MediaServerProcess` is one embedded media server process
+that a test may kill (SIGKILL) and start again on the same port.
 """
 
 from __future__ import annotations
@@ -29,8 +30,52 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class MediaServerProcess:
+    """`python -m mediaserver` on a port of its own, which survives kill() and start()."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str], *args: str) -> None:
+        self.port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}/kurento"
+        self.log_path = log_dir / f"mediaserver-{self.port}.log"
+        self.env = env
+        self.args = args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> MediaServerProcess:
+        """Start the server and return once it listens."""
+        command = [sys.executable, "-m", "mediaserver", "--host", "127.0.0.1"]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*command, "--port", str(self.port), *self.args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        _wait_listening(self.port, self.process, "the media server")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies with every media object it held, and says nothing."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=5)
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
 class ProductServer:
-    def __init__(self, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        extra_env: dict[str, str] | None = None,
+        *,
+        media_args: tuple[str, ...] = (),
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"daphne-{self.port}.log"
@@ -52,8 +97,9 @@ class ProductServer:
             **(extra_env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
-        self.media_process: subprocess.Popen[bytes] | None = None
+        self.media: MediaServerProcess | None = None
         self.media_url = self.env.get("KMS_URL", "")
+        self.media_args = media_args  # flags for the media server start() starts
 
     def manage(self, *args: str) -> str:
         result = subprocess.run(
@@ -72,21 +118,16 @@ class ProductServer:
         self.manage("migrate", "--noinput")
         self.manage("collectstatic", "--noinput", "--verbosity", "0")
         if not self.media_url:
-            self.start_media_server()
+            self.start_media_server(*self.media_args)
         return self.serve()
 
-    def start_media_server(self) -> None:
-        port = free_port()
-        log = self.log_path.with_name(f"mediaserver-{port}.log").open("ab")
-        self.media_process = subprocess.Popen(
-            [sys.executable, "-m", "mediaserver", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        _wait_listening(port, self.media_process, "the media server")
-        self.media_url = self.env["KMS_URL"] = f"ws://127.0.0.1:{port}/kurento"
+    def start_media_server(self, *args: str) -> None:
+        self.media = MediaServerProcess(self.log_path.parent, self.env, *args).start()
+        self.media_url = self.env["KMS_URL"] = self.media.url
+
+    @property
+    def media_process(self) -> subprocess.Popen[bytes] | None:
+        return None if self.media is None else self.media.process
 
     def worker(self) -> ProductServer:
         """Another daphne worker of this product, not started yet (call `serve`): the same
@@ -100,7 +141,7 @@ class ProductServer:
         other.url = f"http://127.0.0.1:{other.port}"
         other.log_path = self.log_path.with_name(f"daphne-{other.port}.log")
         other.env = dict(self.env)
-        other.process = other.media_process = None
+        other.process = other.media = None
         return other
 
     def serve(self) -> ProductServer:
@@ -136,16 +177,27 @@ class ProductServer:
         self.process.kill()
         self.process.wait(timeout=5)
 
+    def terminate(self) -> None:
+        """SIGTERM daphne, as a service manager stops it, and wait until it exited."""
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(timeout=15)
+
     def stop(self) -> None:
-        for process in (self.process, self.media_process):
-            if process is None or process.poll() is not None:
-                continue
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        _stop(self.process)
+        if self.media is not None:
+            self.media.stop()
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes], what: str) -> None:

@@ -28,4 +28,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, like `make run` uses: the in-memory shared cache takes table locks that ignore
     # the busy timeout, so concurrent joins would fail there for reasons production never sees.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}  # noqa: F405
+    # TEST_SQLITE_NAME lets two test runs share a checkout without sharing a database.
+    _name = os.environ.get("TEST_SQLITE_NAME", ".test-db.sqlite3")
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / _name)}  # noqa: F405

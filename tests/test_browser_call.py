@@ -9,113 +9,20 @@ server holds no pipeline.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import time
 
 import pytest
 
-from signaling.kurento import KurentoClient, ServerManager
-from tests.browser import WAIT_MS, Person, people_of
+from tests.browser import (
+    INBOUND_AUDIO_PACKETS,
+    MEDIA_WAIT_MS,
+    WAIT_MS,
+    Caller,
+    media_server_pipelines,
+    people_of,
+)
 
 pytestmark = pytest.mark.browser
-
-MEDIA_WAIT_MS = 30_000
-
-# Keep a handle on every peer connection the page makes, to read its statistics.
-RECORD_PEER_CONNECTIONS = """
-window.__pcs = [];
-const NativePeerConnection = window.RTCPeerConnection;
-window.RTCPeerConnection = class extends NativePeerConnection {
-  constructor(...args) { super(...args); window.__pcs.push(this); }
-};
-"""
-
-# The tile of one participant: its size, decoded frames and mean brightness of a sampled picture.
-TILE_PICTURE = """(id) => {
-  const video = document.querySelector(`.tile[data-participant-id="${id}"] video`);
-  if (!video || !video.videoWidth) return null;
-  const canvas = document.createElement('canvas');
-  canvas.width = 64; canvas.height = 48;
-  const context = canvas.getContext('2d');
-  context.drawImage(video, 0, 0, 64, 48);
-  const pixels = context.getImageData(0, 0, 64, 48).data;
-  let sum = 0;
-  for (let i = 0; i < pixels.length; i += 4) {
-    sum += 0.299 * pixels[i] + 0.587 * pixels[i + 1] + 0.114 * pixels[i + 2];
-  }
-  return {width: video.videoWidth, frames: video.getVideoPlaybackQuality().totalVideoFrames,
-          luma: sum / (pixels.length / 4)};
-}"""
-
-INBOUND_AUDIO_PACKETS = """async () => {
-  const counts = [];
-  for (const pc of window.__pcs) {
-    if (pc.connectionState !== 'connected') continue;
-    const stats = await pc.getStats();
-    stats.forEach((r) => {
-      if (r.type === 'inbound-rtp' && r.kind === 'audio') counts.push(r.packetsReceived);
-    });
-  }
-  return counts;
-}"""
-
-
-class Caller(Person):
-    def __init__(self, chromium, product, username: str, display_name: str) -> None:
-        super().__init__(chromium, product, username, display_name)
-        self.context.add_init_script(RECORD_PEER_CONNECTIONS)
-
-    @property
-    def participant_id(self) -> str:
-        value = self.page.get_attribute("#participants li.is-you", "data-participant-id")
-        assert value is not None
-        return value
-
-    def picture_of(self, participant_id: str) -> dict | None:
-        return self.page.evaluate(TILE_PICTURE, participant_id)
-
-    def wait_video_from(self, other: Caller) -> dict:
-        """Wait until the other's tile shows decoded, moving, non-black video."""
-        who = other.participant_id
-        self.page.wait_for_selector(f".tile[data-participant-id='{who}']", timeout=WAIT_MS)
-        deadline = time.monotonic() + MEDIA_WAIT_MS / 1000
-        first = None
-        while time.monotonic() < deadline:
-            picture = self.picture_of(who)
-            if picture and picture["frames"] > 0:
-                if first is None:
-                    first = picture
-                elif picture["frames"] >= first["frames"] + 10 and picture["luma"] > 20:
-                    # The picture shows, not the avatar that stands in for it.
-                    self.page.wait_for_selector(
-                        f".tile--video[data-participant-id='{who}']", timeout=WAIT_MS
-                    )
-                    return picture
-            time.sleep(0.2)
-        raise AssertionError(f"{self.name} decoded no moving picture from {other.name}: {first}")
-
-    def remote_tiles(self) -> int:
-        return self.page.locator(".tile:not(.tile--local)").count()
-
-    def wait_tile_gone(self, participant_id: str) -> None:
-        self.page.wait_for_selector(
-            f".tile[data-participant-id='{participant_id}']", state="detached", timeout=WAIT_MS
-        )
-
-
-def media_server_pipelines(url: str) -> list[str]:
-    """Ask the media server, over the Kurento Protocol, which pipelines it holds."""
-
-    async def ask() -> list[str]:
-        client = KurentoClient(url)
-        try:
-            return await ServerManager(client).get_pipelines()
-        finally:
-            await client.close()
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright owns this thread's loop
-        return pool.submit(asyncio.run, ask()).result(timeout=30)
 
 
 @pytest.fixture

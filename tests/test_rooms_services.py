@@ -177,7 +177,6 @@ class TestCloseDeleteReap:
         assert services.room_close(room=room, message="Bye") == 1
         [message] = listener.events()
         assert message["event"] == {"type": "room_closed", "reason": "closed", "message": "Bye"}
-        assert message["close_code"] == events.CLOSE_ROOM_CLOSED
         assert not Participant.objects.filter(state=Participant.State.CONNECTED).exists()
 
     def test_delete_tells_the_room_then_removes_it(self, owner, guest):

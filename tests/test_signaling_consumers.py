@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import override_settings
@@ -383,3 +386,108 @@ async def test_join_carries_turn_credentials_and_fresh_ones_come_before_expiry(
     refreshed = await client.receive_until("ice_servers", timeout=5)
     assert refreshed["ice"]["expiresAt"] > ice["expiresAt"]
     assert refreshed["ice"]["iceServers"][0]["credential"] != ice["iceServers"][0]["credential"]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "unsubscribe", "publisher": 9223372036854775808},
+        {"type": "subscribe", "publisher": 2**64, "sdp": "v=0\r\n"},
+        {
+            "type": "ice",
+            "target": 9223372036854775808,
+            "candidate": {"candidate": "x", "sdpMid": "0"},
+        },
+        {"type": "unsubscribe", "publisher": 0},
+        {"type": "unsubscribe", "publisher": -1},
+        {"type": "ping", "id": 2**70},
+    ],
+)
+async def test_numbers_out_of_range_are_refused_and_leave_no_ghost(
+    room_client, make_room, ada, grace, message
+):
+    """Regression: an id beyond a bigint crashed the consumer (OverflowError in SQLite's driver,
+    close 1011) without running its disconnect handler, leaving a 'connected' ghost that held
+    a seat; three of them filled a room of three."""
+    room = await sync_to_async(make_room)(ada, "Small", max_participants=2)
+    client = await room_client(grace, room)
+    await client.receive()
+    await client.send(message)
+    error = await client.receive()
+    assert error["type"] == "error" and error["code"] == "invalid", error
+    await client.send({"type": "ping", "id": "after"})
+    assert await client.receive() == {"type": "pong", "id": "after"}
+    await client.close()
+    owner = await room_client(ada, room)  # the seat Grace held is free again
+    assert (await owner.receive())["type"] == "snapshot"
+    assert (
+        await sync_to_async(Participant.objects.filter(state=Participant.State.CONNECTED).count)()
+        == 1
+    )
+
+
+async def test_an_unexpected_error_ends_the_participant_instead_of_leaving_a_ghost(
+    room_client, room, ada, grace, monkeypatch
+):
+    """Whatever goes wrong inside the consumer, the participant ends (and its media is swept):
+    the room is told it left, and its seat is free."""
+    from signaling import consumers
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("a bug in a service")
+
+    bystander = await room_client(ada, room)
+    await bystander.receive()
+    victim = await room_client(grace, room)
+    victim_id = (await victim.receive())["you"]
+    monkeypatch.setattr(consumers.media, "unpublish", broken)
+    await victim.send({"type": "unpublish"})
+    assert await victim.expect_close() == 1011
+    left = await bystander.receive_until("participant_left")
+    assert left["participant_id"] == victim_id
+    participant = await sync_to_async(Participant.objects.get)(pk=victim_id)
+    assert participant.state == Participant.State.DROPPED
+    await bystander.send({"type": "ping"})
+    assert (await bystander.receive())["type"] == "pong"
+
+
+@override_settings(SIGNALING_RATE_BURST=50, SIGNALING_RATE_PER_SECOND=20)
+async def test_a_flood_is_cut_as_it_arrives_even_while_the_server_is_busy(
+    room_client, room, ada, grace, monkeypatch
+):
+    """Regression: the limits applied when a message was handled, not when it arrived, so a
+    flood behind a slow request sat in memory unlimited (2,000 x 60 KB: daphne from 80 to
+    199 MB) and a ping behind it was answered a minute later."""
+    from signaling import consumers
+
+    async def slow_unpublish(**kwargs):
+        await asyncio.sleep(3)  # a media server that takes its time
+        return False
+
+    monkeypatch.setattr(consumers.media, "unpublish", slow_unpublish)
+    flooder = await room_client(ada, room)
+    await flooder.receive()
+    bystander = await room_client(grace, room)
+    await bystander.receive()
+    await flooder.send({"type": "unpublish", "id": "slow"})
+    big = json.dumps({"type": "sync", "pad": "y" * 60_000})
+    started = asyncio.get_running_loop().time()
+    for _ in range(2000):
+        await flooder.send_text(big)
+    # Told at once, while the slow request still holds the consumer.
+    codes = set()
+    while not {"busy", "rate_limited"} <= codes:
+        reply = await flooder.receive(timeout=2)
+        assert reply.get("id") != "slow", "the flood was not cut before the slow request ended"
+        codes.add(reply.get("code"))
+    assert asyncio.get_running_loop().time() - started < 2.5
+    # Only what fits the buffer waits; the slow request's reply and a ping come soon after.
+    assert (await flooder.receive_until("unpublished", timeout=5))["id"] == "slow"
+    replies = []
+    while not await flooder.nothing_more(0.3):
+        replies.append(await flooder.receive())
+    assert len(replies) <= 1024 * 1024 // 60_000 + 2
+    await flooder.send({"type": "ping", "id": "after"})
+    assert (await flooder.receive_until("pong", timeout=2))["id"] == "after"
+    await bystander.send({"type": "ping"})
+    assert (await bystander.receive())["type"] == "pong"

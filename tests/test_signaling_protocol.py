@@ -8,6 +8,7 @@ from typing import ClassVar
 import pytest
 
 from signaling import protocol
+from signaling.protocol import client
 
 
 def test_known_messages_parse_to_typed_values():
@@ -59,7 +60,7 @@ def test_field_validation_covers_types_and_lengths():
         count: int = 0
         note: str | None = None
 
-    protocol._MESSAGE_TYPES["probe"] = Probe
+    client._MESSAGE_TYPES["probe"] = Probe
     try:
         parsed = protocol.parse_client_message('{"type": "probe", "sdp": "v=0", "count": 2}')
         assert parsed == Probe(id=None, sdp="v=0", count=2, note=None)
@@ -75,7 +76,7 @@ def test_field_validation_covers_types_and_lengths():
                 protocol.parse_client_message(text)
             assert fragment in error.value.message, text
     finally:
-        del protocol._MESSAGE_TYPES["probe"]
+        del client._MESSAGE_TYPES["probe"]
 
 
 def test_media_messages_parse():
@@ -124,3 +125,31 @@ def test_media_messages_are_validated(message, fragment):
         protocol.parse_client_message(json.dumps(message))
     assert error.value.code == "invalid"
     assert fragment in error.value.message
+
+
+def test_every_server_message_round_trips_and_malformed_events_are_refused():
+    from signaling.protocol import server
+
+    reset = protocol.MediaReset(reason="session_lost")
+    assert reset.payload() == {"type": "media_reset", "reason": "session_lost"}
+    assert protocol.server_message(reset.payload()) == reset
+    assert protocol.Pong().payload() == {"type": "pong"}  # no id: none echoed
+    assert protocol.Pong(id=3).payload() == {"type": "pong", "id": 3}
+    for bad in (
+        {"type": "no_such_event"},
+        {"type": "media_reset"},  # missing reason
+        {"type": "media_reset", "reason": 5},
+        {"type": "participant_left", "participant_id": "7", "reason": "left"},
+        {"type": "media_restored", "extra": True},
+    ):
+        with pytest.raises(ValueError):
+            protocol.server_message(bad)
+    assert "media_reset" in server.server_message_types()
+
+
+def test_every_message_is_documented():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    for kind in (*protocol.message_types(), *protocol.server_message_types()):
+        assert f"`{kind}`" in doc, f"docs/protocol.md does not describe {kind}"

@@ -15,9 +15,6 @@ creates a database of its own and drops it afterwards, and uses a Redis key pref
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
 import json
 import re
 import secrets
@@ -29,11 +26,10 @@ from typing import Any
 
 import pytest
 
-from signaling.kurento import KurentoClient, ObjectNotFound, ServerManager
-from tests.browser import WAIT_MS
+from tests.browser import WAIT_MS, Caller, wait_until
+from tests.browser import media_server_objects as media_server_pipelines
 from tests.conftest import require
 from tests.live import ProductServer
-from tests.test_browser_call import Caller
 
 pytestmark = pytest.mark.browser
 
@@ -52,18 +48,6 @@ def reachable(port: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def wait_until(what: str, condition, timeout: float = 15.0) -> Any:
-    """Poll `condition` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s (last: {value!r})")
-        time.sleep(0.25)
 
 
 class Database:
@@ -114,24 +98,6 @@ class Database:
             admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
-def media_server_pipelines(url: str) -> dict[str, list[str]]:
-    """Ask the media server, over the Kurento Protocol: its pipelines and their elements."""
-
-    async def ask() -> dict[str, list[str]]:
-        client = KurentoClient(url, request_timeout=5, connect_timeout=5)
-        found = {}
-        try:
-            for pipeline in await ServerManager(client).get_pipelines():
-                with contextlib.suppress(ObjectNotFound):  # released meanwhile
-                    found[pipeline] = list(await client.invoke(pipeline, "getChildren") or [])
-        finally:
-            await client.close()
-        return found
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright owns this thread's loop
-        return pool.submit(asyncio.run, ask()).result(timeout=30)
-
-
 def delete_redis_keys(prefix: str) -> None:
     import redis
 
@@ -174,25 +140,6 @@ def workers(tmp_path_factory) -> Iterator[tuple[ProductServer, ProductServer, Da
         delete_redis_keys(prefix)
 
 
-@pytest.fixture
-def callers(chromium, workers):
-    made: list[Caller] = []
-
-    def make(worker: ProductServer, username: str, display_name: str) -> Caller:
-        made.append(Caller(chromium, worker, username, display_name))
-        return made[-1]
-
-    yield make
-    errors = {p.name: p.errors for p in made if p.errors}
-    for person in made:
-        # Unload the page first, within a time limit: its calls and sockets end there, and
-        # closing the context then has nothing left to wait for.
-        with contextlib.suppress(Exception):
-            person.page.goto("about:blank", timeout=WAIT_MS)
-        person.close()
-    assert not errors, f"JavaScript errors in the pages: {errors}"
-
-
 def on(worker: ProductServer, room_url: str) -> str:
     """The same room page, served by `worker`."""
     return re.sub(r"^http://[^/]+", worker.url, room_url)
@@ -231,11 +178,11 @@ def test_both_workers_report_healthy_on_the_shared_parts(workers):
         assert [s["url"] for s in checks["media_servers"]] == [first.media_url]
 
 
-def test_people_on_different_workers_see_and_hear_each_other(callers, workers):
+def test_people_on_different_workers_see_and_hear_each_other(callers_on, workers):
     first, second, database = workers
-    ada = callers(first, "wada", "Ada Lovelace")
+    ada = callers_on(first, "wada", "Ada Lovelace")
     room_url = ada.create_room("Across workers")
-    grace = callers(second, "wgrace", "Grace Hopper")
+    grace = callers_on(second, "wgrace", "Grace Hopper")
     grace.open(on(second, room_url))
     connected_to(ada, first)
     connected_to(grace, second)
@@ -269,10 +216,10 @@ def new_room_without_joining(person: Caller, name: str) -> str:
     return page.url
 
 
-def test_concurrent_first_joins_on_both_workers_make_one_pipeline(callers, workers):
+def test_concurrent_first_joins_on_both_workers_make_one_pipeline(callers_on, workers):
     first, second, database = workers
-    ada = callers(first, "cada", "Ada Lovelace")
-    grace = callers(second, "cgrace", "Grace Hopper")
+    ada = callers_on(first, "cada", "Ada Lovelace")
+    grace = callers_on(second, "cgrace", "Grace Hopper")
     room_url = new_room_without_joining(ada, "Joined at once")
     slug = slug_of(room_url)
     grace.page.goto(on(second, room_url))
@@ -297,14 +244,14 @@ def test_concurrent_first_joins_on_both_workers_make_one_pipeline(callers, worke
     leave_all(first.media_url, ada, grace)
 
 
-def test_a_killed_worker_is_cleaned_up_and_its_people_rejoin_through_the_other(callers, workers):
+def test_a_killed_worker_is_cleaned_up_and_its_people_rejoin_through_the_other(callers_on, workers):
     first, second, database = workers
     # Ada joins first, through the worker that will die: that worker makes the room's pipeline.
-    ada = callers(first, "kada", "Ada Lovelace")
+    ada = callers_on(first, "kada", "Ada Lovelace")
     room_url = ada.create_room("Survives a crash")
     slug = slug_of(room_url)
-    alan = callers(first, "kalan", "Alan Turing")
-    grace = callers(second, "kgrace", "Grace Hopper")
+    alan = callers_on(first, "kalan", "Alan Turing")
+    grace = callers_on(second, "kgrace", "Grace Hopper")
     alan.open(room_url)
     grace.open(on(second, room_url))
     trio = (ada, alan, grace)

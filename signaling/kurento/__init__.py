@@ -1,9 +1,9 @@
 """A Kurento Protocol client (JSON-RPC over WebSocket) for KMS 7 and the embedded media server.
 
-No Django imports: the room media service (signaling/media.py) is its only user in the product.
+No Django imports: the room media service (signaling/media/) is its only user in the product.
 """
 
-from signaling.kurento.client import KurentoClient, Subscription
+from signaling.kurento.client import ConnectionState, KurentoClient, Subscription
 from signaling.kurento.errors import (
     IceError,
     InvalidParams,
@@ -27,6 +27,7 @@ from signaling.kurento.objects import (
 )
 
 __all__ = [
+    "ConnectionState",
     "IceError",
     "InvalidParams",
     "InvalidSession",

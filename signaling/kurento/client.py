@@ -5,11 +5,14 @@ One `KurentoClient` talks to one media server (Kurento Media Server 7 or the emb
 
 - matches responses to requests by id, each request with a timeout;
 - learns the session id from the first response and sends it with every later request;
-- keeps the connection alive with `ping` and reconnects on its own when the socket drops, then
-  resumes the session with `connect {"sessionId"}` so the media objects and event subscriptions
-  survive. When the server no longer knows the session (error 40007: it restarted, or the grace
-  period passed) the objects are gone: the client calls its session-lost callbacks, forgets its
-  subscriptions and starts a new session with the next request;
+- keeps the connection alive with `ping` and reconnects on its own, with a short backoff, as soon
+  as the socket drops (however it drops), then resumes the session with `connect {"sessionId"}`
+  so the media objects and event subscriptions survive. When the server no longer knows the
+  session (error 40007: it restarted, or the grace period passed) the objects are gone: the
+  client forgets its subscriptions, starts a new session with the next request and tells its
+  state listeners (`session_lost`);
+- tells its state listeners when it connects, reconnects, loses its session, and when the server
+  has been unreachable for `down_after` seconds (`down`), so that the caller can heal;
 - re-sends requests that were in flight when the socket dropped, with their original ids: the
   server answers a repeated (session, id) from its response cache, so nothing happens twice;
 - delivers `onEvent` notifications to the callbacks subscribed to (object, event type).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import inspect
 import itertools
 import json
@@ -44,10 +48,21 @@ from signaling.kurento.errors import (
 logger = logging.getLogger(__name__)
 
 EventCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
-SessionLostCallback = Callable[[], Awaitable[None] | None]
+StateCallback = Callable[["ConnectionState"], Awaitable[None] | None]
 
-_BACKOFF_FIRST = 0.2
-_BACKOFF_MAX = 5.0
+
+class ConnectionState(enum.Enum):
+    """What a state listener hears about the connection to the media server."""
+
+    CONNECTED = "connected"  # the first connection (or the first after a session was lost)
+    RESUMED = "resumed"  # a new socket took the session back: every object is still there
+    SESSION_LOST = "session_lost"  # the server forgot the session: every object is gone
+    DOWN = "down"  # no connection for `down_after` seconds (said once per outage)
+
+
+# Reconnecting is cheap and a restarted server should be found within a second.
+_BACKOFF_FIRST = 0.1
+_BACKOFF_MAX = 1.0
 
 
 @dataclass(eq=False)
@@ -75,20 +90,23 @@ class KurentoClient:
         *,
         request_timeout: float = 10.0,
         connect_timeout: float = 5.0,
-        ping_interval: float = 20.0,
+        ping_interval: float = 5.0,
+        down_after: float = 5.0,
         max_message_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.url = url
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
+        # A server that froze (no close, no answers) is noticed after an unanswered ping.
         self.ping_interval = ping_interval
+        self.down_after = down_after
         self.max_message_bytes = max_message_bytes
         self.session_id: str | None = None
         self.server_id: str | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._subscriptions: dict[str, Subscription] = {}
-        self._session_lost: list[SessionLostCallback] = []
+        self._listeners: list[StateCallback] = []
         self._ws: ClientConnection | None = None
         self._generation = 0  # counts connections made
         self._ready = asyncio.Event()  # set while a connection is open and its session resumed
@@ -97,6 +115,8 @@ class KurentoClient:
         self._closed = False
         self._last_error = "not connected yet"
         self._callbacks: set[asyncio.Task[None]] = set()
+        self._down_since: float | None = None  # loop time the current outage began
+        self._down_told = False
 
     # --- life cycle -------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -115,9 +135,14 @@ class KurentoClient:
         for task in tuple(self._callbacks):
             task.cancel()
 
-    def on_session_lost(self, callback: SessionLostCallback) -> None:
-        """Call `callback` whenever the server has forgotten our session and all its objects."""
-        self._session_lost.append(callback)
+    def on_state(self, callback: StateCallback) -> None:
+        """Call `callback(state)` on every ConnectionState change (in a task of its own, so it
+        may make requests on this client)."""
+        self._listeners.append(callback)
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
 
     # --- requests ---------------------------------------------------------------------------
     async def request(
@@ -198,6 +223,7 @@ class KurentoClient:
     async def _run(self) -> None:
         """Connect, and reconnect whenever the connection drops, until closed."""
         attempt = 0
+        loop = asyncio.get_running_loop()
         while not self._closed:
             try:
                 ws = await connect(
@@ -214,6 +240,7 @@ class KurentoClient:
                         f"Cannot reach the media server at {self.url}: {self._last_error}"
                     )
                 )
+                self._note_outage(loop.time())
                 attempt += 1
                 await asyncio.sleep(_backoff(attempt))
                 continue
@@ -228,31 +255,49 @@ class KurentoClient:
             )
             reader = asyncio.create_task(self._read(ws))
             try:
-                await self._resume(ws)
+                state = await self._resume(ws)
                 self._ready.set()
+                self._down_since, self._down_told = None, False
+                self._tell(state)
                 self._wake_waiters(None)
                 for pending in list(self._pending.values()):
                     await self._send(pending)
                 await self._keep_alive(reader)
+                self._last_error = "the connection closed"
             except (ConnectionClosed, OSError, MediaServerUnavailable) as error:
                 self._last_error = str(error) or type(error).__name__
             finally:
                 self._ready.clear()
                 self._ws = None
                 reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # The reader ends with the socket, often by raising (an abnormal close): that is
+                # why we are here, and it must not end the reconnect loop.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await reader
-                await ws.close()
+                with contextlib.suppress(Exception):
+                    await ws.close()
             if not self._closed:
                 logger.warning(
                     "lost the media server at %s (%s); reconnecting", self.url, self._last_error
                 )
+                self._note_outage(loop.time())
                 await asyncio.sleep(_backoff(1))
 
-    async def _resume(self, ws: ClientConnection) -> None:
+    def _note_outage(self, now: float) -> None:
+        """Count the outage from its first failure; say DOWN once it lasted `down_after`."""
+        if self._down_since is None:
+            self._down_since = now
+        if not self._down_told and now - self._down_since >= self.down_after:
+            self._down_told = True
+            logger.warning(
+                "the media server at %s has been unreachable for %.1f s", self.url, self.down_after
+            )
+            self._tell(ConnectionState.DOWN)
+
+    async def _resume(self, ws: ClientConnection) -> ConnectionState:
         """On a new socket, take the session back; learn when the server has forgotten it."""
         if self.session_id is None:
-            return
+            return ConnectionState.CONNECTED
         loop = asyncio.get_running_loop()
         try:
             result = await self._exchange(
@@ -261,29 +306,25 @@ class KurentoClient:
                 loop.time() + self.request_timeout,
                 on=ws,
             )
-            if isinstance(result, dict) and isinstance(result.get("serverId"), str):
-                self.server_id = result["serverId"]
-            logger.info("resumed media server session %s", self.session_id)
         except InvalidSession:
-            await self._lose_session()
+            logger.warning(
+                "the media server at %s forgot session %s: its media objects are gone",
+                self.url,
+                self.session_id,
+            )
+            self.session_id = None
+            self._subscriptions.clear()
+            return ConnectionState.SESSION_LOST
         except TimeoutError:
             raise MediaServerUnavailable("no answer to connect") from None
+        if isinstance(result, dict) and isinstance(result.get("serverId"), str):
+            self.server_id = result["serverId"]
+        logger.info("resumed media server session %s", self.session_id)
+        return ConnectionState.RESUMED
 
-    async def _lose_session(self) -> None:
-        logger.warning(
-            "the media server at %s forgot session %s: its media objects are gone",
-            self.url,
-            self.session_id,
-        )
-        self.session_id = None
-        self._subscriptions.clear()
-        for callback in list(self._session_lost):
-            try:
-                outcome = callback()
-                if inspect.isawaitable(outcome):
-                    await outcome
-            except Exception:
-                logger.exception("a session-lost callback failed")
+    def _tell(self, state: ConnectionState) -> None:
+        for listener in list(self._listeners):
+            self._spawn(listener, state, f"the {state.value} listener")
 
     async def _keep_alive(self, reader: asyncio.Task[None]) -> None:
         """Ping every `ping_interval` s; return when the socket closes or a ping goes unanswered."""
@@ -291,7 +332,8 @@ class KurentoClient:
             done, _ = await asyncio.wait({reader}, timeout=self.ping_interval)
             if done:
                 return
-            deadline = asyncio.get_running_loop().time() + self.request_timeout
+            within = min(self.request_timeout, max(self.ping_interval, 2.0))
+            deadline = asyncio.get_running_loop().time() + within
             try:
                 await self._exchange("ping", {"interval": int(self.ping_interval * 1000)}, deadline)
             except (TimeoutError, KurentoError):
@@ -377,12 +419,16 @@ class KurentoClient:
                 self._call(subscription, data)
 
     def _call(self, subscription: Subscription, data: dict[str, Any]) -> None:
+        what = f"the callback for {subscription.event} on {subscription.object_id}"
+        self._spawn(subscription.callback, data, what)
+
+    def _spawn(self, callback: Callable[[Any], Any], argument: Any, what: str) -> None:
+        """Run a callback; an awaitable it returns runs as a task of its own. Failures are
+        logged, never raised into the connection's own loop."""
         try:
-            outcome = subscription.callback(data)
+            outcome = callback(argument)
         except Exception:
-            logger.exception(
-                "callback for %s on %s failed", subscription.event, subscription.object_id
-            )
+            logger.exception("%s failed", what)
             return
         if inspect.isawaitable(outcome):
 
@@ -390,9 +436,7 @@ class KurentoClient:
                 try:
                     await outcome
                 except Exception:
-                    logger.exception(
-                        "callback for %s on %s failed", subscription.event, subscription.object_id
-                    )
+                    logger.exception("%s failed", what)
 
             task = asyncio.create_task(run())
             self._callbacks.add(task)

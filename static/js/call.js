@@ -1,9 +1,16 @@
 // Call: this tab's camera and microphone, its publishing connection, one receiving connection per
 // publisher in the room, and the video tiles that show them (docs/protocol.md, "Calls").
 
-const RETRY_FIRST_MS = 1_000;
-const RETRY_MAX_MS = 15_000;
+// A connection that fails is made again with new endpoints (the media server has no ICE
+// restart), soon: a network that came back should carry media again within a few seconds.
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 4_000;
+// ICE "disconnected" often heals by itself (a brief loss); past this it is renegotiated.
+const DISCONNECTED_GRACE_MS = 2_500;
+// A new connection that has not connected by then is started again.
+const CONNECT_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 20_000;
+const RECONNECTING_MEDIA = 'Reconnecting media…';
 
 const MEDIA_CONSTRAINTS = {
   audio: { echoCancellation: true, noiseSuppression: true },
@@ -141,11 +148,13 @@ class Link {
     this.pendingCandidates = [];
     this.remoteSet = false;
     this.offered = null; // settles once this connection's offer is on its way
+    this.stallTimer = 0; // renegotiates a connection that stays disconnected or never connects
   }
 
   /** Negotiate afresh; `offerSent` is called as the offer leaves. */
   async open(offerSent = () => {}) {
     clearTimeout(this.retryTimer);
+    clearTimeout(this.stallTimer);
     this.pc?.close();
     this.remoteSet = false;
     this.pendingCandidates = [];
@@ -182,6 +191,7 @@ class Link {
     if (pc !== this.pc || this.closed) return;
     await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
     this.remoteSet = true;
+    this.#watch(CONNECT_TIMEOUT_MS, 'The connection is taking too long. Retrying…');
     if (local) this.call.sendMediaState();
     for (const candidate of this.pendingCandidates.splice(0)) await this.#add(candidate);
   }
@@ -202,14 +212,34 @@ class Link {
   #stateChanged(pc) {
     if (pc !== this.pc || this.closed) return;
     const state = pc.connectionState;
+    this.tile.root.dataset.connection = state;
     if (state === 'connected') {
       this.failures = 0;
+      clearTimeout(this.stallTimer);
       this.tile.setState('live');
     } else if (state === 'failed') {
       this.retry('The connection failed. Reconnecting…');
     } else if (state === 'disconnected') {
+      // The network dropped or changed (Wi-Fi to mobile, sleep): wait a moment for ICE to
+      // recover by itself, then negotiate a new connection.
       this.tile.setState('connecting', 'Connection interrupted…');
+      this.#watch(DISCONNECTED_GRACE_MS, 'Connection interrupted. Reconnecting…');
     }
+  }
+
+  /** Renegotiate unless the connection is up `delay` ms from now. */
+  #watch(delay, text) {
+    clearTimeout(this.stallTimer);
+    const pc = this.pc;
+    this.stallTimer = setTimeout(() => {
+      if (pc === this.pc && !this.closed && pc.connectionState !== 'connected') this.retry(text);
+    }, delay);
+  }
+
+  /** True while media flows (or is about to, for a connection still being negotiated). */
+  get healthy() {
+    const state = this.pc?.connectionState;
+    return state === 'connected' || state === 'new' || state === 'connecting';
   }
 
   /** Start again with new endpoints (the media server has no ICE restart), with backoff. */
@@ -246,6 +276,7 @@ class Link {
   close() {
     this.closed = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.stallTimer);
     this.pc?.close();
     this.pc = null;
   }
@@ -428,6 +459,32 @@ export class Call {
     link.close();
     this.links.delete(target);
     if (target !== 'publish') link.tile.clear('No camera');
+  }
+
+  /**
+   * The room's media was rebuilt on the media server (it restarted, or the room moved to
+   * another one): every connection is gone. Publish again; the others' `participant_published`
+   * bring their pictures back.
+   */
+  reset() {
+    for (const [target, link] of [...this.links]) {
+      link.close();
+      this.links.delete(target);
+      if (target !== 'publish') link.tile.clear(RECONNECTING_MEDIA);
+    }
+    if (this.localStream && this.you !== null) {
+      this.localTile?.setState('connecting', RECONNECTING_MEDIA);
+      this.#link('publish', this.localTile).start();
+    }
+  }
+
+  /** Start again, at once, every connection that does not carry media (the network is back). */
+  kick() {
+    for (const link of this.links.values()) {
+      if (link.closed || link.healthy) continue;
+      link.failures = 0;
+      link.start();
+    }
   }
 
   /** Someone left: their tile goes. */

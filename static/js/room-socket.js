@@ -8,9 +8,6 @@ const BACKOFF_MAX_MS = 30_000;
 const MAX_ATTEMPTS = 8;
 const LEAVE_WAIT_MS = 1_000;
 
-export const CLOSE_LEFT = 4000;
-// After these the server has said why (`refused`, `room_closed`) or we left: never reconnect.
-export const FINAL_CLOSE_CODES = new Set([CLOSE_LEFT, 4401, 4403, 4404, 4409, 4410, 4423]);
 
 /**
  * Events (CustomEvent, data in `detail`):
@@ -24,6 +21,7 @@ export const FINAL_CLOSE_CODES = new Set([CLOSE_LEFT, 4401, 4403, 4404, 4409, 44
  */
 export class RoomSocket extends EventTarget {
   #url;
+  #finalCodes; // after these the server said why (`refused`, `room_closed`) or we left
   #resume = null; // our last participant id: a reconnect takes over from it (no ghost, no seat)
   #ws = null;
   #attempt = 0;
@@ -33,8 +31,13 @@ export class RoomSocket extends EventTarget {
   #retryTimer = 0;
   #lastHeard = 0;
 
-  constructor(wsPath) {
+  /**
+   * @param {string} wsPath
+   * @param {{final: number[]}} closeCodes the server's close codes (signaling/protocol)
+   */
+  constructor(wsPath, closeCodes) {
     super();
+    this.#finalCodes = new Set(closeCodes.final);
     this.#url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + wsPath;
     window.addEventListener('online', () => this.#reconnectNow());
   }
@@ -130,7 +133,7 @@ export class RoomSocket extends EventTarget {
     if (ws !== this.#ws) return; // an older socket we already gave up on
     this.#ws = null;
     clearInterval(this.#pingTimer);
-    const final = this.#stopped || this.#told || FINAL_CLOSE_CODES.has(code);
+    const final = this.#stopped || this.#told || this.#finalCodes.has(code);
     this.#emit('close', { code, reason, final });
     if (final) {
       this.#stopped = true;

@@ -1,6 +1,6 @@
 // The room page: joins the room's socket and keeps status, participants and header current.
 import { Call } from './call.js';
-import { CLOSE_LEFT, RoomSocket } from './room-socket.js';
+import { RoomSocket } from './room-socket.js';
 
 const config = JSON.parse(document.getElementById('room-config').textContent);
 const $ = (id) => document.getElementById(id);
@@ -145,7 +145,7 @@ function showNotice(text, { persist = false } = {}) {
 
 // --- The connection -------------------------------------------------------------------------
 
-const socket = new RoomSocket(config.wsPath);
+const socket = new RoomSocket(config.wsPath, config.closeCodes);
 const on = (type, handler) => socket.addEventListener(type, (event) => handler(event.detail ?? {}));
 const call = new Call({
   socket,
@@ -181,6 +181,28 @@ on('snapshot', (message) => {
 on('ice_servers', ({ ice }) => call.setIce(ice));
 
 on('participant_media', (message) => call.mediaChanged(message));
+
+// The media server let the room down; the call heals without a reload (docs/protocol.md).
+const RESET_REASONS = {
+  session_lost: 'The media server restarted. Reconnecting media…',
+  server_down: 'The media server was lost; moving the call to another one. Reconnecting media…',
+};
+
+on('media_reset', ({ reason }) => {
+  showNotice(RESET_REASONS[reason] || 'Reconnecting media…');
+  announce('Reconnecting media…');
+  call.reset();
+});
+
+on('media_interrupted', () => {
+  showNotice('The media server cannot be reached. Reconnecting media…', { persist: true });
+  announce('Media interrupted. Reconnecting…');
+});
+
+on('media_restored', () => {
+  showNotice('Media is back.');
+  call.kick();
+});
 
 on('participant_published', ({ participant_id: id }) => call.subscribe(id));
 
@@ -232,7 +254,7 @@ on('close', ({ code, final }) => {
   // The camera stays on (a refused person may try again); leaving turns it off.
   call.stopLinks();
   if (!final || !ACTIVE.has(state)) return; // a reconnect follows, or the page already says why
-  if (code === CLOSE_LEFT) setStatus('left', 'You left the room.');
+  if (code === config.closeCodes.left) setStatus('left', 'You left the room.');
   else setStatus('error', `You were disconnected from the room (code ${code}).`, { retry: true });
 });
 
@@ -286,6 +308,9 @@ function toggleDevice(button, kind, onText, offText) {
 
 ui.mic.addEventListener('click', () => toggleDevice(ui.mic, 'audio', 'Mute', 'Unmute'));
 ui.camera.addEventListener('click', () => toggleDevice(ui.camera, 'video', 'Stop video', 'Start video'));
+
+// Back online (a network change, waking from sleep): connections that broke start again now.
+window.addEventListener('online', () => call.kick());
 
 window.addEventListener('pagehide', () => {
   call.stop();

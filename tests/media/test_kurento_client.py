@@ -12,6 +12,7 @@ from websockets.asyncio.server import serve
 
 from mediaserver.server import MediaServer
 from signaling.kurento import (
+    ConnectionState,
     KurentoClient,
     MediaPipeline,
     MediaServerUnavailable,
@@ -112,8 +113,8 @@ async def test_reconnects_and_resumes_its_session(client, media_server):
 
 
 async def test_learns_when_the_server_forgot_its_session(client, media_server):
-    lost: list[bool] = []
-    client.on_session_lost(lambda: lost.append(True))
+    states: list[ConnectionState] = []
+    client.on_state(states.append)
     pipeline = await create_pipeline(client)
     old_session = client.session_id
 
@@ -127,7 +128,7 @@ async def test_learns_when_the_server_forgot_its_session(client, media_server):
     await media_server.collect()
 
     await ServerManager(client).get_info()  # reconnects; the resume is refused with 40007
-    assert lost == [True]
+    assert states == [ConnectionState.CONNECTED, ConnectionState.SESSION_LOST]
     assert client.session_id not in (None, old_session)  # a new session started
     with pytest.raises(ObjectNotFound):
         await MediaPipeline(client, pipeline.id).create_webrtc_endpoint()
@@ -163,3 +164,49 @@ async def test_a_silent_server_times_out_and_is_dropped():
             while len(connections) < 2:  # the unanswered ping ended the first connection
                 await asyncio.sleep(0.05)
         await client.close()
+
+
+async def test_reconnects_by_itself_after_an_abnormal_close(client, media_server):
+    """Regression: a socket that died without a close frame ended the reconnect loop (the reader's
+    ConnectionClosedError escaped it), so the client came back only with the next request."""
+    states: list[ConnectionState] = []
+    client.on_state(states.append)
+    await create_pipeline(client)
+    for conn in tuple(media_server.connections):
+        conn.ws.transport.abort()  # no close frame: an abnormal close for the client
+    async with asyncio.timeout(3):
+        while states[-1:] != [ConnectionState.RESUMED]:  # no request made meanwhile
+            await asyncio.sleep(0.01)
+    assert client.connected
+    assert states == [ConnectionState.CONNECTED, ConnectionState.RESUMED]
+    await ServerManager(client).get_info()
+    for pipeline in await ServerManager(client).get_pipelines():
+        await client.release(pipeline)
+
+
+async def test_says_down_once_when_the_server_stays_away():
+    port = free_port()
+    states: list[ConnectionState] = []
+
+    async def answer(ws) -> None:
+        async for frame in ws:
+            request = json.loads(frame)
+            result = {"value": "pong", "sessionId": "s1"}
+            await ws.send(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": result}))
+
+    client = KurentoClient(f"ws://127.0.0.1:{port}/kurento", connect_timeout=1, down_after=0.5)
+    client.on_state(states.append)
+    async with serve(answer, "127.0.0.1", port):
+        await client.request("ping")
+    # The server is gone: after down_after seconds of failed reconnects, one DOWN.
+    async with asyncio.timeout(3):
+        while ConnectionState.DOWN not in states:
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.5)
+    assert states == [ConnectionState.CONNECTED, ConnectionState.DOWN]
+    async with serve(answer, "127.0.0.1", port):  # back: the session is resumed
+        async with asyncio.timeout(3):
+            while not client.connected:
+                await asyncio.sleep(0.02)
+    assert states[-1] == ConnectionState.RESUMED
+    await client.close()

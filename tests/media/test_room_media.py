@@ -5,7 +5,6 @@ every way of leaving, bad input, and a media server that is down or lost its pip
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -14,84 +13,13 @@ from rooms import services
 from rooms.models import Participant
 from signaling import media
 from signaling.models import MediaEndpoint, RoomPipeline
-from tests.conftest import RoomClient
 from tests.live import free_port
+from tests.media.callers import Caller
 from tests.mediaserver.peers import Peer
 
 from .conftest import media_objects, pipelines
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class Caller:
-    """One participant: its room socket, its publishing peer and one peer per publisher."""
-
-    def __init__(self, socket: RoomClient, snapshot: dict[str, Any]) -> None:
-        self.socket = socket
-        self.id: int = snapshot["you"]
-        self.snapshot = snapshot
-        self.publisher: Peer | None = None
-        self.viewers: dict[int, Peer] = {}
-        self.events: list[dict[str, Any]] = []
-        self._serial = 0
-
-    async def request(self, message: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
-        """Send a message with an id; return the reply (a success or an error) with that id."""
-        self._serial += 1
-        ref = f"r{self._serial}"
-        await self.socket.send({**message, "id": ref})
-        while True:
-            reply = await self.socket.receive(timeout=timeout)
-            if reply.get("id") == ref:
-                return reply
-            await self._handle(reply)
-
-    async def _handle(self, message: dict[str, Any]) -> None:
-        if message["type"] == "ice_candidate":
-            target = message["target"]
-            peer = self.publisher if target == "publish" else self.viewers.get(target)
-            if peer is not None:
-                await peer.add_remote_candidate(message["candidate"])
-        else:
-            self.events.append(message)
-
-    async def pump(self, seconds: float) -> None:
-        """Handle what arrives (server candidates, room events) for a while."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while loop.time() < deadline:
-            # receive_nothing peeks without the timeout that would cancel the application.
-            if not await self.socket.communicator.receive_nothing(timeout=0.02, interval=0.01):
-                await self._handle(await self.socket.receive())
-
-    async def trickle(self, peer: Peer, target: str | int) -> None:
-        for candidate in peer.candidates():
-            await self.socket.send({"type": "ice", "target": target, "candidate": candidate})
-
-    async def publish(self) -> None:
-        if self.publisher is not None:
-            await self.publisher.close()
-        self.publisher = Peer(send=True, receive=False)
-        reply = await self.request({"type": "publish", "sdp": await self.publisher.offer()})
-        assert reply["type"] == "published", reply
-        await self.publisher.accept(reply["sdp"])
-        await self.trickle(self.publisher, "publish")
-
-    async def subscribe(self, publisher: int) -> None:
-        if publisher in self.viewers:
-            await self.viewers[publisher].close()
-        peer = self.viewers[publisher] = Peer(send=False, receive=True)
-        reply = await self.request(
-            {"type": "subscribe", "publisher": publisher, "sdp": await peer.offer()}
-        )
-        assert reply["type"] == "subscribed" and reply["publisher"] == publisher, reply
-        await peer.accept(reply["sdp"])
-        await self.trickle(peer, publisher)
-
-    async def close_peers(self) -> None:
-        for peer in [self.publisher, *self.viewers.values()]:
-            if peer is not None:
-                await peer.close()
 
 
 @pytest.fixture
@@ -380,3 +308,27 @@ async def test_switching_the_camera_or_microphone_is_told_to_the_room(join, kms,
     assert (shown["publishing"], shown["audio"], shown["video"]) == (True, False, True)
     bad = await ada.request({"type": "media_state", "audio": "off", "video": True})
     assert bad["code"] == "invalid"
+
+
+async def test_a_resuming_tab_releases_what_its_old_connection_held(join, kms, room, people):
+    """Regression: after a daphne restart, a tab reconnecting with `?resume=` ended its old
+    participant but not the endpoints it held (4 -> 8 -> 12 on the media server across
+    restarts, until somebody left)."""
+    ada, grace = await join(people[0], room), await join(people[1], room)
+    await ada.publish()
+    await grace.publish()
+    await grace.subscribe(ada.id)
+    await ada.subscribe(grace.id)
+    assert len(media_objects(kms)) == 1 + 4
+    # Ada's worker restarted: her tab comes back on a new connection that replaces the old one.
+    again = await join(people[0], f"{room.slug}/?resume={ada.id}")
+    assert again.id != ada.id
+    async with asyncio.timeout(5):
+        while len(media_objects(kms)) != 1 + 1:  # only Grace's publishing endpoint is left
+            await asyncio.sleep(0.02)
+    rows = await _rows()
+    assert [(r.owner_id, r.publisher_id) for r in rows] == [(grace.id, None)]
+    await again.publish()
+    await grace.subscribe(again.id)
+    await _pump_all([again, grace], 0.3)
+    await grace.viewers[again.id].wait_video(10)

@@ -2,7 +2,7 @@
 
 Live workers sweep their own rooms whenever someone leaves or is reaped; this command also
 covers rooms where nobody is left to notice (every worker of a room died) and pipelines of
-deleted rooms. It reaps stale participants first (like `reap_participants`).
+deleted rooms or rooms moved off a lost media server. It reaps stale participants first.
 """
 
 import asyncio

@@ -1,34 +1,29 @@
-"""The room signaling protocol: messages browsers may send, their validation, and close codes.
+"""Messages browsers may send on the room socket, and their validation.
 
 docs/protocol.md is the reference for browser authors. Each message a browser sends is a JSON
 object with a `type` and, optionally, an `id` the server echoes in its reply. Message types are
 declared below as frozen dataclasses; their annotated fields are the message's fields, and
-`parse_client_message` checks presence, types and lengths before anything acts on them.
+`parse_client_message` checks presence, types, ranges and lengths before anything acts on them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import types
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-# Close codes (4000-4999 are the application's own).
-CLOSE_LEFT = 4000
-CLOSE_STALE = 4408
-CLOSE_FOR_REFUSAL = {
-    "login_required": 4401,
-    "private": 4403,
-    "not_found": 4404,
-    "full": 4409,
-    "closed": 4410,
-    "locked": 4423,
-}
+from signaling.protocol.fields import matches
+from signaling.protocol.server import Error
 
 _MAX_ID_LENGTH = 64
 _DEFAULT_MAX_STRING = 4096
+# Integer fields name database rows (participant ids): positive, and within a bigint. A larger
+# number would overflow the database driver (SQLite's) before any lookup could say "not found".
+_MAX_ROW_ID = 2**63 - 1
+# A request id is only echoed back, but stays within what JavaScript numbers hold exactly.
+_MAX_REQUEST_ID = 2**53 - 1
 
 
 class ProtocolError(Exception):
@@ -41,10 +36,7 @@ class ProtocolError(Exception):
         self.ref = ref
 
     def payload(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
-        if self.ref is not None:
-            body["id"] = self.ref
-        return body
+        return Error(code=self.code, message=self.message, id=self.ref).payload()
 
 
 @dataclass(frozen=True)
@@ -195,21 +187,6 @@ def message_types() -> tuple[str, ...]:
     return tuple(sorted(_MESSAGE_TYPES))
 
 
-def _matches(value: Any, annotation: Any) -> bool:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, option) for option in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if origin is not None:
-        return isinstance(value, origin)
-    return isinstance(value, annotation)
-
-
 def _type_label(annotation: Any) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
     names |= {dict: "an object", list: "a list", type(None): "null"}
@@ -228,10 +205,12 @@ def parse_client_message(text: str) -> ClientMessage:
     ref = data.get("id")
     if ref is not None and not (
         (isinstance(ref, str) and len(ref) <= _MAX_ID_LENGTH)
-        or (isinstance(ref, int) and not isinstance(ref, bool))
+        or (isinstance(ref, int) and not isinstance(ref, bool) and abs(ref) <= _MAX_REQUEST_ID)
     ):
         raise ProtocolError(
-            "invalid", f"'id' must be a string of at most {_MAX_ID_LENGTH} characters or a number."
+            "invalid",
+            f"'id' must be a string of at most {_MAX_ID_LENGTH} characters or an integer "
+            f"of at most {_MAX_REQUEST_ID}.",
         )
     kind = data.get("type")
     if not isinstance(kind, str):
@@ -260,9 +239,13 @@ def parse_client_message(text: str) -> ClientMessage:
                 raise ProtocolError("invalid", f"'{kind}' needs the field '{name}'.", ref)
             continue
         value = data[name]
-        if not _matches(value, hints[name]):
+        if not matches(value, hints[name]):
             raise ProtocolError(
                 "invalid", f"'{name}' in '{kind}' must be {_type_label(hints[name])}.", ref
+            )
+        if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= _MAX_ROW_ID:
+            raise ProtocolError(
+                "invalid", f"'{name}' in '{kind}' must be an id from 1 to {_MAX_ROW_ID}.", ref
             )
         limit = field.metadata.get("max_length", _DEFAULT_MAX_STRING)
         if isinstance(value, str) and len(value) > limit:

@@ -1,0 +1,51 @@
+"""The room media service: what a room's participants hold on the media server, and its life.
+
+A room gets one MediaPipeline on its first media request; each participant one publishing
+WebRtcEndpoint; each (subscriber, publisher) pair one receiving endpoint, connected from the
+publisher's. Ids live in the database (signaling.models), so any daphne worker can act on any
+room, and whatever a participant held is released however it left.
+
+The service speaks only the Kurento Protocol (signaling.kurento): it cannot tell Kurento Media
+Server from the embedded mediaserver/. Its modules, by concern:
+
+- `clients`: the Kurento clients of this process, and where a new room goes;
+- `pipelines`: each room's pipeline, made without holding a lock across the network;
+- `negotiation`: publish, subscribe, unsubscribe, unpublish, media state;
+- `ice`: candidates both ways;
+- `sweeping`: releasing what departed participants and emptied rooms held;
+- `healing`: rebuilding rooms when their media server restarted or stays away;
+- `session`: the per-connection cache (`ParticipantMedia`).
+"""
+
+from signaling.media import healing  # noqa: F401  (it watches the clients)
+from signaling.media.clients import close_clients, media_client
+from signaling.media.errors import MediaError
+from signaling.media.ice import add_ice_candidate, start_ice
+from signaling.media.negotiation import (
+    announce_published,
+    publish,
+    set_media_state,
+    subscribe,
+    unpublish,
+    unsubscribe,
+)
+from signaling.media.session import ParticipantMedia
+from signaling.media.sweeping import sweep_departed, sweep_orphans, sweep_room
+
+__all__ = [
+    "MediaError",
+    "ParticipantMedia",
+    "add_ice_candidate",
+    "announce_published",
+    "close_clients",
+    "media_client",
+    "publish",
+    "set_media_state",
+    "start_ice",
+    "subscribe",
+    "sweep_departed",
+    "sweep_orphans",
+    "sweep_room",
+    "unpublish",
+    "unsubscribe",
+]

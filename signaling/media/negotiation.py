@@ -1,0 +1,262 @@
+"""Publishing and subscribing: one publishing WebRtcEndpoint per participant, one receiving
+endpoint per (subscriber, publisher) pair, connected from the publisher's. Every step that can
+fail is undone, and only the participant's own endpoints can be touched."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.db import IntegrityError, transaction
+
+from conference import metrics
+from rooms import events
+from rooms.models import Participant
+from signaling import protocol, turn
+from signaling.kurento import (
+    KurentoError,
+    MediaPipeline,
+    MediaServerUnavailable,
+    ObjectNotFound,
+    WebRtcEndpoint,
+)
+from signaling.media import clients, ice, pipelines
+from signaling.media.errors import MediaError, media_error
+from signaling.media.session import KnownEndpoint, ParticipantMedia, Target
+from signaling.models import MediaEndpoint, RoomPipeline
+
+logger = logging.getLogger(__name__)
+
+CONNECTED = Participant.State.CONNECTED
+
+
+@dataclass
+class _Plan:
+    """What negotiating one endpoint needs from the database, read in one visit."""
+
+    pipeline: RoomPipeline | None  # the room's, if it has one
+    previous: MediaEndpoint | None  # the participant's endpoint for this target, if any
+    source: MediaEndpoint | None  # subscribing: the publisher's endpoint
+
+
+def _plan_sync(participant: Participant, publisher_id: Target) -> _Plan:
+    endpoints = MediaEndpoint.objects.select_related("pipeline")
+    source = None
+    if publisher_id is not None:
+        source = endpoints.filter(
+            owner_id=publisher_id,
+            publisher__isnull=True,
+            owner__room_id=participant.room_id,
+            owner__state=CONNECTED,
+        ).first()
+        if source is None:
+            raise MediaError("not_publishing", "That participant is not sending media.")
+    return _Plan(
+        pipeline=RoomPipeline.objects.filter(room_id=participant.room_id).first(),
+        previous=endpoints.filter(owner_id=participant.pk, publisher_id=publisher_id).first(),
+        source=source,
+    )
+
+
+def endpoint_row_sync(owner_id: int, publisher_id: Target) -> MediaEndpoint | None:
+    return (
+        MediaEndpoint.objects.select_related("pipeline")
+        .filter(owner_id=owner_id, publisher_id=publisher_id)
+        .first()
+    )
+
+
+def _record_endpoint_sync(
+    record: RoomPipeline, owner: Participant, publisher_id: Target, endpoint_id: str
+) -> MediaEndpoint | None:
+    """Store the endpoint unless the owner left meanwhile, the pipeline was given up, or the
+    owner already has one for this target."""
+    with transaction.atomic():
+        if not Participant.objects.filter(pk=owner.pk, state=CONNECTED).exists():
+            return None
+        try:
+            with transaction.atomic():
+                return MediaEndpoint.objects.create(
+                    pipeline=record, owner=owner, publisher_id=publisher_id, endpoint_id=endpoint_id
+                )
+        except IntegrityError:
+            return None
+
+
+def _delete_endpoint_row_sync(row_id: int) -> None:
+    MediaEndpoint.objects.filter(pk=row_id).delete()
+
+
+async def release_row(row: MediaEndpoint, media: ParticipantMedia | None = None) -> bool:
+    """Release an endpoint and forget it; True when the media server let it go."""
+    if media is not None:
+        media.forget(row.publisher_id, row.endpoint_id)
+    released = await clients.release_quietly(row.pipeline.server_url, row.endpoint_id)
+    await database_sync_to_async(_delete_endpoint_row_sync)(row.pk)
+    return released
+
+
+async def _new_endpoint(
+    room_id: int, record: RoomPipeline | None, *, receiving: bool
+) -> tuple[RoomPipeline, WebRtcEndpoint]:
+    """A WebRtcEndpoint in the room's pipeline; a pipeline the server lost is rebuilt once."""
+    for attempt in (1, 2):
+        record = await pipelines.room_pipeline(room_id, record)
+        pipeline = MediaPipeline(clients.media_client(record.server_url), record.pipeline_id)
+        try:
+            # The publisher's endpoint only receives; a viewer's only sends.
+            endpoint = await pipeline.create_webrtc_endpoint(
+                recvonly=not receiving, sendonly=receiving
+            )
+        except ObjectNotFound:
+            if attempt == 2:
+                raise
+            await pipelines.rebuild_room(record, reason="pipeline_gone")
+            record = None
+            continue
+        return record, endpoint
+    raise AssertionError("unreachable")
+
+
+async def _negotiate(media: ParticipantMedia, publisher_id: Target, offer: str) -> str:
+    """Create, record, connect and negotiate one endpoint; undone on any failure.
+
+    The steps that do not depend on each other run together: the answer is what the browser
+    waits for, so every round trip saved here is saved from joining a call.
+    """
+    participant = media.participant
+    plan = await database_sync_to_async(_plan_sync)(participant, publisher_id)
+    if plan.previous is not None:  # a renegotiation after a failure: start afresh
+        await release_row(plan.previous, media)
+    record, endpoint = await _new_endpoint(
+        participant.room_id, plan.pipeline, receiving=publisher_id is not None
+    )
+    turn_url = turn.media_server_turn_url()
+    if turn_url is not None:  # before processOffer, which starts the endpoint's ICE agent
+        try:
+            await endpoint.set_turn_url(turn_url)
+        except BaseException:
+            await clients.release_quietly(record.server_url, endpoint.id)
+            raise
+    steps: list[Awaitable[Any]] = [
+        database_sync_to_async(_record_endpoint_sync)(
+            record, participant, publisher_id, endpoint.id
+        ),
+        endpoint.on("IceCandidateFound", ice.candidate_relay(participant, publisher_id)),
+        endpoint.process_offer(offer),
+    ]
+    if plan.source is not None:
+        sender = WebRtcEndpoint(
+            clients.media_client(plan.source.pipeline.server_url), plan.source.endpoint_id
+        )
+        steps.append(sender.connect(endpoint))
+    outcomes = await asyncio.gather(*steps, return_exceptions=True)
+    row = outcomes[0]
+    failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+    if failure is not None or not isinstance(row, MediaEndpoint):
+        await clients.release_quietly(record.server_url, endpoint.id)
+        if isinstance(row, MediaEndpoint):
+            await database_sync_to_async(_delete_endpoint_row_sync)(row.pk)
+        if failure is not None:
+            raise failure
+        raise MediaError("conflict", "Another request for the same stream is in progress.")
+    media.remember(publisher_id, KnownEndpoint(record.server_url, endpoint.id))
+    return outcomes[2]
+
+
+async def publish(*, media: ParticipantMedia, offer: str) -> str:
+    """Receive the participant's media: returns the SDP answer to its offer.
+
+    Once the browser has the answer, call `ice.start_ice` and then `announce_published`.
+    """
+    started = asyncio.get_running_loop().time()
+    try:
+        answer = await _negotiate(media, None, offer)
+    except (KurentoError, MediaServerUnavailable) as error:
+        raise media_error(error) from None
+    metrics.NEGOTIATION_SECONDS.labels(kind="publish").observe(
+        asyncio.get_running_loop().time() - started
+    )
+    logger.info("participant %s publishes", media.participant.pk)
+    return answer
+
+
+async def announce_published(*, media: ParticipantMedia) -> None:
+    """Tell the room that the participant sends media: the others subscribe."""
+    participant = media.participant
+    await events.apublish_room_event(
+        participant.room_id, protocol.ParticipantPublished(participant_id=participant.pk).payload()
+    )
+
+
+async def subscribe(*, media: ParticipantMedia, publisher_id: int, offer: str) -> str:
+    """Send a publisher's media to the participant: returns the SDP answer to its offer.
+
+    Once the browser has the answer, call `ice.start_ice`.
+    """
+    if publisher_id == media.participant.pk:
+        raise MediaError("invalid", "You cannot subscribe to yourself.")
+    started = asyncio.get_running_loop().time()
+    try:
+        answer = await _negotiate(media, publisher_id, offer)
+    except ObjectNotFound:
+        raise MediaError("not_publishing", "That participant is not sending media.") from None
+    except (KurentoError, MediaServerUnavailable) as error:
+        raise media_error(error) from None
+    metrics.NEGOTIATION_SECONDS.labels(kind="subscribe").observe(
+        asyncio.get_running_loop().time() - started
+    )
+    logger.info("participant %s receives %s", media.participant.pk, publisher_id)
+    return answer
+
+
+async def unsubscribe(*, media: ParticipantMedia, publisher_id: int) -> bool:
+    row = await database_sync_to_async(endpoint_row_sync)(media.participant.pk, publisher_id)
+    media.forget(publisher_id)
+    if row is None:
+        return False
+    await release_row(row, media)
+    return True
+
+
+def _viewer_rows_sync(publisher_id: int) -> list[MediaEndpoint]:
+    return list(MediaEndpoint.objects.select_related("pipeline").filter(publisher_id=publisher_id))
+
+
+async def unpublish(*, media: ParticipantMedia) -> bool:
+    """Stop publishing: the participant's endpoint and every receiving endpoint fed by it."""
+    participant = media.participant
+    row = await database_sync_to_async(endpoint_row_sync)(participant.pk, None)
+    media.forget(None)
+    if row is None:
+        return False
+    viewers = await database_sync_to_async(_viewer_rows_sync)(participant.pk)
+    await release_row(row, media)
+    for viewer in viewers:
+        await release_row(viewer)
+    await events.apublish_room_event(
+        participant.room_id,
+        protocol.ParticipantUnpublished(participant_id=participant.pk).payload(),
+    )
+    return True
+
+
+def _set_media_state_sync(participant_id: int, audio: bool, video: bool) -> bool:
+    return bool(
+        MediaEndpoint.objects.filter(owner_id=participant_id, publisher__isnull=True).update(
+            audio_on=audio, video_on=video
+        )
+    )
+
+
+async def set_media_state(*, media: ParticipantMedia, audio: bool, video: bool) -> None:
+    """The participant switched its microphone or camera on or off: tell the room."""
+    participant = media.participant
+    if not await database_sync_to_async(_set_media_state_sync)(participant.pk, audio, video):
+        raise MediaError("not_publishing", "You are not sending media.")
+    event = protocol.ParticipantMedia(participant_id=participant.pk, audio=audio, video=video)
+    await events.apublish_room_event(participant.room_id, event.payload())

@@ -1,0 +1,235 @@
+"""Messages the server sends on the room socket: every one declared here, as a frozen dataclass
+whose annotated fields are the message's fields.
+
+Signaling code builds them typed (`MediaReset(reason=...).payload()`); events that other parts
+of the product put on the channel layer as plain dicts (rooms.events, which knows nothing of
+WebSockets) are checked against the same declarations by `server_message` before they go out,
+so nothing reaches a browser that docs/protocol.md does not describe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from signaling.protocol.fields import matches
+
+_SERVER_TYPES: dict[str, type[ServerMessage]] = {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerMessage:
+    type_name: ClassVar[str]
+
+    def payload(self) -> dict[str, Any]:
+        """The message as JSON-ready data; a reply's `id` only when the request had one."""
+        body: dict[str, Any] = {"type": self.type_name}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "id" and value is None:
+                continue
+            body[field.name] = value
+        return body
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reply(ServerMessage):
+    """An answer to a request: it echoes the request's `id`, when it had one."""
+
+    id: str | int | None = None
+
+
+def _message(cls: type[ServerMessage]) -> type[ServerMessage]:
+    _SERVER_TYPES[cls.type_name] = cls
+    return cls
+
+
+# --- replies ---------------------------------------------------------------------------------
+@_message
+@dataclass(frozen=True, kw_only=True)
+class Pong(Reply):
+    type_name: ClassVar[str] = "pong"
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class Snapshot(Reply):
+    """The room as it is now: sent on joining and in answer to `sync`."""
+
+    type_name: ClassVar[str] = "snapshot"
+    you: int
+    ice: dict
+    room: dict
+    participants: list
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class Error(Reply):
+    type_name: ClassVar[str] = "error"
+    code: str
+    message: str
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class Published(Reply):
+    type_name: ClassVar[str] = "published"
+    sdp: str
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class Unpublished(Reply):
+    type_name: ClassVar[str] = "unpublished"
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class Subscribed(Reply):
+    type_name: ClassVar[str] = "subscribed"
+    publisher: int
+    sdp: str
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class Unsubscribed(Reply):
+    type_name: ClassVar[str] = "unsubscribed"
+    publisher: int
+
+
+# --- to this connection ----------------------------------------------------------------------
+@_message
+@dataclass(frozen=True, kw_only=True)
+class Refused(ServerMessage):
+    type_name: ClassVar[str] = "refused"
+    reason: str
+    message: str
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class IceServers(ServerMessage):
+    type_name: ClassVar[str] = "ice_servers"
+    ice: dict
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class IceCandidate(ServerMessage):
+    """A candidate of one of this connection's endpoints on the media server."""
+
+    type_name: ClassVar[str] = "ice_candidate"
+    target: str | int
+    candidate: dict
+
+
+# --- to everyone in the room -----------------------------------------------------------------
+@_message
+@dataclass(frozen=True, kw_only=True)
+class ParticipantJoined(ServerMessage):
+    type_name: ClassVar[str] = "participant_joined"
+    participant: dict
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class ParticipantLeft(ServerMessage):
+    type_name: ClassVar[str] = "participant_left"
+    participant_id: int
+    reason: str
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class ParticipantPublished(ServerMessage):
+    type_name: ClassVar[str] = "participant_published"
+    participant_id: int
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class ParticipantUnpublished(ServerMessage):
+    type_name: ClassVar[str] = "participant_unpublished"
+    participant_id: int
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class ParticipantMedia(ServerMessage):
+    type_name: ClassVar[str] = "participant_media"
+    participant_id: int
+    audio: bool
+    video: bool
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class RoomUpdated(ServerMessage):
+    type_name: ClassVar[str] = "room_updated"
+    room: dict
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class RoomClosed(ServerMessage):
+    """The room was closed or deleted: the connection closes after this (CLOSE_ROOM_CLOSED)."""
+
+    type_name: ClassVar[str] = "room_closed"
+    reason: str
+    message: str
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class MediaReset(ServerMessage):
+    """The room's media was rebuilt (`reason`: session_lost, server_down, pipeline_gone): every
+    connection to the media server is gone; publish and subscribe afresh."""
+
+    type_name: ClassVar[str] = "media_reset"
+    reason: str
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class MediaInterrupted(ServerMessage):
+    """The room's media server cannot be reached and there is no other one to move to."""
+
+    type_name: ClassVar[str] = "media_interrupted"
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class MediaRestored(ServerMessage):
+    """The room's media server is back, with the room's media intact."""
+
+    type_name: ClassVar[str] = "media_restored"
+
+
+def server_message(data: dict[str, Any]) -> ServerMessage:
+    """The typed message for an event from the channel layer; ValueError if it is not one."""
+    cls = _SERVER_TYPES.get(data.get("type"))  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(f"no server message has the type {data.get('type')!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    unexpected = set(data) - set(fields) - {"type"}
+    if unexpected:
+        raise ValueError(f"{cls.type_name} has no field(s) {sorted(unexpected)}")
+    values = {}
+    for name, field in fields.items():
+        if name not in data:
+            if field.default is dataclasses.MISSING:
+                raise ValueError(f"{cls.type_name} needs {name!r}")
+            continue
+        if not matches(data[name], hints[name]):
+            raise ValueError(f"{cls.type_name}.{name} is not {hints[name]}: {data[name]!r}")
+        values[name] = data[name]
+    return cls(**values)
+
+
+def server_message_types() -> tuple[str, ...]:
+    return tuple(sorted(_SERVER_TYPES))
