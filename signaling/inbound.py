@@ -36,6 +36,16 @@ def _size(message: Message) -> int:
     return len(data or b"")
 
 
+def _is_leave(message: Message) -> bool:
+    text = message.get("text")
+    if not text or len(text) > 200 or "leave" not in text:
+        return False
+    try:
+        return json.loads(text).get("type") == "leave"
+    except (ValueError, AttributeError):
+        return False
+
+
 class _Gate:
     """One socket's inbound side: the pump that drains it and the buffer the consumer reads."""
 
@@ -85,9 +95,25 @@ class _Gate:
                     )
                     continue
                 self.buffered += size
+            elif message.get("type") == "websocket.disconnect":
+                self._drop_unanswerable()
             self.buffer.put_nowait((message, size))
             if message.get("type") == "websocket.disconnect":
                 return
+
+    def _drop_unanswerable(self) -> None:
+        """The socket closed: nobody is left to answer, so what still waits is dropped and the
+        connection ends (its participant with it) as soon as the consumer is free. A goodbye
+        (`leave`) is kept: it says how the participant ended."""
+        kept = []
+        while not self.buffer.empty():
+            message, size = self.buffer.get_nowait()
+            if _is_leave(message):
+                kept.append((message, size))
+            else:
+                self.buffered -= size
+        for item in kept:
+            self.buffer.put_nowait(item)
 
     async def _drop(self, reason: str, code: str, text: str) -> None:
         metrics.SIGNALING_MESSAGES_DROPPED.labels(reason=reason).inc()

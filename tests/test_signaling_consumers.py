@@ -491,3 +491,40 @@ async def test_a_flood_is_cut_as_it_arrives_even_while_the_server_is_busy(
     assert (await flooder.receive_until("pong", timeout=2))["id"] == "after"
     await bystander.send({"type": "ping"})
     assert (await bystander.receive())["type"] == "pong"
+
+
+async def test_a_closed_socket_ends_its_participant_without_working_through_its_backlog(
+    room_client, room, ada, grace, monkeypatch
+):
+    """Found by bench/fuzz.py: a socket closed with requests still waiting (each a slow media
+    server round trip) stayed a 'connected' ghost, holding its endpoints, until every one of
+    them had been handled for nobody. The backlog is dropped; a `leave` in it is kept."""
+    from signaling import consumers
+
+    async def slow_unpublish(**kwargs):
+        await asyncio.sleep(0.5)
+        return False
+
+    async def vanish(client) -> None:  # the socket closes; nobody waits for the server
+        await client.communicator.send_input({"type": "websocket.disconnect", "code": 1001})
+
+    monkeypatch.setattr(consumers.media, "unpublish", slow_unpublish)
+    bystander = await room_client(grace, room)
+    await bystander.receive()
+    client = await room_client(ada, room)
+    you = (await client.receive())["you"]
+    for _ in range(20):
+        await client.send({"type": "unpublish"})
+    await vanish(client)
+    left = await bystander.receive_until("participant_left", timeout=3)  # not after 10 s
+    assert left["participant_id"] == you and left["reason"] == "dropped"
+
+    # A goodbye behind the backlog still counts as leaving.
+    client = await room_client(ada, room)
+    you = (await client.receive())["you"]
+    for _ in range(5):
+        await client.send({"type": "unpublish"})
+    await client.send({"type": "leave"})
+    await vanish(client)
+    left = await bystander.receive_until("participant_left", timeout=3)
+    assert left["participant_id"] == you and left["reason"] == "left"

@@ -87,9 +87,19 @@ _MAX_MID_LENGTH = 32
 _CANDIDATE_KEYS = {"candidate", "sdpMid", "sdpMLineIndex", "usernameFragment"}
 
 
+# What every WebRTC offer has: without them the connection could never come up (no DTLS
+# fingerprint, no ICE credentials), so the media server is not even asked.
+_SDP_REQUIRED = (("m=", "a media section"), ("a=fingerprint:", "a DTLS fingerprint"))
+_SDP_REQUIRED += (("a=ice-ufrag:", "ICE credentials"), ("a=ice-pwd:", "ICE credentials"))
+
+
 def _sdp_problem(kind: str, sdp: str) -> str | None:
     if not sdp.startswith("v=0"):
         return f"'sdp' in '{kind}' must be an SDP offer (it starts with 'v=0')."
+    lines = sdp.replace("\r\n", "\n").split("\n")
+    for prefix, what in _SDP_REQUIRED:
+        if not any(line.startswith(prefix) for line in lines):
+            return f"'sdp' in '{kind}' is not a WebRTC offer: it has no {what}."
     return None
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from asgiref.sync import sync_to_async
 
+from conference import metrics
 from mediaserver.config import Config
 from mediaserver.server import MediaServer
 from signaling import media
@@ -86,6 +87,13 @@ async def join(room_client) -> AsyncIterator:
     await asyncio.sleep(0.2)  # their disconnect handlers release what they held
 
 
+def _rebuilds(reason: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "conference_room_media_rebuilds_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
 async def _call(ada: Caller, grace: Caller) -> None:
     """Both publish and receive each other, until video flows both ways."""
     await ada.publish()
@@ -115,6 +123,7 @@ async def test_a_restarted_media_server_rebuilds_the_room_at_once(
     await _call(ada, grace)
     (lost,) = pipelines(crashable.server)
 
+    rebuilt_before = _rebuilds("session_lost")
     await crashable.crash()
     started = asyncio.get_running_loop().time()
     server = await crashable.start()
@@ -131,6 +140,7 @@ async def test_a_restarted_media_server_rebuilds_the_room_at_once(
     assert record.pipeline_id == rebuilt
     assert await sync_to_async(MediaEndpoint.objects.count)() == 4
     assert ada.count("media_reset") == grace.count("media_reset") == 1
+    assert _rebuilds("session_lost") == rebuilt_before + 1  # /metrics counts it
     await _leave(ada, grace)
     assert media_objects(server) == []
 

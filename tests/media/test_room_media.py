@@ -56,6 +56,10 @@ async def _offer(*, send: bool) -> str:
         await peer.close()
 
 
+def _without_fingerprint(sdp: str) -> str:
+    return "".join(line for line in sdp.splitlines(True) if not line.startswith("a=fingerprint"))
+
+
 async def _rows() -> list[MediaEndpoint]:
     return await sync_to_async(list)(MediaEndpoint.objects.all())
 
@@ -199,7 +203,24 @@ async def test_bad_media_input_gets_clear_errors_and_the_call_goes_on(join, kms,
             },
             "bad_candidate",
         ),
-        ({"type": "subscribe", "publisher": ada.id, "sdp": "v=0\r\nm=garbage\r\n"}, "bad_sdp"),
+        (
+            {
+                "type": "subscribe",
+                "publisher": ada.id,
+                "sdp": "v=0\r\nm=garbage\r\na=fingerprint:x\r\na=ice-ufrag:u\r\na=ice-pwd:p\r\n",
+            },
+            "bad_sdp",
+        ),
+        # Regression: an offer without a DTLS fingerprint made an endpoint that could never
+        # connect; it is refused before the media server is asked.
+        (
+            {
+                "type": "subscribe",
+                "publisher": ada.id,
+                "sdp": _without_fingerprint(await _offer(send=False)),
+            },
+            "invalid",
+        ),
     ]
     for message, code in cases:
         reply = await grace.request(message) if message["type"] != "ice" else None
@@ -332,3 +353,55 @@ async def test_a_resuming_tab_releases_what_its_old_connection_held(join, kms, r
     await grace.subscribe(again.id)
     await _pump_all([again, grace], 0.3)
     await grace.viewers[again.id].wait_video(10)
+
+
+async def test_no_lock_is_held_while_the_media_server_makes_a_pipeline(join, kms, room, people):
+    """Regression: the room's row lock (and the worker's database thread) was held across the
+    round trip that created the pipeline (up to KMS_REQUEST_TIMEOUT), so nobody could join the
+    room, or do anything with the database on that worker, until the media server answered."""
+    create = kms._handlers["create"]
+    pipeline_made = asyncio.Event()
+
+    async def slow_create(conn, session, params):
+        if params.get("type") == "MediaPipeline":
+            await asyncio.sleep(2)  # a busy media server
+        try:
+            return await create(conn, session, params)
+        finally:
+            pipeline_made.set()
+
+    kms._handlers["create"] = slow_create
+    ada = await join(people[0], room)
+    publishing = asyncio.create_task(ada.publish())
+    await asyncio.sleep(0.3)  # the pipeline is being made
+    grace = await join(people[1], room)  # joining takes the room's lock
+    assert not pipeline_made.is_set(), "the join waited for the media server"
+    assert grace.id
+    await publishing
+    assert len(pipelines(kms)) == 1
+
+
+async def test_nothing_of_a_participant_outlives_its_connection(join, kms, room, people):
+    """Regression: per-process caches (endpoints, early candidates) outlived dropped
+    participants; now they belong to the connection and go with it."""
+    import gc
+
+    from signaling.media import ParticipantMedia
+
+    ada = await join(people[0], room)
+    await ada.publish()
+    await ada.socket.send(
+        {"type": "ice", "target": 999, "candidate": {"candidate": "x", "sdpMid": "0"}}
+    )
+    await ada.socket.close()
+    await ada.close_peers()
+    async with asyncio.timeout(5):
+        while media_objects(kms):
+            await asyncio.sleep(0.02)
+    gc.collect()
+    alive = [
+        o
+        for o in gc.get_objects()
+        if isinstance(o, ParticipantMedia) and o.participant.pk == ada.id
+    ]
+    assert alive == []
