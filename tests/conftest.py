@@ -159,6 +159,10 @@ class RoomClient:
         return await self.communicator.receive_nothing(timeout=timeout)
 
     async def close(self) -> None:
+        """Close the socket, as the browser would; once only, and quietly if the application
+        already ended (the communicator cancels an application slow to finish)."""
+        if self.communicator.future.done():
+            return
         await self.communicator.disconnect()
 
 
@@ -194,7 +198,7 @@ async def room_client() -> AsyncIterator[Callable[..., Any]]:
 
     yield connect
     for client in clients:
-        with contextlib.suppress(Exception):  # already closed by the server
+        with contextlib.suppress(Exception, asyncio.CancelledError):  # already closed
             await client.close()
 
 

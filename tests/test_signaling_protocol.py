@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -80,8 +81,10 @@ def test_field_validation_covers_types_and_lengths():
 
 
 def test_media_messages_parse():
-    publish = protocol.parse_client_message('{"type": "publish", "sdp": "v=0\\r\\n", "id": 1}')
-    assert publish == protocol.Publish(id=1, sdp="v=0\r\n")
+    offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:u\r\na=ice-pwd:p\r\n"
+    offer += "a=fingerprint:sha-256 AA\r\n"
+    text = json.dumps({"type": "publish", "sdp": offer, "id": 1})
+    assert protocol.parse_client_message(text) == protocol.Publish(id=1, sdp=offer)
     ice = protocol.parse_client_message(
         '{"type": "ice", "target": 7, "candidate": {"candidate": "candidate:1 1 udp 1 '
         '127.0.0.1 9 typ host", "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "ab"}}'
@@ -97,6 +100,11 @@ def test_media_messages_parse():
     ("message", "fragment"),
     [
         ({"type": "publish", "sdp": "hello"}, "SDP offer"),
+        ({"type": "publish", "sdp": "v=0\r\na=ice-ufrag:u\r\n"}, "no media section"),
+        (
+            {"type": "publish", "sdp": "v=0\r\nm=audio 9 x\r\na=ice-ufrag:u\r\na=ice-pwd:p\r\n"},
+            "no DTLS fingerprint",
+        ),
         ({"type": "publish", "sdp": "v=0" + "x" * 60_000}, "longer than"),
         ({"type": "subscribe", "publisher": True, "sdp": "v=0"}, "'publisher'"),
         ({"type": "unsubscribe"}, "needs the field 'publisher'"),

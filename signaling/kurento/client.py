@@ -63,6 +63,8 @@ class ConnectionState(enum.Enum):
 # Reconnecting is cheap and a restarted server should be found within a second.
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 1.0
+# Requests wait for a reconnect during the first moments of an outage only.
+_FAIL_FAST_AFTER = 1.5
 
 
 @dataclass(eq=False)
@@ -206,6 +208,13 @@ class KurentoClient:
             return
         if self._closed:
             raise MediaServerUnavailable("The Kurento client was closed.")
+        loop = asyncio.get_running_loop()
+        if self._down_since is not None and loop.time() - self._down_since > _FAIL_FAST_AFTER:
+            # A server away for a while is not waited for: callers (releases in a row, say)
+            # learn at once, and the reconnect loop goes on by itself.
+            raise MediaServerUnavailable(
+                f"Cannot reach the media server at {self.url}: {self._last_error}"
+            )
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run(), name=f"kurento-client {self.url}")
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -25,6 +25,7 @@ from signaling.media import clients
 from signaling.media.errors import MediaError, media_error
 from signaling.media.session import (
     EARLY_CANDIDATE_LIMIT,
+    EARLY_TARGET_LIMIT,
     KnownEndpoint,
     ParticipantMedia,
     Target,
@@ -54,7 +55,10 @@ async def add_ice_candidate(
     if known is None:
         known = await database_sync_to_async(_endpoint_sync)(media.participant.pk, target)
         if known is None:
-            queue = media.early_candidates.setdefault(target, [])
+            early = media.early_candidates
+            if target not in early and len(early) >= EARLY_TARGET_LIMIT:
+                raise MediaError("bad_candidate", "Too many connections with early candidates.")
+            queue = early.setdefault(target, [])
             if len(queue) >= EARLY_CANDIDATE_LIMIT:
                 raise MediaError("bad_candidate", "Too many ICE candidates before the offer.")
             queue.append(candidate)

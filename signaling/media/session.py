@@ -9,8 +9,10 @@ from typing import Any
 
 from rooms.models import Participant
 
-# Candidates a browser may send for an endpoint that does not exist yet, per endpoint.
+# Candidates a browser may send for an endpoint that does not exist yet: per endpoint, and the
+# endpoints it may send them for (a room's worth), so that a connection's memory stays bounded.
 EARLY_CANDIDATE_LIMIT = 64
+EARLY_TARGET_LIMIT = 64
 
 # Whose media an endpoint carries: None for the participant's own (publishing), else the id
 # of the publisher it receives.

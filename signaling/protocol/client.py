@@ -89,7 +89,7 @@ _CANDIDATE_KEYS = {"candidate", "sdpMid", "sdpMLineIndex", "usernameFragment"}
 
 # What every WebRTC offer has: without them the connection could never come up (no DTLS
 # fingerprint, no ICE credentials), so the media server is not even asked.
-_SDP_REQUIRED = (("m=", "a media section"), ("a=fingerprint:", "a DTLS fingerprint"))
+_SDP_REQUIRED = (("m=", "media section"), ("a=fingerprint:", "DTLS fingerprint"))
 _SDP_REQUIRED += (("a=ice-ufrag:", "ICE credentials"), ("a=ice-pwd:", "ICE credentials"))
 
 

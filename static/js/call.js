@@ -1,14 +1,21 @@
 // Call: this tab's camera and microphone, its publishing connection, one receiving connection per
 // publisher in the room, and the video tiles that show them (docs/protocol.md, "Calls").
 
-// A connection that fails is made again with new endpoints (the media server has no ICE
-// restart), soon: a network that came back should carry media again within a few seconds.
-const RETRY_FIRST_MS = 500;
-const RETRY_MAX_MS = 4_000;
+// A connection whose media path broke is made again with new endpoints (the media server has no
+// ICE restart), at once and then every few seconds while it does not connect: an attempt made
+// while the network was down can never connect, so media comes back within seconds of the
+// network only if the page keeps trying at that pace.
+const ICE_RETRY_MS = 1_000;
 // ICE "disconnected" often heals by itself (a brief loss); past this it is renegotiated.
 const DISCONNECTED_GRACE_MS = 2_500;
-// A new connection that has not connected by then is started again.
+// A first connection may take a while (TURN over TCP, a slow network); a new one after an
+// interruption, on a path that worked, should not.
 const CONNECT_TIMEOUT_MS = 10_000;
+const RECONNECT_TIMEOUT_MS = 3_000;
+// A request the server refused (the media server is unreachable, say) is retried with backoff:
+// the room is told when the media server is back, and every connection starts again then.
+const RETRY_FIRST_MS = 1_000;
+const RETRY_MAX_MS = 15_000;
 const REQUEST_TIMEOUT_MS = 20_000;
 const RECONNECTING_MEDIA = 'Reconnecting media…';
 
@@ -191,7 +198,8 @@ class Link {
     if (pc !== this.pc || this.closed) return;
     await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
     this.remoteSet = true;
-    this.#watch(CONNECT_TIMEOUT_MS, 'The connection is taking too long. Retrying…');
+    const timeout = this.failures > 0 ? RECONNECT_TIMEOUT_MS : CONNECT_TIMEOUT_MS;
+    this.#watch(timeout, 'The connection is taking too long. Retrying…');
     if (local) this.call.sendMediaState();
     for (const candidate of this.pendingCandidates.splice(0)) await this.#add(candidate);
   }
@@ -218,7 +226,7 @@ class Link {
       clearTimeout(this.stallTimer);
       this.tile.setState('live');
     } else if (state === 'failed') {
-      this.retry('The connection failed. Reconnecting…');
+      this.retry('The connection failed. Reconnecting…', { fast: true });
     } else if (state === 'disconnected') {
       // The network dropped or changed (Wi-Fi to mobile, sleep): wait a moment for ICE to
       // recover by itself, then negotiate a new connection.
@@ -232,7 +240,9 @@ class Link {
     clearTimeout(this.stallTimer);
     const pc = this.pc;
     this.stallTimer = setTimeout(() => {
-      if (pc === this.pc && !this.closed && pc.connectionState !== 'connected') this.retry(text);
+      if (pc === this.pc && !this.closed && pc.connectionState !== 'connected') {
+        this.retry(text, { fast: true, now: true }); // it waited long enough already
+      }
     }, delay);
   }
 
@@ -242,11 +252,16 @@ class Link {
     return state === 'connected' || state === 'new' || state === 'connecting';
   }
 
-  /** Start again with new endpoints (the media server has no ICE restart), with backoff. */
-  retry(text) {
+  /**
+   * Start again with new endpoints (the media server has no ICE restart): `fast` when the media
+   * path broke (at once, then every ICE_RETRY_MS; `now` when the attempt already waited), else
+   * with backoff.
+   */
+  retry(text, { fast = false, now = false } = {}) {
     if (this.closed) return;
     this.failures += 1;
-    const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (this.failures - 1));
+    let delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (this.failures - 1));
+    if (fast) delay = now || this.failures === 1 ? 0 : ICE_RETRY_MS;
     this.tile.setState('connecting', text);
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.start(), delay);

@@ -18,6 +18,7 @@ from signaling import media
 from signaling.models import MediaEndpoint, RoomPipeline
 from tests.live import free_port
 from tests.media.callers import Caller
+from tests.mediaserver.peers import Peer
 
 from .conftest import media_objects, pipelines
 
@@ -87,11 +88,20 @@ async def join(room_client) -> AsyncIterator:
     await asyncio.sleep(0.2)  # their disconnect handlers release what they held
 
 
-def _rebuilds(reason: str) -> float:
-    value = metrics.REGISTRY.get_sample_value(
+async def _rebuilds(reason: str) -> float:
+    # The registry's collection reads the database too: off the event loop.
+    value = await sync_to_async(metrics.REGISTRY.get_sample_value)(
         "conference_room_media_rebuilds_total", {"reason": reason}
     )
     return value or 0.0
+
+
+async def _offer() -> str:
+    peer = Peer(send=True, receive=False)
+    try:
+        return await peer.offer()
+    finally:
+        await peer.close()
 
 
 async def _call(ada: Caller, grace: Caller) -> None:
@@ -123,7 +133,7 @@ async def test_a_restarted_media_server_rebuilds_the_room_at_once(
     await _call(ada, grace)
     (lost,) = pipelines(crashable.server)
 
-    rebuilt_before = _rebuilds("session_lost")
+    rebuilt_before = await _rebuilds("session_lost")
     await crashable.crash()
     started = asyncio.get_running_loop().time()
     server = await crashable.start()
@@ -140,7 +150,7 @@ async def test_a_restarted_media_server_rebuilds_the_room_at_once(
     assert record.pipeline_id == rebuilt
     assert await sync_to_async(MediaEndpoint.objects.count)() == 4
     assert ada.count("media_reset") == grace.count("media_reset") == 1
-    assert _rebuilds("session_lost") == rebuilt_before + 1  # /metrics counts it
+    assert await _rebuilds("session_lost") == rebuilt_before + 1  # /metrics counts it
     await _leave(ada, grace)
     assert media_objects(server) == []
 
@@ -167,7 +177,9 @@ async def test_a_media_server_that_stays_down_moves_its_rooms(
     orphans = await sync_to_async(list)(RoomPipeline.objects.filter(room__isnull=True))
     assert [o.server_url for o in orphans] == [first.url]
     await first.start()
-    assert await media.sweep_orphans() == 1
+    async with asyncio.timeout(5):  # a sweep once the worker is connected to it again
+        while not await media.sweep_orphans():
+            await asyncio.sleep(0.2)
     assert not await sync_to_async(RoomPipeline.objects.filter(room__isnull=True).exists)()
     await _leave(ada, grace)
 
@@ -185,8 +197,8 @@ async def test_with_no_other_server_the_room_is_told_and_healed_when_it_is_back(
     await crashable.crash()
     for caller in (ada, grace):
         await caller.wait_event("media_interrupted", timeout=5)
-    reply = await ada.request({"type": "publish", "sdp": "v=0\r\n"}, timeout=10)
-    assert reply["code"] in {"media_unavailable", "bad_sdp"}
+    reply = await ada.request({"type": "publish", "sdp": await _offer()}, timeout=10)
+    assert reply["code"] == "media_unavailable"
     await crashable.start()
     for caller in (ada, grace):
         assert (await caller.wait_event("media_reset", timeout=5))["reason"] == "session_lost"

@@ -11,9 +11,10 @@ from mediaserver.config import Config
 from mediaserver.server import MediaServer
 from signaling.models import RoomPipeline
 from tests.live import free_port
+from tests.media.callers import Caller
+from tests.mediaserver.peers import Peer
 
 from .conftest import media_objects, pipelines
-from .test_room_media import Caller
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,6 +85,10 @@ async def test_no_reachable_server_is_a_clear_error(
     room = await sync_to_async(make_room)(user, "Nowhere")
     socket = await room_client(user, room)
     caller = Caller(socket, await socket.receive_until("snapshot"))
-    reply = await caller.request({"type": "publish", "sdp": "v=0\r\n"})
+    peer = Peer(send=True, receive=False)
+    try:
+        reply = await caller.request({"type": "publish", "sdp": await peer.offer()})
+    finally:
+        await peer.close()
     assert reply["code"] == "media_unavailable"
     await socket.close()

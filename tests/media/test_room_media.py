@@ -143,6 +143,23 @@ async def test_candidates_before_the_offer_are_kept(join, kms, room, people):
     await grace.viewers[ada.id].wait_video(10)
 
 
+async def test_early_candidates_are_bounded_per_connection(join, kms, room, people):
+    """Found while reviewing issue 10: candidates for endpoints that do not exist yet were kept
+    per target without a bound on the targets, so one connection could fill memory with ids."""
+    ada = await join(people[0], room)
+    candidate = {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMid": "0"}
+    for target in range(1000, 1100):  # accepted silently; refused with an error
+        await ada.socket.send(
+            {"type": "ice", "target": target, "candidate": candidate, "id": target}
+        )
+    await ada.socket.send({"type": "ping", "id": "end"})
+    refused = []
+    while (reply := await ada.socket.receive())["type"] != "pong":
+        assert reply["type"] == "error" and reply["code"] == "bad_candidate", reply
+        refused.append(reply["id"])
+    assert refused == list(range(1064, 1100))
+
+
 async def test_nobody_reaches_into_another_room_or_endpoint(join, kms, room, people, make_room):
     ada, grace = await join(people[0], room), await join(people[1], room)
     await ada.publish()
@@ -153,9 +170,10 @@ async def test_nobody_reaches_into_another_room_or_endpoint(join, kms, room, peo
     )
     assert refused["type"] == "error" and refused["code"] == "not_publishing"
     # Grace is not publishing: nobody can subscribe to her.
-    refused = await ada.request({"type": "subscribe", "publisher": grace.id, "sdp": "v=0\r\n"})
+    offer = await _offer(send=False)
+    refused = await ada.request({"type": "subscribe", "publisher": grace.id, "sdp": offer})
     assert refused["code"] == "not_publishing"
-    refused = await ada.request({"type": "subscribe", "publisher": ada.id, "sdp": "v=0\r\n"})
+    refused = await ada.request({"type": "subscribe", "publisher": ada.id, "sdp": offer})
     assert refused["code"] == "invalid"
     # A stranger's candidates name Ada's endpoint in vain: they only ever reach its own.
     before = len(kms.registry.objects)
