@@ -225,6 +225,7 @@ class Link {
       this.failures = 0;
       clearTimeout(this.stallTimer);
       this.tile.setState('live');
+      this.call.connected();
     } else if (state === 'failed') {
       this.retry('The connection failed. Reconnecting…', { fast: true });
     } else if (state === 'disconnected') {
@@ -304,9 +305,13 @@ export class Call {
    * @param {HTMLElement} options.stage where the tiles go
    * @param {(text: string, options?: {persist?: boolean}) => void} options.notice shows a
    *   message to the person
+   * @param {() => void} [options.healed] called when every connection a `reset` broke is up
+   *   again
    */
-  constructor({ socket, stage, notice }) {
+  constructor({ socket, stage, notice, healed = () => {} }) {
     this.socket = socket;
+    this.healed = healed;
+    this.healing = null; // after a reset: the targets whose connections must come back
     this.stage = stage;
     // STUN/TURN servers and policy, from the server (TURN credentials are per participant).
     this.iceConfig = { iceServers: [], iceTransportPolicy: 'all' };
@@ -482,6 +487,7 @@ export class Call {
    * bring their pictures back.
    */
   reset() {
+    this.healing = new Set(this.links.keys());
     for (const [target, link] of [...this.links]) {
       link.close();
       this.links.delete(target);
@@ -491,6 +497,22 @@ export class Call {
       this.localTile?.setState('connecting', RECONNECTING_MEDIA);
       this.#link('publish', this.localTile).start();
     }
+    if (!this.healing.size) {
+      this.healing = null; // nothing was connected: nothing to wait for
+      this.healed();
+    }
+  }
+
+  /** A connection came up: after a reset, say so once all of those it broke are back. */
+  connected() {
+    if (!this.healing) return;
+    for (const target of this.healing) {
+      const gone = target !== 'publish' && !this.tiles.has(target); // left meanwhile
+      const up = this.links.get(target)?.pc?.connectionState === 'connected';
+      if (!gone && !up) return;
+    }
+    this.healing = null;
+    this.healed();
   }
 
   /** Start again, at once, every connection that does not carry media (the network is back). */
@@ -543,6 +565,7 @@ export class Call {
 
   /** Leave for good: connections closed, camera and microphone released, tiles gone. */
   stop() {
+    this.healing = null;
     this.stopLinks();
     for (const track of this.localStream?.getTracks() ?? []) track.stop();
     this.localStream = null;

@@ -151,6 +151,10 @@ const call = new Call({
   socket,
   stage: ui.stage,
   notice: (text, options) => showNotice(text, options),
+  healed: () => {
+    showNotice('Media is back.');
+    announce('Media is back.');
+  },
 });
 
 on('connecting', ({ attempt }) => {
@@ -189,7 +193,11 @@ const RESET_REASONS = {
 };
 
 on('media_reset', ({ reason }) => {
-  showNotice(RESET_REASONS[reason] || 'Reconnecting media…');
+  // Shown until every connection is back (call.healed), or for a while if someone never is.
+  showNotice(RESET_REASONS[reason] || 'Reconnecting media…', { persist: true });
+  setTimeout(() => {
+    if (call.healing) showNotice('Some pictures are still reconnecting…');
+  }, 15_000);
   announce('Reconnecting media…');
   call.reset();
 });

@@ -29,6 +29,8 @@ def test_a_killed_and_restarted_media_server_heals_the_call(callers_on, product_
     print(f"media server restart: video again {healed:.2f} s after it listened")
     assert healed <= HEAL_SECONDS, f"video came back only {healed:.1f} s after the restart"
     assert same_document(ada, grace), "a page reloaded"
+    for person in (ada, grace):
+        person.page.wait_for_selector("#room-notice:has-text('Media is back')")
     grace.wait_video_from(ada)
     ada.wait_video_from(grace)
     # One rebuilt pipeline with both people's endpoints, nothing left of the old one.
@@ -65,7 +67,8 @@ def test_a_media_server_that_never_returns_moves_the_room(callers_on, product_fa
         assert same_document(ada, grace), "a page reloaded"
         objects = media_server_objects(second.url)
         assert len(objects) == 1 and len(next(iter(objects.values()))) == 4, objects
-        ada.page.wait_for_selector("#room-notice:has-text('Reconnecting media')", state="attached")
+        for person in (ada, grace):  # told, and told when it is over
+            person.page.wait_for_selector("#room-notice:has-text('Media is back')")
 
         for person in (ada, grace):
             person.page.click("#leave-button")
