@@ -30,8 +30,23 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 ## make run: a fresh machine to a running product at http://$(HOST):$(PORT)/ (Ctrl-C stops it),
 ## with the embedded media server on 127.0.0.1:$(MEDIA_PORT), or the one at KMS_URL when set.
+## DEBUG stays off (people get the product's error pages); `DEBUG=true make run` is for development.
+## A run without DEBUG needs a secret key: made once, kept in $(SECRET_KEY_FILE) (ignored by git).
+## Plain http on this machine needs no HTTPS redirect, no secure-only cookies and no HSTS.
+## Variables already in the environment win over these.
+SECRET_KEY_FILE ?= .secret_key
 run: $(VENV)/.installed
-	@export DEBUG="$${DEBUG:-true}"; set -e; \
+	@set -e; \
+	if [ -z "$$SECRET_KEY" ] && [ ! -s "$(SECRET_KEY_FILE)" ]; then \
+		(umask 077; $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > "$(SECRET_KEY_FILE)"); \
+	fi; \
+	export DEBUG="$${DEBUG:-false}" \
+		SECRET_KEY="$${SECRET_KEY:-$$(cat "$(SECRET_KEY_FILE)")}" \
+		ALLOWED_HOSTS="$${ALLOWED_HOSTS:-$(HOST),127.0.0.1,localhost}" \
+		SECURE_SSL_REDIRECT="$${SECURE_SSL_REDIRECT:-false}" \
+		SESSION_COOKIE_SECURE="$${SESSION_COOKIE_SECURE:-false}" \
+		CSRF_COOKIE_SECURE="$${CSRF_COOKIE_SECURE:-false}" \
+		SECURE_HSTS_SECONDS="$${SECURE_HSTS_SECONDS:-0}"; \
 	$(BIN)/python manage.py migrate --noinput; \
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0; \
 	echo; $(BIN)/python manage.py ensure_admin --url "http://$(HOST):$(PORT)"; \

@@ -15,7 +15,8 @@ Either way packet loss comes from the receivers' RTP sequence-number statistics.
 
 Commands (one JSON object per line, each answered by one line):
   {"cmd": "publish", "pipeline": ID}                         -> {"endpoint": ID}
-  {"cmd": "subscribe", "pipeline": ID, "sources": [ID|null]} -> {"created": n, "errors": [...]}
+  {"cmd": "subscribe", "pipeline": ID, "sources": [ID|null]} -> {"created": n, "errors": [...],
+                                                                "endpoints": [ID|null, ...]}
   {"cmd": "wait_media", "seconds": s}                        -> {"ready": n, "total": n}
   {"cmd": "snapshot"}                                        -> {"t": s, "subs": [[...], ...]}
   {"cmd": "close"}                                           -> {} and the process exits
@@ -91,6 +92,7 @@ class CountingReceiver(ForwardingReceiver):
     def __init__(self, kind: str, transport: object) -> None:
         super().__init__(kind, transport)
         self.on_marker: Callable[[], None] | None = None
+        self.payload_bytes = 0  # RTP payload received (RTX aside): the stream's bitrate
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         codec = self._RTCRtpReceiver__codecs.get(packet.payload_type)  # type: ignore[attr-defined]
@@ -102,6 +104,8 @@ class CountingReceiver(ForwardingReceiver):
         if stream is None:
             stream = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
         stream.add(packet)
+        if codec.name != "rtx":
+            self.payload_bytes += len(packet.payload)
         if packet.marker and codec.name != "rtx" and self.on_marker is not None:
             self.on_marker()
 
@@ -148,11 +152,14 @@ class Subscriber:
         return main.packets_expected, main.packets_received
 
     def counters(self) -> list[int]:
+        """[video frames, audio frames, (expected, received) video packets, the same for audio,
+        then RTP payload bytes received of video and of audio (counting receivers only)]."""
         return [
             self.frames["video"],
             self.frames["audio"],
             *self.packets("video"),
             *self.packets("audio"),
+            *(getattr(self.receivers[kind], "payload_bytes", 0) for kind in ("video", "audio")),
         ]
 
 
@@ -179,7 +186,7 @@ class Client:
         await negotiate(rpc, publisher.pc, endpoint)
         return {"endpoint": endpoint}
 
-    async def _subscribe_one(self, pipeline: str, source: str | None) -> None:
+    async def _subscribe_one(self, pipeline: str, source: str | None) -> str:
         rpc = await self.connect()
         subscriber = Subscriber()
         self.subscribers.append(subscriber)
@@ -188,9 +195,11 @@ class Client:
             if source is not None:
                 await rpc.invoke(source, "connect", sink=endpoint)
             await negotiate(rpc, subscriber.pc, endpoint)
+        return endpoint
 
     async def subscribe(self, pipeline: str, sources: list[str | None]) -> dict[str, Any]:
         errors: list[str] = []
+        endpoints: list[str | None] = []
         created = 0
         for start in range(0, len(sources), SUBSCRIBE_CONCURRENCY):
             batch = sources[start : start + SUBSCRIBE_CONCURRENCY]
@@ -201,9 +210,11 @@ class Client:
             for result in results:
                 if isinstance(result, BaseException):
                     errors.append(repr(result)[:300])
+                    endpoints.append(None)
                 else:
                     created += 1
-        return {"created": created, "errors": errors}
+                    endpoints.append(result)
+        return {"created": created, "errors": errors, "endpoints": endpoints}
 
     async def wait_media(self, seconds: float) -> dict[str, Any]:
         try:

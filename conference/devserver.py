@@ -5,6 +5,9 @@
 Without KMS_URL or KMS_URLS in the environment it starts `python -m mediaserver` on 127.0.0.1,
 waits for its readiness line, and points the product at it; with either set it uses those.
 Ctrl-C (SIGINT) or SIGTERM stops both; if either one exits, the other is stopped too.
+
+The settings come from the environment, as for any run: `make run` sets there what a local,
+plain-http run without DEBUG needs (see the Makefile and docs/development.md).
 """
 
 from __future__ import annotations
@@ -57,6 +60,11 @@ def _stop(process: subprocess.Popen[str] | None) -> None:
         process.wait()
 
 
+def _debug_on(env: dict[str, str]) -> bool:
+    """Whether the settings will read DEBUG as on (django-environ's true values)."""
+    return env.get("DEBUG", "").strip().lower() in {"true", "on", "ok", "y", "yes", "1"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -86,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         ],
         env=env,
     )
-    print(f"\nConference is running at http://{args.host}:{args.port}/  (Ctrl-C stops it)\n")
+    print(f"\nConference is running at http://{args.host}:{args.port}/  (Ctrl-C stops it)")
+    if _debug_on(env):
+        print("DEBUG is on: errors show Django's debug pages. For development only.")
+    print()
     try:
         while not stopping:
             if web.poll() is not None or (media is not None and media.poll() is not None):

@@ -210,8 +210,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
                     await self.send_message(protocol.Published(sdp=answer, id=message.id))
                     await media.start_ice(media=own, target=None)
                     await media.announce_published(media=own)
-                case protocol.Subscribe(publisher=publisher, sdp=offer):
-                    answer = await media.subscribe(media=own, publisher_id=publisher, offer=offer)
+                case protocol.Subscribe(publisher=publisher, sdp=offer, video=video):
+                    answer = await media.subscribe(
+                        media=own, publisher_id=publisher, offer=offer, video=video
+                    )
                     reply = protocol.Subscribed(publisher=publisher, sdp=answer, id=message.id)
                     await self.send_message(reply)
                     await media.start_ice(media=own, target=publisher)
@@ -224,6 +226,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
                     await media.unsubscribe(media=own, publisher_id=publisher)
                     await self.send_message(
                         protocol.Unsubscribed(publisher=publisher, id=message.id)
+                    )
+                case protocol.Video(publisher=publisher, on=on):
+                    await media.set_receiving_video(media=own, publisher_id=publisher, on=on)
+                    await self.send_message(
+                        protocol.VideoSet(publisher=publisher, on=on, id=message.id)
                     )
                 case protocol.MediaState(audio=audio, video=video):
                     await media.set_media_state(media=own, audio=audio, video=video)

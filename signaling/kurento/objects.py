@@ -43,11 +43,18 @@ class ServerManager(MediaObject):
 
 @dataclass(frozen=True)
 class MediaElement(MediaObject):
-    async def connect(self, sink: MediaElement) -> None:
-        await self._invoke("connect", sink=sink.id)
+    async def connect(self, sink: MediaElement, media_type: str | None = None) -> None:
+        """Send to `sink`: everything, or only `media_type` ("AUDIO", "VIDEO", "DATA")."""
+        params = (
+            {"sink": sink.id} if media_type is None else {"sink": sink.id, "mediaType": media_type}
+        )
+        await self._invoke("connect", **params)
 
-    async def disconnect(self, sink: MediaElement) -> None:
-        await self._invoke("disconnect", sink=sink.id)
+    async def disconnect(self, sink: MediaElement, media_type: str | None = None) -> None:
+        params = (
+            {"sink": sink.id} if media_type is None else {"sink": sink.id, "mediaType": media_type}
+        )
+        await self._invoke("disconnect", **params)
 
     async def is_media_flowing_in(self, media_type: str = "VIDEO") -> bool:
         return bool(await self._invoke("isMediaFlowingIn", mediaType=media_type))

@@ -14,6 +14,8 @@ Server from the embedded mediaserver/. Its modules, by concern:
 - `ice`: candidates both ways;
 - `sweeping`: releasing what departed participants and emptied rooms held;
 - `healing`: rebuilding rooms when their media server restarted or stays away;
+- `loopback`: the pre-join connection test (one endpoint connected to itself, in a pipeline of
+  its own, released with its socket);
 - `session`: the per-connection cache (`ParticipantMedia`).
 """
 
@@ -25,6 +27,7 @@ from signaling.media.negotiation import (
     announce_published,
     publish,
     set_media_state,
+    set_receiving_video,
     subscribe,
     unpublish,
     unsubscribe,
@@ -41,6 +44,7 @@ __all__ = [
     "media_client",
     "publish",
     "set_media_state",
+    "set_receiving_video",
     "start_ice",
     "subscribe",
     "sweep_departed",

@@ -122,7 +122,9 @@ async def _new_endpoint(
     raise AssertionError("unreachable")
 
 
-async def _negotiate(media: ParticipantMedia, publisher_id: Target, offer: str) -> str:
+async def _negotiate(
+    media: ParticipantMedia, publisher_id: Target, offer: str, *, video: bool = True
+) -> str:
     """Create, record, connect and negotiate one endpoint; undone on any failure.
 
     The steps that do not depend on each other run together: the answer is what the browser
@@ -153,7 +155,7 @@ async def _negotiate(media: ParticipantMedia, publisher_id: Target, offer: str) 
         sender = WebRtcEndpoint(
             clients.media_client(plan.source.pipeline.server_url), plan.source.endpoint_id
         )
-        steps.append(sender.connect(endpoint))
+        steps.append(sender.connect(endpoint, None if video else "AUDIO"))
     outcomes = await asyncio.gather(*steps, return_exceptions=True)
     row = outcomes[0]
     failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
@@ -193,8 +195,11 @@ async def announce_published(*, media: ParticipantMedia) -> None:
     )
 
 
-async def subscribe(*, media: ParticipantMedia, publisher_id: int, offer: str) -> str:
-    """Send a publisher's media to the participant: returns the SDP answer to its offer.
+async def subscribe(
+    *, media: ParticipantMedia, publisher_id: int, offer: str, video: bool = True
+) -> str:
+    """Send a publisher's media to the participant (`video` false: its audio only, for now):
+    returns the SDP answer to its offer.
 
     Once the browser has the answer, call `ice.start_ice`.
     """
@@ -202,7 +207,7 @@ async def subscribe(*, media: ParticipantMedia, publisher_id: int, offer: str) -
         raise MediaError("invalid", "You cannot subscribe to yourself.")
     started = asyncio.get_running_loop().time()
     try:
-        answer = await _negotiate(media, publisher_id, offer)
+        answer = await _negotiate(media, publisher_id, offer, video=video)
     except ObjectNotFound:
         raise MediaError("not_publishing", "That participant is not sending media.") from None
     except (KurentoError, MediaServerUnavailable) as error:
@@ -221,6 +226,39 @@ async def unsubscribe(*, media: ParticipantMedia, publisher_id: int) -> bool:
         return False
     await release_row(row, media)
     return True
+
+
+def _pair_sync(owner_id: int, publisher_id: int) -> tuple[MediaEndpoint, MediaEndpoint] | None:
+    """The participant's receiving endpoint for a publisher, and the publisher's own."""
+    endpoints = MediaEndpoint.objects.select_related("pipeline")
+    receiver = endpoints.filter(owner_id=owner_id, publisher_id=publisher_id).first()
+    source = endpoints.filter(
+        owner_id=publisher_id, publisher__isnull=True, owner__state=CONNECTED
+    ).first()
+    return None if receiver is None or source is None else (receiver, source)
+
+
+async def set_receiving_video(*, media: ParticipantMedia, publisher_id: int, on: bool) -> None:
+    """Turn on or off the video the participant receives from a publisher; its audio goes on.
+
+    The media server stops carrying it (a disconnect of the VIDEO media type), so a tile that is
+    off screen costs neither the participant's bandwidth nor the server's forwarding.
+    """
+    pair = await database_sync_to_async(_pair_sync)(media.participant.pk, publisher_id)
+    if pair is None:
+        raise MediaError("not_subscribed", "You do not receive that participant's media.")
+    receiver, source = pair
+    sender = WebRtcEndpoint(clients.media_client(source.pipeline.server_url), source.endpoint_id)
+    sink = WebRtcEndpoint(clients.media_client(receiver.pipeline.server_url), receiver.endpoint_id)
+    try:
+        if on:
+            await sender.connect(sink, "VIDEO")
+        else:
+            await sender.disconnect(sink, "VIDEO")
+    except ObjectNotFound:
+        raise MediaError("not_subscribed", "That media is no longer there.") from None
+    except (KurentoError, MediaServerUnavailable) as error:
+        raise media_error(error) from None
 
 
 def _viewer_rows_sync(publisher_id: int) -> list[MediaEndpoint]:

@@ -1,11 +1,15 @@
 """The room signaling protocol, both ways: what browsers may send (`client`), what the server
-sends (`server`), and the socket's close codes (`close_codes`). docs/protocol.md describes it
-for browser authors."""
+sends (`server`), and the socket's close codes (`close_codes`); and the pre-join connection
+test's socket, which shares its conventions. docs/protocol.md describes both for browser
+authors."""
 
 from signaling.protocol.client import (
     ClientMessage,
     Ice,
     Leave,
+    LoopbackIce,
+    LoopbackStart,
+    LoopbackStop,
     MediaState,
     Ping,
     ProtocolError,
@@ -14,8 +18,11 @@ from signaling.protocol.client import (
     Sync,
     Unpublish,
     Unsubscribe,
+    Video,
+    connection_test_message_types,
     message_types,
     parse_client_message,
+    parse_connection_test_message,
 )
 from signaling.protocol.close_codes import (
     CLOSE_FOR_REFUSAL,
@@ -28,6 +35,9 @@ from signaling.protocol.server import (
     Error,
     IceCandidate,
     IceServers,
+    LoopbackReady,
+    LoopbackStarted,
+    LoopbackStopped,
     MediaInterrupted,
     MediaReset,
     MediaRestored,
@@ -43,6 +53,7 @@ from signaling.protocol.server import (
     Subscribed,
     Unpublished,
     Unsubscribed,
+    VideoSet,
     server_message,
     server_message_types,
 )
@@ -59,6 +70,12 @@ __all__ = [
     "IceCandidate",
     "IceServers",
     "Leave",
+    "LoopbackIce",
+    "LoopbackReady",
+    "LoopbackStart",
+    "LoopbackStarted",
+    "LoopbackStop",
+    "LoopbackStopped",
     "MediaInterrupted",
     "MediaReset",
     "MediaRestored",
@@ -82,8 +99,12 @@ __all__ = [
     "Unpublished",
     "Unsubscribe",
     "Unsubscribed",
+    "Video",
+    "VideoSet",
+    "connection_test_message_types",
     "message_types",
     "parse_client_message",
+    "parse_connection_test_message",
     "server_message",
     "server_message_types",
 ]

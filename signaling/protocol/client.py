@@ -1,9 +1,13 @@
-"""Messages browsers may send on the room socket, and their validation.
+"""Messages browsers may send on the room socket and on the connection-test socket, and their
+validation.
 
 docs/protocol.md is the reference for browser authors. Each message a browser sends is a JSON
 object with a `type` and, optionally, an `id` the server echoes in its reply. Message types are
 declared below as frozen dataclasses; their annotated fields are the message's fields, and
-`parse_client_message` checks presence, types, ranges and lengths before anything acts on them.
+`parse_client_message` (the room socket) and `parse_connection_test_message` (the pre-join
+connection test) check presence, types, ranges and lengths before anything acts on them. Each
+socket knows only its own types: a room message on the test socket is an unknown type, and so
+is a test message on the room socket.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class ClientMessage:
 
 
 _MESSAGE_TYPES: dict[str, type[ClientMessage]] = {}
+# The connection-test socket's own (signaling.connection_test).
+_CONNECTION_TEST_TYPES: dict[str, type[ClientMessage]] = {}
 
 
 def _message(cls: type[ClientMessage]) -> type[ClientMessage]:
@@ -57,7 +63,13 @@ def _message(cls: type[ClientMessage]) -> type[ClientMessage]:
     return cls
 
 
+def _connection_test_message(cls: type[ClientMessage]) -> type[ClientMessage]:
+    _CONNECTION_TEST_TYPES[cls.type_name] = cls
+    return cls
+
+
 @_message
+@_connection_test_message
 @dataclass(frozen=True)
 class Ping(ClientMessage):
     """Keep-alive; answered with `pong`."""
@@ -131,9 +143,22 @@ class Subscribe(ClientMessage):
     type_name: ClassVar[str] = "subscribe"
     publisher: int
     sdp: str = dataclasses.field(metadata={"max_length": _MAX_SDP_LENGTH})
+    # false: audio only for now (the tile is not on screen); `video` turns it on later
+    video: bool = True
 
     def problem(self) -> str | None:
         return _sdp_problem(self.type_name, self.sdp)
+
+
+@_message
+@dataclass(frozen=True)
+class Video(ClientMessage):
+    """Turn the video you receive from a publisher on or off (its tile came on or went off
+    screen); audio goes on. The reply is `video_set`."""
+
+    type_name: ClassVar[str] = "video"
+    publisher: int
+    on: bool
 
 
 @_message
@@ -172,29 +197,78 @@ class Ice(ClientMessage):
     def problem(self) -> str | None:
         if isinstance(self.target, str) and self.target != "publish":
             return "'target' in 'ice' must be \"publish\" or a publisher's participant id."
-        extra = set(self.candidate) - _CANDIDATE_KEYS
-        if extra:
-            return f"'candidate' does not take the field(s): {', '.join(sorted(extra)[:5])}."
-        text, mid = self.candidate.get("candidate"), self.candidate.get("sdpMid")
-        index = self.candidate.get("sdpMLineIndex")
-        if not isinstance(text, str) or len(text) > _MAX_CANDIDATE_LENGTH:
-            return f"'candidate.candidate' must be a string of {_MAX_CANDIDATE_LENGTH} or fewer."
-        if mid is not None and not (isinstance(mid, str) and len(mid) <= _MAX_MID_LENGTH):
-            return f"'candidate.sdpMid' must be null or a string of {_MAX_MID_LENGTH} or fewer."
-        if index is not None and not (
-            isinstance(index, int) and not isinstance(index, bool) and 0 <= index < 64
-        ):
-            return "'candidate.sdpMLineIndex' must be null or an integer from 0 to 63."
-        if mid is None and index is None:
-            return "'candidate' needs 'sdpMid' or 'sdpMLineIndex'."
-        fragment = self.candidate.get("usernameFragment")
-        if fragment is not None and not (isinstance(fragment, str) and len(fragment) <= 256):
-            return "'candidate.usernameFragment' must be null or a short string."
-        return None
+        return _candidate_problem(self.candidate)
+
+
+def _candidate_problem(candidate: dict[str, Any]) -> str | None:
+    """What is wrong with a trickled candidate (`ice` on either socket), or None."""
+    extra = set(candidate) - _CANDIDATE_KEYS
+    if extra:
+        return f"'candidate' does not take the field(s): {', '.join(sorted(extra)[:5])}."
+    text, mid = candidate.get("candidate"), candidate.get("sdpMid")
+    index = candidate.get("sdpMLineIndex")
+    if not isinstance(text, str) or len(text) > _MAX_CANDIDATE_LENGTH:
+        return f"'candidate.candidate' must be a string of {_MAX_CANDIDATE_LENGTH} or fewer."
+    if mid is not None and not (isinstance(mid, str) and len(mid) <= _MAX_MID_LENGTH):
+        return f"'candidate.sdpMid' must be null or a string of {_MAX_MID_LENGTH} or fewer."
+    if index is not None and not (
+        isinstance(index, int) and not isinstance(index, bool) and 0 <= index < 64
+    ):
+        return "'candidate.sdpMLineIndex' must be null or an integer from 0 to 63."
+    if mid is None and index is None:
+        return "'candidate' needs 'sdpMid' or 'sdpMLineIndex'."
+    fragment = candidate.get("usernameFragment")
+    if fragment is not None and not (isinstance(fragment, str) and len(fragment) <= 256):
+        return "'candidate.usernameFragment' must be null or a short string."
+    return None
+
+
+# --- the connection-test socket (ws/connection-test/) ----------------------------------------
+# Its `ice` is the room's `ice` on the wire, with the one target that socket has.
+@_connection_test_message
+@dataclass(frozen=True)
+class LoopbackStart(ClientMessage):
+    """Start the connection test: `sdp` is a send-receive offer; the reply `loopback_started`
+    has the answer, and the media server sends the browser's own media back to it."""
+
+    type_name: ClassVar[str] = "loopback_start"
+    sdp: str = dataclasses.field(metadata={"max_length": _MAX_SDP_LENGTH})
+
+    def problem(self) -> str | None:
+        return _sdp_problem(self.type_name, self.sdp)
+
+
+@_connection_test_message
+@dataclass(frozen=True)
+class LoopbackIce(ClientMessage):
+    """A trickled ICE candidate for the connection test's connection (`target` "loopback")."""
+
+    type_name: ClassVar[str] = "ice"
+    target: str
+    candidate: dict
+
+    def problem(self) -> str | None:
+        if self.target != "loopback":
+            return "'target' in 'ice' must be \"loopback\" on the connection-test socket."
+        return _candidate_problem(self.candidate)
+
+
+@_connection_test_message
+@dataclass(frozen=True)
+class LoopbackStop(ClientMessage):
+    """Stop the connection test (its media is released); the reply is `loopback_stopped`."""
+
+    type_name: ClassVar[str] = "loopback_stop"
 
 
 def message_types() -> tuple[str, ...]:
+    """The message types of the room socket."""
     return tuple(sorted(_MESSAGE_TYPES))
+
+
+def connection_test_message_types() -> tuple[str, ...]:
+    """The message types of the connection-test socket."""
+    return tuple(sorted(_CONNECTION_TEST_TYPES))
 
 
 def _type_label(annotation: Any) -> str:
@@ -205,7 +279,18 @@ def _type_label(annotation: Any) -> str:
 
 
 def parse_client_message(text: str) -> ClientMessage:
-    """Validate one text frame and return the typed message, or raise ProtocolError."""
+    """Validate one text frame of the room socket and return the typed message, or raise
+    ProtocolError."""
+    return _parse(text, _MESSAGE_TYPES)
+
+
+def parse_connection_test_message(text: str) -> ClientMessage:
+    """Validate one text frame of the connection-test socket and return the typed message, or
+    raise ProtocolError."""
+    return _parse(text, _CONNECTION_TEST_TYPES)
+
+
+def _parse(text: str, types: dict[str, type[ClientMessage]]) -> ClientMessage:
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
@@ -225,12 +310,11 @@ def parse_client_message(text: str) -> ClientMessage:
     kind = data.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("invalid", "A message needs a string 'type'.", ref)
-    cls = _MESSAGE_TYPES.get(kind)
+    cls = types.get(kind)
     if cls is None:
+        known = ", ".join(sorted(types))
         raise ProtocolError(
-            "unknown_type",
-            f"Unknown message type '{kind[:40]}'. Known types: {', '.join(message_types())}.",
-            ref,
+            "unknown_type", f"Unknown message type '{kind[:40]}'. Known types: {known}.", ref
         )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}

@@ -101,6 +101,16 @@ class Unsubscribed(Reply):
     publisher: int
 
 
+@_message
+@dataclass(frozen=True, kw_only=True)
+class VideoSet(Reply):
+    """The video from `publisher` is now on or off, as asked."""
+
+    type_name: ClassVar[str] = "video_set"
+    publisher: int
+    on: bool
+
+
 # --- to this connection ----------------------------------------------------------------------
 @_message
 @dataclass(frozen=True, kw_only=True)
@@ -207,6 +217,37 @@ class MediaRestored(ServerMessage):
     """The room's media server is back, with the room's media intact."""
 
     type_name: ClassVar[str] = "media_restored"
+
+
+# --- the connection-test socket (ws/connection-test/) ----------------------------------------
+# It also sends `ice_candidate` (target "loopback"), `pong`, `error` and `refused`.
+@_message
+@dataclass(frozen=True, kw_only=True)
+class LoopbackReady(ServerMessage):
+    """The connection-test socket is open: the ICE configuration for the test's connection (as
+    in `snapshot`, with TURN credentials of the user's own) and the test's time limit."""
+
+    type_name: ClassVar[str] = "loopback_ready"
+    ice: dict
+    time_limit: float  # seconds a test may run before the server stops it
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class LoopbackStarted(Reply):
+    """The answer to `loopback_start`: the media server sends the browser's media back."""
+
+    type_name: ClassVar[str] = "loopback_started"
+    sdp: str
+
+
+@_message
+@dataclass(frozen=True, kw_only=True)
+class LoopbackStopped(Reply):
+    """The test's media is released (`reason`: requested, time_limit)."""
+
+    type_name: ClassVar[str] = "loopback_stopped"
+    reason: str
 
 
 def server_message(data: dict[str, Any]) -> ServerMessage:

@@ -1,5 +1,6 @@
 // Call: this tab's camera and microphone, its publishing connection, one receiving connection per
 // publisher in the room, and the video tiles that show them (docs/protocol.md, "Calls").
+import { SpeakingMonitor } from './speaking.js';
 
 // A connection whose media path broke is made again with new endpoints (the media server has no
 // ICE restart), at once and then every few seconds while it does not connect: an attempt made
@@ -18,6 +19,8 @@ const RETRY_FIRST_MS = 1_000;
 const RETRY_MAX_MS = 15_000;
 const REQUEST_TIMEOUT_MS = 20_000;
 const RECONNECTING_MEDIA = 'Reconnecting media…';
+// A tile off screen this long stops receiving video (its sound goes on); back on screen, at once.
+const OFF_SCREEN_MS = 1_500;
 
 const MEDIA_CONSTRAINTS = {
   audio: { echoCancellation: true, noiseSuppression: true },
@@ -60,8 +63,8 @@ class Tile {
     this.video.muted = local; // never play back our own microphone
     this.video.setAttribute('aria-label', local ? 'Your camera' : `${name}'s video`);
     this.caption = el('figcaption', 'tile__name', name);
+    // Not a live region: the page announces call events once, in its own (room.js).
     this.state = el('p', 'tile__state');
-    this.state.setAttribute('role', 'status');
     this.sound = el('button', 'button button--small tile__sound', 'Turn sound on');
     this.sound.type = 'button';
     this.sound.hidden = true;
@@ -124,6 +127,11 @@ class Tile {
     this.#updatePicture();
   }
 
+  /** Outline the tile while the person talks. */
+  setSpeaking(speaking) {
+    this.root.classList.toggle('tile--speaking', speaking);
+  }
+
   rename(name) {
     this.caption.textContent = name;
     this.avatar.textContent = [...(name.trim() || '?')][0].toUpperCase();
@@ -137,6 +145,7 @@ class Tile {
   }
 
   remove() {
+    clearTimeout(this.offScreenTimer);
     this.video.srcObject = null;
     this.root.remove();
   }
@@ -156,6 +165,19 @@ class Link {
     this.remoteSet = false;
     this.offered = null; // settles once this connection's offer is on its way
     this.stallTimer = 0; // renegotiates a connection that stays disconnected or never connects
+    this.video = tile.onScreen ?? true; // receiving: whether the server sends us the video
+  }
+
+  /** Receive the publisher's video or not (its tile came on or went off screen). */
+  async setVideo(on) {
+    if (this.target === 'publish' || this.video === on) return;
+    this.video = on;
+    if (!this.remoteSet || this.closed) return; // the next offer carries it
+    try {
+      await this.call.request({ type: 'video', publisher: this.target, on });
+    } catch (error) {
+      if (error?.code !== 'offline') console.warn('Could not switch a video', error);
+    }
   }
 
   /** Negotiate afresh; `offerSent` is called as the offer leaves. */
@@ -191,7 +213,9 @@ class Link {
     await pc.setLocalDescription(await pc.createOffer());
     const sdp = pc.localDescription.sdp;
     const replied = this.call.request(
-      local ? { type: 'publish', sdp } : { type: 'subscribe', publisher: this.target, sdp },
+      local
+        ? { type: 'publish', sdp }
+        : { type: 'subscribe', publisher: this.target, sdp, video: this.video },
     );
     offerSent();
     const reply = await replied;
@@ -307,10 +331,16 @@ export class Call {
    *   message to the person
    * @param {() => void} [options.healed] called when every connection a `reset` broke is up
    *   again
+   * @param {(id: number | 'you', speaking: boolean) => void} [options.speaking] called when
+   *   someone starts or stops talking ('you': this tab's microphone)
    */
-  constructor({ socket, stage, notice, healed = () => {} }) {
+  constructor({ socket, stage, notice, healed = () => {}, speaking = () => {} }) {
     this.socket = socket;
     this.healed = healed;
+    this.onSpeaking = speaking;
+    this.speaking = new SpeakingMonitor(() => this.#audioSources(), {
+      onChange: (id, on) => this.#speakingChanged(id, on),
+    });
     this.healing = null; // after a reset: the targets whose connections must come back
     this.stage = stage;
     // STUN/TURN servers and policy, from the server (TURN credentials are per participant).
@@ -414,10 +444,25 @@ export class Call {
     return this.mediaAsked;
   }
 
+  /** The connections whose audio levels tell who is talking. */
+  *#audioSources() {
+    for (const [target, link] of this.links) {
+      const local = target === 'publish';
+      yield [local ? 'you' : target, link.pc, local];
+    }
+  }
+
+  #speakingChanged(id, speaking) {
+    const tile = id === 'you' ? this.localTile : this.tiles.get(id);
+    tile?.setSpeaking(speaking);
+    this.onSpeaking(id, speaking);
+  }
+
   /** A (re)joined room: publish our media and receive everyone who publishes. */
   async start(you, participants) {
     this.stopLinks();
     this.you = you;
+    this.speaking.start();
     for (const p of participants) this.joined(p);
     for (const p of participants) if (p.publishing && p.id !== you) this.subscribe(p.id);
     const stream = await this.preview();
@@ -443,8 +488,27 @@ export class Call {
       tile.root.dataset.participantId = String(id);
       tile.clear('No camera');
       this.tiles.set(id, tile);
+      this.#watchScreen(id, tile);
     }
     return tile;
+  }
+
+  /** Receive a tile's video only while it is on screen: what nobody sees costs nothing. */
+  #watchScreen(id, tile) {
+    this.screen ??= new IntersectionObserver((entries) => {
+      for (const entry of entries) {
+        const seen = this.tiles.get(Number(entry.target.dataset.participantId));
+        if (!seen) continue;
+        seen.onScreen = entry.isIntersecting;
+        clearTimeout(seen.offScreenTimer);
+        const link = () => this.links.get(Number(entry.target.dataset.participantId));
+        if (entry.isIntersecting) link()?.setVideo(true);
+        else seen.offScreenTimer = setTimeout(() => link()?.setVideo(false), OFF_SCREEN_MS);
+      }
+    });
+    tile.onScreen = true; // until the observer says otherwise
+    tile.root.dataset.participantId = String(id);
+    this.screen.observe(tile.root);
   }
 
   subscribe(publisherId) {
@@ -527,7 +591,9 @@ export class Call {
   /** Someone left: their tile goes. */
   left(id) {
     this.dropLink(id);
-    this.tiles.get(id)?.remove();
+    const tile = this.tiles.get(id);
+    if (tile) this.screen?.unobserve(tile.root);
+    tile?.remove();
     this.tiles.delete(id);
   }
 
@@ -535,15 +601,22 @@ export class Call {
     for (const track of this.localStream?.getTracks() ?? []) {
       if (track.kind === kind) track.enabled = !muted;
     }
+    // Your own tile shows what the others see: your initial while the camera is off.
+    this.localTile?.setMedia(this.mediaState());
     this.sendMediaState();
+  }
+
+  /** Whether our microphone and camera are on. */
+  mediaState() {
+    const on = (kind) => Boolean(this.localStream?.getTracks().some((t) => t.kind === kind && t.enabled));
+    return { audio: on('audio'), video: on('video') };
   }
 
   /** Tell the room whether our microphone and camera are on (once we publish). */
   sendMediaState() {
     const link = this.links.get('publish');
     if (!link?.remoteSet) return; // sent once publishing is answered
-    const on = (kind) => Boolean(this.localStream?.getTracks().some((t) => t.kind === kind && t.enabled));
-    this.socket.send({ type: 'media_state', audio: on('audio'), video: on('video') });
+    this.socket.send({ type: 'media_state', ...this.mediaState() });
   }
 
   hasTrack(kind) {
@@ -552,6 +625,7 @@ export class Call {
 
   /** Close every connection (the socket dropped or we left); the camera stays on for a rejoin. */
   stopLinks() {
+    this.speaking.stop();
     for (const target of [...this.links.keys()]) this.dropLink(target);
     for (const tile of this.tiles.values()) tile.remove();
     this.tiles.clear();

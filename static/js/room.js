@@ -1,5 +1,6 @@
 // The room page: joins the room's socket and keeps status, participants and header current.
 import { Call } from './call.js';
+import { ConnectionTest } from './connection-test.js';
 import { RoomSocket } from './room-socket.js';
 
 const config = JSON.parse(document.getElementById('room-config').textContent);
@@ -31,6 +32,7 @@ const NOTICE_MS = 6_000;
 const ANNOUNCEMENT_MS = 10_000;
 
 const people = new Map(); // participant id -> participant, in join order
+const talking = new Set(); // ids of the people talking now
 let you = null; // this connection's participant id, from its snapshot
 let state = 'ready'; // the pre-join screen: camera preview and a Join button
 let countdown = 0;
@@ -57,6 +59,7 @@ function setStatus(next, text, { retry = false } = {}) {
   ui.leave.disabled = !ACTIVE.has(next);
   ui.leave.hidden = next === 'ready';
   ui.join.hidden = next !== 'ready';
+  connectionTest.available = next === 'ready'; // the pre-join screen only; hiding it stops a test
   ui.retry.hidden = !retry;
   ui.lobby.hidden = ACTIVE.has(next) || next === 'ready';
   ui.list.setAttribute('aria-busy', String(next === 'reconnecting'));
@@ -98,8 +101,41 @@ function participantItem(participant) {
     text.append(el('span', 'participant__you', '(also you)'));
   }
   item.append(avatar, text);
+  // What they send: your own from this tab, the others' as they told the room.
+  const media = participant.id === you ? ownMedia() : participant;
+  if (media.publishing && media.audio === false) {
+    item.append(el('span', 'badge badge--muted', 'muted'));
+  }
+  if (media.publishing && media.video === false) {
+    item.append(el('span', 'badge badge--camera-off', 'camera off'));
+  }
   if (participant.is_owner) item.append(el('span', 'badge badge--owner', 'owner'));
+  item.classList.toggle('is-speaking', talking.has(participant.id));
   return item;
+}
+
+function ownMedia() {
+  const publishing = call.hasTrack('audio') || call.hasTrack('video');
+  return { publishing, ...call.mediaState() };
+}
+
+/** Someone started or stopped talking: the outline in the people list follows. */
+function speakingChanged(id, speaking) {
+  const participantId = id === 'you' ? you : id;
+  if (participantId === null) return;
+  if (speaking) talking.add(participantId);
+  else talking.delete(participantId);
+  ui.list
+    .querySelector(`[data-participant-id="${participantId}"]`)
+    ?.classList.toggle('is-speaking', speaking);
+}
+
+/** A participant's media changed (published, unpublished, switched a device): redraw them. */
+function updatePerson(id, changes) {
+  const participant = people.get(id);
+  if (!participant) return;
+  people.set(id, { ...participant, ...changes });
+  renderParticipants();
 }
 
 function renderParticipants() {
@@ -155,6 +191,14 @@ const call = new Call({
     showNotice('Media is back.');
     announce('Media is back.');
   },
+  speaking: (id, speaking) => speakingChanged(id, speaking),
+});
+
+// "Test camera and connection" on the pre-join screen, on a socket of its own.
+const connectionTest = new ConnectionTest({
+  container: $('connection-test'),
+  button: $('connection-test-button'),
+  stream: () => call.preview(),
 });
 
 on('connecting', ({ attempt }) => {
@@ -184,7 +228,10 @@ on('snapshot', (message) => {
 
 on('ice_servers', ({ ice }) => call.setIce(ice));
 
-on('participant_media', (message) => call.mediaChanged(message));
+on('participant_media', (message) => {
+  call.mediaChanged(message);
+  updatePerson(message.participant_id, { audio: message.audio, video: message.video });
+});
 
 // The media server let the room down; the call heals without a reload (docs/protocol.md).
 const RESET_REASONS = {
@@ -212,9 +259,15 @@ on('media_restored', () => {
   call.kick();
 });
 
-on('participant_published', ({ participant_id: id }) => call.subscribe(id));
+on('participant_published', ({ participant_id: id }) => {
+  call.subscribe(id);
+  updatePerson(id, { publishing: true });
+});
 
-on('participant_unpublished', ({ participant_id: id }) => call.dropLink(id));
+on('participant_unpublished', ({ participant_id: id }) => {
+  call.dropLink(id);
+  updatePerson(id, { publishing: false });
+});
 
 on('participant_joined', ({ participant }) => {
   const known = people.has(participant.id);
@@ -307,15 +360,30 @@ function updateDeviceButtons() {
   }
 }
 
-function toggleDevice(button, kind, onText, offText) {
+/** A toggle: its label stays, its pressed state says whether the device is off. */
+function toggleDevice(button, kind) {
+  if (button.hidden || button.disabled) return;
   const muted = button.getAttribute('aria-pressed') !== 'true';
   call.setMuted(kind, muted);
   button.setAttribute('aria-pressed', String(muted));
-  button.textContent = muted ? offText : onText;
+  renderParticipants(); // your own muted / camera-off marks
 }
 
-ui.mic.addEventListener('click', () => toggleDevice(ui.mic, 'audio', 'Mute', 'Unmute'));
-ui.camera.addEventListener('click', () => toggleDevice(ui.camera, 'video', 'Stop video', 'Start video'));
+ui.mic.addEventListener('click', () => toggleDevice(ui.mic, 'audio'));
+ui.camera.addEventListener('click', () => toggleDevice(ui.camera, 'video'));
+
+// Keyboard: M for the microphone, V for the camera (as in Jitsi), unless typing somewhere.
+const SHORTCUTS = { m: [ui.mic, 'audio'], v: [ui.camera, 'video'] };
+document.addEventListener('keydown', (event) => {
+  const shortcut = SHORTCUTS[event.key?.toLowerCase()];
+  if (!shortcut || event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+  const target = event.target;
+  if (target.closest?.('input, textarea, select, [contenteditable=""], [contenteditable="true"]')) {
+    return;
+  }
+  event.preventDefault();
+  toggleDevice(...shortcut);
+});
 
 // Back online (a network change, waking from sleep): connections that broke start again now.
 window.addEventListener('online', () => call.kick());
@@ -328,6 +396,7 @@ window.addEventListener('pagehide', () => {
 });
 
 ui.join.addEventListener('click', () => {
+  connectionTest.stop(); // its socket closes: the server releases the test
   ui.join.disabled = true;
   socket.retry();
   ui.status.focus();

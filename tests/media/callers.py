@@ -79,13 +79,14 @@ class Caller:
         await self.publisher.accept(reply["sdp"])
         await self.trickle(self.publisher, "publish")
 
-    async def subscribe(self, publisher: int) -> None:
+    async def subscribe(self, publisher: int, *, video: bool = True) -> None:
         if publisher in self.viewers:
             await self.viewers[publisher].close()
         peer = self.viewers[publisher] = Peer(send=False, receive=True)
-        reply = await self.request(
-            {"type": "subscribe", "publisher": publisher, "sdp": await peer.offer()}
-        )
+        message = {"type": "subscribe", "publisher": publisher, "sdp": await peer.offer()}
+        if not video:
+            message["video"] = False
+        reply = await self.request(message)
         assert reply["type"] == "subscribed" and reply["publisher"] == publisher, reply
         await peer.accept(reply["sdp"])
         await self.trickle(peer, publisher)

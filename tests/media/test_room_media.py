@@ -423,3 +423,50 @@ async def test_nothing_of_a_participant_outlives_its_connection(join, kms, room,
         if isinstance(o, ParticipantMedia) and o.participant.pk == ada.id
     ]
     assert alive == []
+
+
+def _video_sinks(kms, publisher_endpoint: str) -> set[str]:
+    """The endpoints the media server sends a publisher's video to."""
+    return {sink.id for sink in kms.registry.objects[publisher_endpoint].sinks["VIDEO"]}
+
+
+def _audio_sinks(kms, publisher_endpoint: str) -> set[str]:
+    return {sink.id for sink in kms.registry.objects[publisher_endpoint].sinks["AUDIO"]}
+
+
+async def test_video_of_a_tile_off_screen_is_not_carried(join, kms, room, people):
+    """`video {publisher, on}` disconnects and reconnects the VIDEO media type between the
+    publisher's endpoint and the viewer's on the media server: nothing is forwarded for an
+    unseen tile, the sound goes on, and the picture comes back (from a keyframe) when seen."""
+    ada, grace, alan = [await join(user, room) for user in people[:3]]
+    await ada.publish()
+    await grace.subscribe(ada.id)
+    await alan.subscribe(ada.id, video=False)  # his tile starts off screen
+    await _pump_all([ada, grace, alan], 0.3)
+    await grace.viewers[ada.id].wait_video(10)
+    rows = {(r.owner_id, r.publisher_id): r.endpoint_id for r in await _rows()}
+    source = rows[(ada.id, None)]
+    grace_sink, alan_sink = rows[(grace.id, ada.id)], rows[(alan.id, ada.id)]
+    assert _video_sinks(kms, source) == {grace_sink}
+    assert _audio_sinks(kms, source) == {grace_sink, alan_sink}
+
+    reply = await grace.request({"type": "video", "publisher": ada.id, "on": False})
+    assert reply == {"type": "video_set", "publisher": ada.id, "on": False, "id": reply["id"]}
+    assert _video_sinks(kms, source) == set()
+    viewer = grace.viewers[ada.id]
+    await _pump_all([ada, grace, alan], 0.5)
+    frames, sound = viewer.received.video_frames, viewer.received.audio_frames
+    await _pump_all([ada, grace, alan], 1.0)
+    assert viewer.received.video_frames <= frames + 2  # at most what was in flight
+    assert viewer.received.audio_frames > sound + 20  # the sound goes on
+
+    for caller in (grace, alan):
+        reply = await caller.request({"type": "video", "publisher": ada.id, "on": True})
+        assert reply["type"] == "video_set" and reply["on"] is True
+    assert _video_sinks(kms, source) == {grace_sink, alan_sink}
+    await _pump_all([ada, grace, alan], 0.3)
+    await alan.viewers[ada.id].wait_video(10)
+    await grace.viewers[ada.id].wait_video(frames + 30)
+
+    refused = await grace.request({"type": "video", "publisher": alan.id, "on": True})
+    assert refused["type"] == "error" and refused["code"] == "not_subscribed"
