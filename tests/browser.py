@@ -322,7 +322,12 @@ class Heal:
 
 
 def in_a_call(ada: Caller, grace: Caller, name: str = "Fault room") -> str:
-    """Ada makes a room, Grace joins, and each decodes the other's video."""
+    """Ada makes a room, Grace joins, and each decodes the other's video. Their windows are
+    tall enough that both tiles stay on screen whatever notice shows above them (a tile off
+    screen receives no video, which a measurement of video coming back must not mistake for
+    a call that did not heal)."""
+    for person in (ada, grace):
+        person.page.set_viewport_size({"width": 1280, "height": 1000})
     room_url = ada.create_room(name)
     grace.open(room_url)
     grace.wait_connected()

@@ -115,3 +115,77 @@ def test_the_talker_is_outlined_and_own_camera_off_shows_your_initial(browsers, 
     finally:
         for person in made:
             person.close()
+
+
+TILE_BOXES = """() => [...document.querySelectorAll('#stage .tile')].map((t) => {
+  const r = t.getBoundingClientRect();
+  return {id: t.dataset.participantId || 'you', width: r.width, height: r.height,
+          main: t.classList.contains('tile--main')};
+})"""
+
+
+def test_grid_fills_the_screen_speaker_view_follows_the_talker_and_a_pin_holds(browsers, product):
+    made: list[Caller] = []
+    try:
+        ada = Caller(browsers["quiet"], product, "layoutada", "Ada Lovelace")
+        grace = Caller(browsers["talking"], product, "layoutgrace", "Grace Hopper")
+        alan = Caller(browsers["quiet"], product, "layoutalan", "Alan Turing")
+        made += [ada, grace, alan]
+        ada.page.set_viewport_size({"width": 1280, "height": 800})
+        room_url = ada.create_room("Layout room")
+        for person in (grace, alan):
+            person.open(room_url)
+            person.wait_connected()
+        ada.wait_video_from(grace)
+        ada.wait_video_from(alan)
+        grace_id, alan_id = grace.participant_id, alan.participant_id
+
+        # The grid: three 16:9 tiles, larger than the old fixed 256 x 192, all on the first
+        # screen below the room's header: nobody needs scrolling to.
+        ada.page.wait_for_function(
+            "document.querySelectorAll('#stage .tile').length === 3"
+            " && document.getElementById('stage').dataset.layout === 'grid'"
+        )
+        time.sleep(0.5)  # the layout is applied on the next frame after a change
+        boxes = ada.page.evaluate(TILE_BOXES)
+        for box in boxes:
+            assert box["width"] >= 270, boxes
+            assert abs(box["width"] / box["height"] - 16 / 9) < 0.05, boxes
+        bottom = ada.page.evaluate(
+            "Math.max(...[...document.querySelectorAll('#stage .tile')]"
+            ".map((t) => t.getBoundingClientRect().bottom))"
+        )
+        assert bottom <= 800, f"the call does not fit one screen: tiles end at {bottom} px"
+
+        # The speaker view shows whoever talks large: Grace.
+        ada.page.click("#layout-button")
+        ada.page.wait_for_selector("#layout-button[aria-pressed=true]")
+        ada.page.wait_for_selector(
+            f".tile--main[data-participant-id='{grace_id}']", timeout=WAIT_MS
+        )
+        main = next(b for b in ada.page.evaluate(TILE_BOXES) if b["main"])
+        others = [b for b in ada.page.evaluate(TILE_BOXES) if not b["main"]]
+        assert all(main["width"] > 2 * other["width"] for other in others)
+
+        # Ada pins Alan: he stays large although Grace is the one talking; unpinned, Grace again.
+        alan_tile = ada.page.locator(f".tile[data-participant-id='{alan_id}']")
+        alan_tile.hover()
+        alan_tile.locator(".tile__pin").click()
+        ada.page.wait_for_selector(f".tile--main[data-participant-id='{alan_id}']")
+        ada.page.wait_for_selector(
+            f".tile[data-participant-id='{alan_id}'] .tile__pin[aria-pressed=true]"
+        )
+        time.sleep(2.5)  # longer than the active speaker's hold
+        assert ada.page.locator(f".tile--main[data-participant-id='{alan_id}']").count() == 1
+        alan_tile.locator(".tile__pin").click()
+        ada.page.wait_for_selector(
+            f".tile--main[data-participant-id='{grace_id}']", timeout=WAIT_MS
+        )
+        # Back to the grid: nobody is large.
+        ada.page.click("#layout-button")
+        ada.page.wait_for_selector("#stage[data-layout=grid]")
+        assert ada.page.locator(".tile--main").count() == 0
+        assert not any(person.errors for person in made), [p.errors for p in made]
+    finally:
+        for person in made:
+            person.close()

@@ -40,8 +40,13 @@ def video_connections(url: str) -> int:
 def test_only_tiles_on_screen_receive_video(chromium, product):
     with people_of(Caller, chromium, product) as make:
         ada = make("seeada", "Ada Lovelace")
-        ada.page.set_viewport_size({"width": 400, "height": 300})  # a phone: tiles below the fold
+        ada.page.set_viewport_size({"width": 400, "height": 600})  # a phone
         room_url = ada.create_room("Scrolling room")
+        # A window that ends just above the call: every tile is below the fold.
+        stage_top = ada.page.evaluate(
+            "document.getElementById('stage').getBoundingClientRect().top"
+        )
+        ada.page.set_viewport_size({"width": 400, "height": int(stage_top) - 20})
         grace, alan = make("seegrace", "Grace Hopper"), make("seealan", "Alan Turing")
         for person in (grace, alan):
             person.open(room_url)

@@ -1,5 +1,6 @@
 // Call: this tab's camera and microphone, its publishing connection, one receiving connection per
 // publisher in the room, and the video tiles that show them (docs/protocol.md, "Calls").
+import { StageLayout } from './layout.js';
 import { SpeakingMonitor } from './speaking.js';
 
 // A connection whose media path broke is made again with new endpoints (the media server has no
@@ -83,6 +84,15 @@ class Tile {
     this.muted.hidden = true;
     this.videoOff = false; // the person switched their camera off
     this.root.append(this.avatar, this.video, this.caption, this.muted, this.state, this.sound);
+    if (!local) {
+      // Pinned: shown large, whoever talks. Its label stays; its pressed state says pinned.
+      this.pin = el('button', 'tile__pin', 'Pin');
+      this.pin.type = 'button';
+      this.pin.setAttribute('aria-pressed', 'false');
+      this.pin.setAttribute('aria-label', `Pin ${name}`);
+      this.pin.addEventListener('click', () => this.onPin?.()); // the layout marks it pressed
+      this.root.append(this.pin);
+    }
     stage.append(this.root);
   }
 
@@ -133,6 +143,7 @@ class Tile {
   }
 
   rename(name) {
+    this.pin?.setAttribute('aria-label', `Pin ${name}`);
     this.caption.textContent = name;
     this.avatar.textContent = [...(name.trim() || '?')][0].toUpperCase();
   }
@@ -338,8 +349,10 @@ export class Call {
     this.socket = socket;
     this.healed = healed;
     this.onSpeaking = speaking;
+    this.layout = new StageLayout(stage);
     this.speaking = new SpeakingMonitor(() => this.#audioSources(), {
       onChange: (id, on) => this.#speakingChanged(id, on),
+      onActive: (id) => this.layout.setActive(id),
     });
     this.healing = null; // after a reset: the targets whose connections must come back
     this.stage = stage;
@@ -348,6 +361,10 @@ export class Call {
     this.notice = notice;
     this.localStream = null;
     this.localTile = null;
+    // The camera and microphone to ask for (deviceIds, '' for the browser's default) and the
+    // speaker for the others' sound: static/js/devices.js chooses them.
+    this.preferred = { audio: '', video: '' };
+    this.sinkId = '';
     this.links = new Map(); // 'publish' or publisher id -> Link
     this.tiles = new Map(); // another participant's id -> Tile
     this.names = new Map(); // participant id -> name
@@ -390,8 +407,23 @@ export class Call {
     else waiting.resolve(message);
   }
 
+  /** What to ask getUserMedia for one kind ('audio' or 'video'): the chosen device, if any. */
+  #constraints(kind, deviceId = this.preferred[kind]) {
+    const base = MEDIA_CONSTRAINTS[kind];
+    return deviceId ? { ...base, deviceId: { exact: deviceId } } : base;
+  }
+
   /** Ask once for camera and microphone; fall back to whichever one exists. */
   async #localMedia() {
+    if (this.preferred.audio || this.preferred.video) {
+      try {
+        const chosen = { audio: this.#constraints('audio'), video: this.#constraints('video') };
+        return await navigator.mediaDevices.getUserMedia(chosen);
+      } catch (error) {
+        if (error?.name === 'NotAllowedError' || error?.name === 'SecurityError') throw error;
+        // A chosen device is gone or busy: the browser's defaults, below.
+      }
+    }
     try {
       return await navigator.mediaDevices.getUserMedia(MEDIA_CONSTRAINTS);
     } catch (error) {
@@ -489,6 +521,8 @@ export class Call {
       tile.clear('No camera');
       this.tiles.set(id, tile);
       this.#watchScreen(id, tile);
+      if (this.sinkId) this.#applySink(tile).catch(() => {}); // the speaker chosen
+      tile.onPin = () => this.layout.togglePin(id);
     }
     return tile;
   }
@@ -617,6 +651,70 @@ export class Call {
     const link = this.links.get('publish');
     if (!link?.remoteSet) return; // sent once publishing is answered
     this.socket.send({ type: 'media_state', ...this.mediaState() });
+  }
+
+  /**
+   * Use another camera or microphone (`kind` 'video' or 'audio'): the new track replaces the old
+   * one on the publishing connection's sender of that kind (RTCRtpSender.replaceTrack: the
+   * same connection, no renegotiation), in the local stream and on your tile; a muted
+   * microphone or stopped camera stays so. Resolves to the new track, or null while there is no
+   * local media (the next preview asks for the chosen device).
+   */
+  async switchDevice(kind, deviceId) {
+    this.preferred[kind] = deviceId;
+    const stream = this.localStream;
+    if (!stream) return null;
+    const old = stream.getTracks().find((track) => track.kind === kind);
+    const ask = () =>
+      navigator.mediaDevices.getUserMedia({ [kind]: this.#constraints(kind, deviceId) });
+    let fresh;
+    try {
+      fresh = await ask();
+    } catch (error) {
+      // Some cameras cannot be opened twice: free the old one and ask again.
+      if (!old || (error?.name !== 'NotReadableError' && error?.name !== 'AbortError')) throw error;
+      old.stop();
+      fresh = await ask();
+    }
+    const [track] = fresh.getTracks();
+    if (this.localStream !== stream) {
+      track.stop(); // the call stopped meanwhile
+      return null;
+    }
+    if (old) track.enabled = old.enabled;
+    const link = this.links.get('publish');
+    const sender = link?.pc
+      ?.getTransceivers()
+      .find((transceiver) => transceiver.receiver.track?.kind === kind)?.sender;
+    if (sender) await sender.replaceTrack(track);
+    if (old) {
+      stream.removeTrack(old);
+      old.stop();
+    }
+    stream.addTrack(track);
+    // A kind we did not send before (no camera at first) needs a connection that carries it.
+    if (link && !sender) link.start();
+    if (this.localTile) {
+      this.localTile.video.srcObject = null; // the element picks up the new track
+      this.localTile.show(stream);
+    }
+    return track;
+  }
+
+  /** Play the others' sound through this speaker ('' for the default), where the browser can. */
+  async setSpeaker(deviceId) {
+    this.sinkId = deviceId;
+    await Promise.all(Array.from(this.tiles.values(), (tile) => this.#applySink(tile)));
+  }
+
+  async #applySink(tile) {
+    if (typeof tile.video.setSinkId !== 'function') return;
+    try {
+      await tile.video.setSinkId(this.sinkId);
+    } catch (error) {
+      console.warn('Could not change the speaker of a tile', error);
+      throw error;
+    }
   }
 
   hasTrack(kind) {

@@ -1,6 +1,7 @@
 // The room page: joins the room's socket and keeps status, participants and header current.
 import { Call } from './call.js';
 import { ConnectionTest } from './connection-test.js';
+import { Devices } from './devices.js';
 import { RoomSocket } from './room-socket.js';
 
 const config = JSON.parse(document.getElementById('room-config').textContent);
@@ -24,6 +25,7 @@ const ui = {
   stage: $('stage'),
   mic: $('mic-button'),
   camera: $('camera-button'),
+  layout: $('layout-button'),
 };
 
 const ACTIVE = new Set(['joining', 'connected', 'reconnecting']);
@@ -58,8 +60,10 @@ function setStatus(next, text, { retry = false } = {}) {
   ui.status.textContent = text;
   ui.leave.disabled = !ACTIVE.has(next);
   ui.leave.hidden = next === 'ready';
+  ui.layout.hidden = !ACTIVE.has(next);
   ui.join.hidden = next !== 'ready';
   connectionTest.available = next === 'ready'; // the pre-join screen only; hiding it stops a test
+  devices.setMode(next === 'ready' ? 'prejoin' : ACTIVE.has(next) ? 'call' : 'off');
   ui.retry.hidden = !retry;
   ui.lobby.hidden = ACTIVE.has(next) || next === 'ready';
   ui.list.setAttribute('aria-busy', String(next === 'reconnecting'));
@@ -199,6 +203,15 @@ const connectionTest = new ConnectionTest({
   container: $('connection-test'),
   button: $('connection-test-button'),
   stream: () => call.preview(),
+});
+
+// Camera, microphone and speaker: open, with a level meter, before joining; behind a button after.
+ui.leave.before($('devices-button')); // the Devices button joins the others
+const devices = new Devices({
+  root: $('devices'),
+  call,
+  notice: (text) => showNotice(text),
+  changed: () => updateDeviceButtons(),
 });
 
 on('connecting', ({ attempt }) => {
@@ -368,6 +381,13 @@ function toggleDevice(button, kind) {
   button.setAttribute('aria-pressed', String(muted));
   renderParticipants(); // your own muted / camera-off marks
 }
+
+// The grid, or the speaker view (the pinned person, else whoever talks, large).
+ui.layout.addEventListener('click', () => {
+  const speaker = ui.layout.getAttribute('aria-pressed') !== 'true';
+  call.layout.setMode(speaker ? 'speaker' : 'grid');
+});
+call.layout.onMode = (mode) => ui.layout.setAttribute('aria-pressed', String(mode === 'speaker'));
 
 ui.mic.addEventListener('click', () => toggleDevice(ui.mic, 'audio'));
 ui.camera.addEventListener('click', () => toggleDevice(ui.camera, 'video'));
