@@ -62,6 +62,9 @@ def room_create(request: HttpRequest) -> HttpResponse:
     return render(request, "rooms/room_form.html", {"form": form, "creating": True})
 
 
+_ALREADY_HERE_SHOWN = 5
+
+
 @login_required
 def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
     room = _room_or_404(slug)
@@ -89,6 +92,9 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
         invite_url = request.build_absolute_uri(
             f"{room.get_absolute_url()}?{urlencode({'invite': invite_token(room)})}"
         )
+    # Who is already in, for the pre-join screen (the page's live list takes over once joined).
+    present = list(selectors.participants_live(room=room))
+    others = [p.display_name for p in present if p.user_id != request.user.pk]
     return render(
         request,
         "rooms/room_detail.html",
@@ -96,6 +102,9 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "room": room,
             "is_owner": is_owner,
             "invite_url": invite_url,
+            "already_here": others[:_ALREADY_HERE_SHOWN],
+            "already_here_more": max(0, len(others) - _ALREADY_HERE_SHOWN),
+            "also_here_yourself": any(p.user_id == request.user.pk for p in present),
             "client_config": {
                 "wsPath": ws_path,
                 "closeCodes": close_codes.for_browser(),

@@ -51,6 +51,14 @@ def test_three_people_see_and_hear_each_other_and_everything_is_released(callers
             timeout=MEDIA_WAIT_MS,
         )
     assert len(media_server_pipelines(product.media_url)) == 1
+    # Each remote tile shows its connection's quality, with the figures for hover and focus.
+    for person in trio:
+        mark = person.page.wait_for_selector(
+            ".tile:not(.tile--local) .tile__quality[data-level=good]", timeout=WAIT_MS
+        )
+        figures = mark.get_attribute("aria-label") or ""
+        assert figures.startswith("Connection: good.") and "kbps" in figures, figures
+        assert int(figures.split(". ", 1)[1].split(" kbps")[0]) > 50, figures
 
     # Ada switches her camera off and mutes: the others see her initial and a muted badge.
     ada_id = ada.participant_id

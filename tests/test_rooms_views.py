@@ -233,3 +233,24 @@ def test_closed_room_page_says_so(client, stranger, room):
     page = _login(client, stranger).get(room.get_absolute_url())
     assert page.status_code == 410
     assert "closed" in page.content.decode()
+
+
+def test_the_pre_join_screen_says_who_is_already_in(client, stranger, owner, room, make_user):
+    from tests.conftest import record_participant
+
+    page = _login(client, stranger).get(room.get_absolute_url())
+    assert "Nobody is in the room yet." in page.content.decode()
+    record_participant(room, owner, name="Ada Lovelace")
+    record_participant(room, make_user("grace"), name="Grace Hopper")
+    record_participant(room, make_user("gone"), name="Gone Away", state="left")
+    text = client.get(room.get_absolute_url()).content.decode()
+    assert "In the room now: Ada Lovelace, Grace Hopper" in text
+    assert "Gone Away" not in text
+    assert "another tab" not in text
+    record_participant(room, stranger, name="Stranger")  # this user, in another tab
+    text = client.get(room.get_absolute_url()).content.decode()
+    assert "You are already in this room in another tab or on another device." in text
+    for index in range(6):
+        record_participant(room, make_user(f"many{index}"), name=f"Many {index}")
+    text = client.get(room.get_absolute_url()).content.decode()
+    assert "and 3 others" in text

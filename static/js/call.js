@@ -1,6 +1,7 @@
 // Call: this tab's camera and microphone, its publishing connection, one receiving connection per
 // publisher in the room, and the video tiles that show them (docs/protocol.md, "Calls").
 import { StageLayout } from './layout.js';
+import { QualityMonitor } from './quality.js';
 import { SpeakingMonitor } from './speaking.js';
 
 // A connection whose media path broke is made again with new endpoints (the media server has no
@@ -140,6 +141,19 @@ class Tile {
   /** Outline the tile while the person talks. */
   setSpeaking(speaking) {
     this.root.classList.toggle('tile--speaking', speaking);
+  }
+
+  /** The connection's quality: a small mark, its figures on hover and focus. */
+  setQuality(level, description) {
+    if (!this.quality) {
+      this.quality = el('span', 'tile__quality');
+      this.quality.tabIndex = 0;
+      this.quality.setAttribute('role', 'img');
+      this.root.append(this.quality);
+    }
+    this.quality.dataset.level = level;
+    this.quality.title = description;
+    this.quality.setAttribute('aria-label', description);
   }
 
   rename(name) {
@@ -350,6 +364,9 @@ export class Call {
     this.healed = healed;
     this.onSpeaking = speaking;
     this.layout = new StageLayout(stage);
+    this.quality = new QualityMonitor(() =>
+      [...this.links.values()].filter((link) => link.pc).map((link) => [link.pc, link.tile]),
+    );
     this.speaking = new SpeakingMonitor(() => this.#audioSources(), {
       onChange: (id, on) => this.#speakingChanged(id, on),
       onActive: (id) => this.layout.setActive(id),
@@ -495,6 +512,7 @@ export class Call {
     this.stopLinks();
     this.you = you;
     this.speaking.start();
+    this.quality.start();
     for (const p of participants) this.joined(p);
     for (const p of participants) if (p.publishing && p.id !== you) this.subscribe(p.id);
     const stream = await this.preview();
@@ -724,6 +742,7 @@ export class Call {
   /** Close every connection (the socket dropped or we left); the camera stays on for a rejoin. */
   stopLinks() {
     this.speaking.stop();
+    this.quality.stop();
     for (const target of [...this.links.keys()]) this.dropLink(target);
     for (const tile of this.tiles.values()) tile.remove();
     this.tiles.clear();

@@ -26,6 +26,7 @@ const ui = {
   mic: $('mic-button'),
   camera: $('camera-button'),
   layout: $('layout-button'),
+  alreadyHere: $('already-here'), // who was in the room when the page loaded
 };
 
 const ACTIVE = new Set(['joining', 'connected', 'reconnecting']);
@@ -61,6 +62,7 @@ function setStatus(next, text, { retry = false } = {}) {
   ui.leave.disabled = !ACTIVE.has(next);
   ui.leave.hidden = next === 'ready';
   ui.layout.hidden = !ACTIVE.has(next);
+  if (ui.alreadyHere) ui.alreadyHere.hidden = next !== 'ready'; // the live list takes over
   ui.join.hidden = next !== 'ready';
   connectionTest.available = next === 'ready'; // the pre-join screen only; hiding it stops a test
   devices.setMode(next === 'ready' ? 'prejoin' : ACTIVE.has(next) ? 'call' : 'off');
