@@ -103,7 +103,7 @@ SIGNALING_MESSAGES_DROPPED = Counter(
 )
 CONSUMER_CRASHES = Counter(
     "conference_consumer_crashes",
-    "Unexpected exceptions caught in the room consumer",
+    "Unexpected exceptions caught in a signaling consumer (room or connection test)",
     registry=REGISTRY,
 )
 

@@ -12,48 +12,35 @@ test") describes the messages.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
-from channels.exceptions import StopConsumer
-from channels.generic.websocket import AsyncWebsocketConsumer
-
-from conference import metrics
 from signaling import protocol, turn
 from signaling.media import loopback
 from signaling.media.errors import MediaError
+from signaling.sockets import TypedSocketConsumer
 
 logger = logging.getLogger(__name__)
 
 
-class ConnectionTestConsumer(AsyncWebsocketConsumer):
+class ConnectionTestConsumer(TypedSocketConsumer):
     user_id: int | None = None  # None: refused (anonymous)
     test: loopback.Loopback | None = None
     serial = 0  # counts this socket's tests: candidates of an earlier one are not sent
     limit: asyncio.Task[None] | None = None
-    closing = False
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        try:
-            await super().dispatch(message)
-        except (StopConsumer, asyncio.CancelledError):
-            raise
-        except Exception:
-            logger.exception(
-                "connection test of user %s failed on %s; ending it",
-                self.user_id or "-",
-                message.get("type"),
-            )
-            # Channels calls no disconnect handler after this: release here, or never.
-            try:
-                await self._stop(reason=None)
-            except Exception:
-                logger.exception("releasing a failed connection test failed too")
-            if not self.closing:
-                await self.close(code=protocol.CLOSE_INTERNAL_ERROR)
-            if message.get("type") == "websocket.disconnect":
-                raise StopConsumer() from None
+    parse = staticmethod(protocol.parse_connection_test_message)
+
+    @property
+    def subject(self) -> str:
+        return f"connection test of user {self.user_id or '-'}"
+
+    @property
+    def serving(self) -> bool:
+        return self.user_id is not None  # not refused
+
+    async def release_after_failure(self) -> None:
+        await self._stop(reason=None)
 
     async def connect(self) -> None:
         # Accept first: a refused handshake reaches the browser as a bare 1006 with no reason.
@@ -81,21 +68,7 @@ class ConnectionTestConsumer(AsyncWebsocketConsumer):
         # However the socket closed (stop or not, tab closed, network lost), the test goes.
         await self._stop(reason=None)
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if text_data is None:
-            await self._reply_error(
-                protocol.ProtocolError(
-                    "invalid", "Binary frames are not supported; send JSON text."
-                )
-            )
-            return
-        try:
-            message = protocol.parse_connection_test_message(text_data)
-        except protocol.ProtocolError as error:
-            await self._reply_error(error)
-            return
-        if self.user_id is None:  # refused, closing
-            return
+    async def handle(self, message: protocol.ClientMessage) -> None:
         match message:
             case protocol.Ping():
                 await self.send_message(protocol.Pong(id=message.id))
@@ -110,7 +83,7 @@ class ConnectionTestConsumer(AsyncWebsocketConsumer):
     async def _start(self, offer: str, ref: str | int | None) -> None:
         assert self.user_id is not None
         if self.test is not None:
-            await self._reply_error(
+            await self.reply_error(
                 protocol.ProtocolError(
                     "conflict", "A connection test is already running here; stop it first.", ref
                 )
@@ -122,7 +95,7 @@ class ConnectionTestConsumer(AsyncWebsocketConsumer):
                 user_id=self.user_id, offer=offer, relay=self._relay(self.serial)
             )
         except MediaError as error:
-            await self._reply_error(protocol.ProtocolError(error.code, error.message, ref))
+            await self.reply_error(protocol.ProtocolError(error.code, error.message, ref))
             return
         self.test = test
         self.limit = asyncio.create_task(self._time_limit(test))
@@ -131,7 +104,7 @@ class ConnectionTestConsumer(AsyncWebsocketConsumer):
             await loopback.start_ice(test=test)
         except MediaError as error:
             if self.test is test:  # not stopped meanwhile (the time limit, say)
-                await self._reply_error(protocol.ProtocolError(error.code, error.message, ref))
+                await self.reply_error(protocol.ProtocolError(error.code, error.message, ref))
                 await self._stop(reason="failed")
 
     async def _add_candidate(self, candidate: dict[str, Any], ref: str | int | None) -> None:
@@ -143,7 +116,7 @@ class ConnectionTestConsumer(AsyncWebsocketConsumer):
         try:
             await loopback.add_ice_candidate(test=test, candidate=candidate)
         except MediaError as error:
-            await self._reply_error(protocol.ProtocolError(error.code, error.message, ref))
+            await self.reply_error(protocol.ProtocolError(error.code, error.message, ref))
 
     async def _stop(self, *, reason: str | None, ref: str | int | None = None) -> None:
         """Release the running test, if any; tell the browser unless `reason` is None (the
@@ -191,25 +164,3 @@ class ConnectionTestConsumer(AsyncWebsocketConsumer):
             await self.send_message(
                 protocol.IceCandidate(target="loopback", candidate=event["candidate"])
             )
-
-    # --- helpers ----------------------------------------------------------------------------
-    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
-        self.closing = True
-        await super().close(code=code, reason=reason)
-
-    async def send_message(self, message: protocol.ServerMessage) -> None:
-        # Nothing is sent after this side closed: daphne would refuse it.
-        if not self.closing:
-            await self.send(text_data=json.dumps(message.payload()))
-
-    async def _reply_error(self, error: protocol.ProtocolError) -> None:
-        metrics.SIGNALING_ERRORS.labels(code=error.code).inc()
-        logger.info(
-            "connection test of user %s: bad message: %s (%s)",
-            self.user_id or "-",
-            error.code,
-            error.message,
-        )
-        await self.send_message(
-            protocol.Error(code=error.code, message=error.message, id=error.ref)
-        )

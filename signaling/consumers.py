@@ -13,15 +13,12 @@ of leaving a ghost behind that holds a seat (Channels calls no disconnect handle
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.exceptions import StopConsumer
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from conference import metrics
@@ -30,6 +27,7 @@ from rooms.models import Participant
 from rooms.selectors import Refusal
 from signaling import media, protocol, turn
 from signaling.selectors import publishing_sync
+from signaling.sockets import TypedSocketConsumer
 
 logger = logging.getLogger(__name__)
 
@@ -83,43 +81,31 @@ def _typed(event: dict[str, Any]) -> protocol.ServerMessage | None:
         return None
 
 
-class RoomConsumer(AsyncWebsocketConsumer):
+class RoomConsumer(TypedSocketConsumer):
     participant: Participant | None = None
     media: media.ParticipantMedia | None = None
     group: str | None = None
     heartbeat: asyncio.Task[None] | None = None
-    closing = False
     ice_refresh: asyncio.Task[None] | None = None
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        try:
-            await super().dispatch(message)
-        except (StopConsumer, asyncio.CancelledError):
-            raise
-        except Exception:
-            metrics.CONSUMER_CRASHES.inc()
-            logger.exception(
-                "room connection of participant %s failed on %s; ending it",
-                self.participant.pk if self.participant else "-",
-                message.get("type"),
-            )
-            await self._fail()
-            if message.get("type") == "websocket.disconnect":
-                raise StopConsumer() from None
+    parse = staticmethod(protocol.parse_client_message)
 
-    async def _fail(self) -> None:
-        """End this connection after an unexpected error, leaving nothing behind."""
+    @property
+    def subject(self) -> str:
+        return f"room connection of participant {self.participant.pk if self.participant else '-'}"
+
+    @property
+    def serving(self) -> bool:
+        return self.participant is not None  # not refused, not ended
+
+    async def release_after_failure(self) -> None:
+        """The participant ends like a dropped one: presence, media, group."""
         for task in (self.heartbeat, self.ice_refresh):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
-        try:
-            if self.group is not None:
-                await self.channel_layer.group_discard(self.group, self.channel_name)
-            await self._end_presence(Participant.State.DROPPED)
-        except Exception:
-            logger.exception("ending a failed room connection failed too")
-        if not self.closing:
-            await self.close(code=protocol.CLOSE_INTERNAL_ERROR)
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self._end_presence(Participant.State.DROPPED)
 
     async def connect(self) -> None:
         # Accept first: a refused handshake reaches the browser as a bare 1006 with no reason.
@@ -170,24 +156,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         # Without a goodbye (tab closed, network lost) the connection counts as dropped.
         await self._end_presence(Participant.State.DROPPED)
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if text_data is None:
-            await self._reply_error(
-                protocol.ProtocolError(
-                    "invalid", "Binary frames are not supported; send JSON text."
-                )
-            )
-            return
-        try:
-            message = protocol.parse_client_message(text_data)
-        except protocol.ProtocolError as error:
-            await self._reply_error(error)
-            return
-        if self.participant is None:  # refused, closing
-            return
-        await self._handle(message)
-
-    async def _handle(self, message: protocol.ClientMessage) -> None:
+    async def handle(self, message: protocol.ClientMessage) -> None:
         match message:
             case protocol.Ping():
                 await self.send_message(protocol.Pong(id=message.id))
@@ -238,7 +207,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
                     await media.unpublish(media=own)
                     await self.send_message(protocol.Unpublished(id=message.id))
         except media.MediaError as error:
-            await self._reply_error(protocol.ProtocolError(error.code, error.message, message.id))
+            await self.reply_error(protocol.ProtocolError(error.code, error.message, message.id))
 
     # --- events from the room group -------------------------------------------------------
     async def media_event(self, message: dict[str, Any]) -> None:
@@ -258,29 +227,6 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.close(code=protocol.CLOSE_ROOM_CLOSED)
 
     # --- helpers ----------------------------------------------------------------------------
-    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
-        self.closing = True
-        await super().close(code=code, reason=reason)
-
-    async def send_message(self, message: protocol.ServerMessage) -> None:
-        # After this side closed, events still on their way (this connection's own departure
-        # comes back through the channel layer) are dropped: daphne refuses to send them, and
-        # the error would end the consumer before its disconnect handler leaves the group.
-        if not self.closing:
-            await self.send(text_data=json.dumps(message.payload()))
-
-    async def _reply_error(self, error: protocol.ProtocolError) -> None:
-        metrics.SIGNALING_ERRORS.labels(code=error.code).inc()
-        logger.info(
-            "participant %s sent a bad message: %s (%s)",
-            self.participant.pk if self.participant else "-",
-            error.code,
-            error.message,
-        )
-        await self.send_message(
-            protocol.Error(code=error.code, message=error.message, id=error.ref)
-        )
-
     async def _end_presence(self, state: str) -> None:
         participant, self.participant = self.participant, None
         own, self.media = self.media, None

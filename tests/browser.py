@@ -65,16 +65,22 @@ class Person:
         page.click("#main button[type=submit]")
         page.wait_for_url(re.compile(r"/rooms/$"))
 
-    def create_room(self, name: str, *, private: bool = False) -> str:
+    def new_room(self, name: str, *, private: bool = False) -> str:
+        """Create a room through the form and stay on its pre-join screen; its address."""
         page = self.page
         page.goto("/rooms/new/")
         page.fill("input[name=name]", name)
         page.check(f"input[name=visibility][value={'private' if private else 'public'}]")
         page.click("#main button[type=submit]")
         page.wait_for_url(re.compile(r"/rooms/[-a-z0-9]+/$"))
+        return page.url
+
+    def create_room(self, name: str, *, private: bool = False) -> str:
+        """Create a room and join it; its address."""
+        url = self.new_room(name, private=private)
         self.join()
         self.wait_connected()
-        return page.url
+        return url
 
     def open(self, url: str) -> None:
         """Open a room page and click Join on its pre-join screen (when it has one)."""

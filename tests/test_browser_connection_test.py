@@ -40,15 +40,6 @@ def people(chromium, product):
         yield make
 
 
-def new_room_without_joining(person: Person, name: str) -> None:
-    page = person.page
-    page.goto("/rooms/new/")
-    page.fill("input[name=name]", name)
-    page.check("input[name=visibility][value=public]")
-    page.click("#main button[type=submit]")
-    page.wait_for_url(re.compile(r"/rooms/[-a-z0-9]+/$"))
-
-
 def wait_returned_picture(person: Person) -> int:
     """Wait until the returned picture decodes frames, and more of them a moment later."""
     first = wait_until(
@@ -64,7 +55,7 @@ def wait_returned_picture(person: Person) -> int:
 def test_the_camera_comes_back_with_a_round_trip_time_and_everything_is_released(people, product):
     ada = people("testada", "Ada Lovelace")
     page = ada.page
-    new_room_without_joining(ada, "Test room")
+    ada.new_room("Test room")
     button = page.wait_for_selector("#connection-test-button:visible", timeout=WAIT_MS)
     assert button.inner_text() == "Test camera and connection"
     assert media_server_pipelines(product.media_url) == []  # nothing held until asked

@@ -13,7 +13,14 @@ from django.template.loader import render_to_string
 from django.test import Client, override_settings
 from django.urls import reverse
 
-ERROR_TEMPLATES = ("400.html", "403.html", "403_csrf.html", "404.html", "500.html")
+ERROR_TEMPLATES = (
+    "error_page.html",
+    "400.html",
+    "403.html",
+    "403_csrf.html",
+    "404.html",
+    "500.html",
+)
 TEMPLATES_DIR = Path(settings.BASE_DIR) / "templates"
 # What Django's technical (DEBUG) pages say, and its plain fallbacks when a template is missing.
 TECHNICAL = (

@@ -205,22 +205,11 @@ def test_people_on_different_workers_see_and_hear_each_other(callers_on, workers
     leave_all(first.media_url, ada)
 
 
-def new_room_without_joining(person: Caller, name: str) -> str:
-    """Create a room through the form and stay on its pre-join screen."""
-    page = person.page
-    page.goto("/rooms/new/")
-    page.fill("input[name=name]", name)
-    page.check("input[name=visibility][value=public]")
-    page.click("#main button[type=submit]")
-    page.wait_for_url(re.compile(r"/rooms/[-a-z0-9]+/$"))
-    return page.url
-
-
 def test_concurrent_first_joins_on_both_workers_make_one_pipeline(callers_on, workers):
     first, second, database = workers
     ada = callers_on(first, "cada", "Ada Lovelace")
     grace = callers_on(second, "cgrace", "Grace Hopper")
-    room_url = new_room_without_joining(ada, "Joined at once")
+    room_url = ada.new_room("Joined at once")
     slug = slug_of(room_url)
     grace.page.goto(on(second, room_url))
     for person in (ada, grace):

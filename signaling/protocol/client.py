@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from signaling.protocol.fields import matches
+from signaling.protocol.fields import declared, matches
 from signaling.protocol.server import Error
 
 _MAX_ID_LENGTH = 64
@@ -316,8 +316,7 @@ def _parse(text: str, types: dict[str, type[ClientMessage]]) -> ClientMessage:
         raise ProtocolError(
             "unknown_type", f"Unknown message type '{kind[:40]}'. Known types: {known}.", ref
         )
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints, fields = declared(cls)
     unexpected = sorted(set(data) - set(fields) - {"type"})
     if unexpected:
         raise ProtocolError(

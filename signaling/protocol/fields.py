@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import types
 import typing
 from typing import Any
+
+
+@functools.cache
+def declared(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
+    """A message class's field annotations (resolved once, not per message) and fields."""
+    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
 
 
 def matches(value: Any, annotation: Any) -> bool:

@@ -10,11 +10,10 @@ so nothing reaches a browser that docs/protocol.md does not describe.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from signaling.protocol.fields import matches
+from signaling.protocol.fields import declared, matches
 
 _SERVER_TYPES: dict[str, type[ServerMessage]] = {}
 
@@ -255,8 +254,7 @@ def server_message(data: dict[str, Any]) -> ServerMessage:
     cls = _SERVER_TYPES.get(data.get("type"))  # type: ignore[arg-type]
     if cls is None:
         raise ValueError(f"no server message has the type {data.get('type')!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {field.name: field for field in dataclasses.fields(cls)}
+    hints, fields = declared(cls)
     unexpected = set(data) - set(fields) - {"type"}
     if unexpected:
         raise ValueError(f"{cls.type_name} has no field(s) {sorted(unexpected)}")
