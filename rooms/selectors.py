@@ -1,5 +1,6 @@
 """Reads on rooms and participants, including who may enter a room."""
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,6 +35,32 @@ def participants_live(*, room: Room) -> QuerySet[Participant]:
     )
 
 
+ALREADY_HERE_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class RoomPresence:
+    """Who is in a room now, as its pre-join screen tells one user."""
+
+    count: int  # live participants, the user's own included
+    others_shown: tuple[str, ...]  # other users' display names, first joined first
+    others_more: int  # other users' participants beyond those shown
+    you_elsewhere: bool  # the user is already in, in another tab or on another device
+
+
+def room_presence(
+    *, room: Room, user: AbstractBaseUser, shown: int = ALREADY_HERE_SHOWN
+) -> RoomPresence:
+    present = list(participants_live(room=room))
+    others = [p.display_name for p in present if p.user_id != user.pk]
+    return RoomPresence(
+        count=len(present),
+        others_shown=tuple(others[:shown]),
+        others_more=max(0, len(others) - shown),
+        you_elsewhere=any(p.user_id == user.pk for p in present),
+    )
+
+
 def participants_live_count(*, room: Room) -> int:
     return Participant.objects.filter(_live_filter(), room=room).count()
 
@@ -57,6 +84,16 @@ def rooms_public(*, search: str = "") -> QuerySet[Room]:
 
 def rooms_owned(*, user: AbstractBaseUser) -> QuerySet[Room]:
     return _with_live_count(Room.objects.filter(owner=user)).order_by("closed_at", "-created_at")
+
+
+def rooms_in_lobby(*, user: AbstractBaseUser, slugs: Collection[str]) -> QuerySet[Room]:
+    """Those of `slugs` whose live count the user's lobby may show: public rooms (closed ones
+    too, so a card can say the room closed) and the user's own rooms. Others' private rooms
+    never: their counts are theirs."""
+    rooms = Room.objects.filter(
+        Q(visibility=Room.Visibility.PUBLIC) | Q(owner=user), slug__in=list(slugs)
+    )
+    return _with_live_count(rooms)
 
 
 def room_by_slug(*, slug: str) -> Room | None:

@@ -1,15 +1,21 @@
-"""Room pages: landing, lobby, create, edit, delete, and the room itself."""
+"""Room pages: landing, lobby, create, edit, delete, and the room itself; and the JSON the lobby
+and the pre-join screen poll for who is in."""
 
+import functools
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.core.validators import slug_re
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.utils.translation import gettext
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
 
 from rooms import selectors, services
 from rooms.forms import RoomForm
@@ -19,6 +25,11 @@ from signaling.protocol import close_codes
 
 _INVITES_SESSION_KEY = "room_invites"
 _STATUS_FOR_REFUSAL = {"closed": 410, "private": 403}
+# The most rooms one rooms:live request answers for (lobby.js asks in batches of this size).
+_LIVE_ROOMS_MAX = 100
+# Pieces of the rooms parameter looked at, at most: a hostile query costs no more than this.
+_LIVE_PIECES_READ = 4 * _LIVE_ROOMS_MAX
+_SLUG_MAX_LENGTH = Room._meta.get_field("slug").max_length
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -48,7 +59,68 @@ def lobby(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "rooms/lobby.html",
-        {"public_rooms": public, "my_rooms": selectors.rooms_owned(user=request.user), "q": search},
+        {
+            "public_rooms": public,
+            "my_rooms": selectors.rooms_owned(user=request.user),
+            "q": search,
+            "lobby_config": {  # static/js/lobby.js
+                "liveUrl": reverse("rooms:live"),
+                "maxRooms": _LIVE_ROOMS_MAX,
+                "labels": {
+                    "full": gettext("Full"),
+                    "locked": gettext("Locked"),
+                    "closed": gettext("Closed"),
+                },
+            },
+        },
+    )
+
+
+def _login_required_json(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """login_required for what pages fetch: a JSON refusal, not a redirect to the login form."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return JsonResponse({"error": "login_required"}, status=403)
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def _asked_slugs(rooms: str) -> list[str]:
+    """The distinct well-formed slugs of a comma-separated list, at most _LIVE_ROOMS_MAX of them;
+    anything else in it is ignored."""
+    slugs: dict[str, None] = {}
+    for piece in rooms.split(",", _LIVE_PIECES_READ)[:_LIVE_PIECES_READ]:
+        if len(slugs) == _LIVE_ROOMS_MAX:
+            break
+        if len(piece) <= _SLUG_MAX_LENGTH and slug_re.match(piece):
+            slugs[piece] = None
+    return list(slugs)
+
+
+@never_cache
+@require_GET
+@_login_required_json
+def rooms_live(request: HttpRequest) -> HttpResponse:
+    """Live counts for the lobby's cards: `?rooms=slug,slug,...`. A room the user may not see
+    in the lobby (someone else's private room) is left out, as is an unknown one."""
+    rooms = selectors.rooms_in_lobby(
+        user=request.user, slugs=_asked_slugs(request.GET.get("rooms", ""))
+    )
+    return JsonResponse(
+        {
+            "rooms": {
+                room.slug: {
+                    "count": room.live_count,
+                    "max": room.max_participants,
+                    "locked": room.locked,
+                    "closed": room.is_closed,
+                }
+                for room in rooms
+            }
+        }
     )
 
 
@@ -60,9 +132,6 @@ def room_create(request: HttpRequest) -> HttpResponse:
         messages.success(request, f"Room “{room.name}” created.")
         return redirect(room)
     return render(request, "rooms/room_form.html", {"form": form, "creating": True})
-
-
-_ALREADY_HERE_SHOWN = 5
 
 
 @login_required
@@ -93,8 +162,7 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
             f"{room.get_absolute_url()}?{urlencode({'invite': invite_token(room)})}"
         )
     # Who is already in, for the pre-join screen (the page's live list takes over once joined).
-    present = list(selectors.participants_live(room=room))
-    others = [p.display_name for p in present if p.user_id != request.user.pk]
+    presence = selectors.room_presence(room=room, user=request.user)
     return render(
         request,
         "rooms/room_detail.html",
@@ -102,16 +170,48 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "room": room,
             "is_owner": is_owner,
             "invite_url": invite_url,
-            "already_here": others[:_ALREADY_HERE_SHOWN],
-            "already_here_more": max(0, len(others) - _ALREADY_HERE_SHOWN),
-            "also_here_yourself": any(p.user_id == request.user.pk for p in present),
+            "already_here": presence.others_shown,
+            "already_here_more": presence.others_more,
+            "also_here_yourself": presence.you_elsewhere,
+            # A public room's address, to share from the room's details (private: invite_url).
+            "room_url": (
+                None if room.is_private else request.build_absolute_uri(room.get_absolute_url())
+            ),
             "client_config": {
                 "wsPath": ws_path,
                 "closeCodes": close_codes.for_browser(),
+                "presenceUrl": reverse("rooms:presence", args=[room.slug]),
+                "alsoHere": presence.you_elsewhere,
                 "lobbyUrl": reverse("rooms:lobby"),
                 "userId": request.user.pk,
             },
         },
+    )
+
+
+@never_cache
+@require_GET
+@_login_required_json
+def room_presence(request: HttpRequest, slug: str) -> HttpResponse:
+    """Who is in the room now, for its pre-join screen; on the room page's own terms (the
+    invite kept in the session, the same refusals and statuses)."""
+    room = selectors.room_by_slug(slug=slug)
+    if room is None:
+        return JsonResponse({"error": "not_found"}, status=404)
+    invite = request.session.get(_INVITES_SESSION_KEY, {}).get(room.slug)
+    refusal = selectors.room_access_refusal(room=room, user=request.user, invite=invite)
+    if refusal is not None:
+        return JsonResponse(
+            {"error": refusal.reason}, status=_STATUS_FOR_REFUSAL.get(refusal.reason, 403)
+        )
+    presence = selectors.room_presence(room=room, user=request.user)
+    return JsonResponse(
+        {
+            "count": presence.count,
+            "names": list(presence.others_shown),
+            "more": presence.others_more,
+            "you_elsewhere": presence.you_elsewhere,
+        }
     )
 
 

@@ -11,6 +11,7 @@ import concurrent.futures
 import contextlib
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -98,7 +99,10 @@ class Person:
         return self.page.locator("#participants li").all_inner_texts()
 
     def wait_sees(self, name: str) -> None:
-        self.page.wait_for_selector(f"#participants li:has-text('{name}')", timeout=WAIT_MS)
+        # The people list is in a side panel that may be closed: present is enough.
+        self.page.wait_for_selector(
+            f"#participants li:has-text('{name}')", state="attached", timeout=WAIT_MS
+        )
 
     def wait_not_sees(self, name: str) -> None:
         self.page.wait_for_selector(
@@ -346,3 +350,54 @@ def in_a_call(ada: Caller, grace: Caller, name: str = "Fault room") -> str:
 
 def same_document(*callers: Caller) -> bool:
     return all(c.page.evaluate("window.__sameDocument === true") for c in callers)
+
+
+class Guest(Person):
+    """A participant with no browser page in the call: signed up in Chromium, then in the room
+    over a plain WebSocket (the room socket, with the session cookie, as the page would). It
+    sends no media, so the others see a tile with its initial. Cheap enough to fill a room."""
+
+    def __init__(self, chromium, product, username: str, display_name: str) -> None:
+        super().__init__(chromium, product, username, display_name)
+        self.product = product
+        self.socket = None
+        self._sockets = contextlib.ExitStack()
+        self.snapshot: dict[str, Any] | None = None
+
+    def enter(self, room_url: str) -> dict[str, Any]:
+        """Open the room socket of the room at `room_url`; the snapshot."""
+        import json
+
+        from websockets.sync.client import connect
+
+        slug = room_url.rstrip("/").rsplit("/", 1)[-1]
+        cookies = "; ".join(f"{c['name']}={c['value']}" for c in self.context.cookies())
+        self.socket = self._sockets.enter_context(
+            connect(
+                self.product.url.replace("http://", "ws://") + f"/ws/rooms/{slug}/",
+                additional_headers={"Cookie": cookies, "Origin": self.product.url},
+                open_timeout=WAIT_MS / 1000,
+            )
+        )
+        while True:
+            message = json.loads(self.socket.recv(timeout=WAIT_MS / 1000))
+            if message["type"] == "snapshot":
+                self.snapshot = message
+                break
+        # Read (and drop) what the room says from now on, so the socket never backs up.
+        threading.Thread(target=self._drain, args=(self.socket,), daemon=True).start()
+        return message
+
+    @staticmethod
+    def _drain(socket) -> None:
+        with contextlib.suppress(Exception):
+            for _ in socket:
+                pass
+
+    def leave(self) -> None:
+        self._sockets.close()
+        self.socket = None
+
+    def close(self) -> None:
+        self.leave()
+        super().close()

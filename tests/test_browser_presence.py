@@ -77,6 +77,7 @@ def test_locked_room_tells_newcomers_why(people):
     ada = people("ada3", "Ada Lovelace")
     room_url = ada.create_room("Board meeting")
     me = ada.page.get_attribute("#participants li.is-you", "data-participant-id")
+    ada.page.click("#details-button")  # the owner's settings are in the room's details panel
     ada.page.click("#lock-button")
     ada.page.wait_for_selector("#lock-button:has-text('Unlock room')", timeout=WAIT_MS)
     ada.page.wait_for_selector("#room-badges .badge--locked", timeout=WAIT_MS)

@@ -75,6 +75,9 @@ def test_the_talker_is_outlined_and_own_camera_off_shows_your_initial(browsers, 
         for person in (ada, alan):
             person.wait_video_from(grace)
         grace_id, alan_id = grace.participant_id, alan.participant_id
+        for person in made:
+            person.page.click("#people-button")  # the people list, beside the call
+            person.page.wait_for_selector("#people-panel.is-open #participants")
 
         # Everyone sees Grace talking: on her tile and in the people list; her own tile too.
         for person in (ada, alan):

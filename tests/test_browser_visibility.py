@@ -1,7 +1,7 @@
 """Hidden tiles cost no video: a page receives a publisher's video only while its tile is on
 screen (the media server stops forwarding it: its VIDEO connection to the viewer's endpoint
-goes away), keeps the sound, and gets the picture back as soon as the tile is scrolled into
-view. Real Chromium and the product as `make run` serves it.
+goes away), keeps the sound, and gets the picture back as soon as its page of tiles shows.
+Real Chromium and the product as `make run` serves it.
 """
 
 from __future__ import annotations
@@ -37,37 +37,72 @@ def video_connections(url: str) -> int:
         return pool.submit(asyncio.run, count()).result(timeout=30)
 
 
-def test_only_tiles_on_screen_receive_video(chromium, product):
+FRAMES = (
+    "(id) => document.querySelector(`.tile[data-participant-id='${id}'] video`)"
+    "?.getVideoPlaybackQuality().totalVideoFrames ?? 0"
+)
+
+
+def frames_flow(caller: Caller, participant_id: str, seconds: float = 1.5) -> int:
+    """How many frames the caller's tile of that participant decodes in a while."""
+    before = caller.page.evaluate(FRAMES, participant_id)
+    time.sleep(seconds)
+    return caller.page.evaluate(FRAMES, participant_id) - before
+
+
+def test_video_follows_the_page_of_tiles_on_screen(chromium, product):
     with people_of(Caller, chromium, product) as make:
         ada = make("seeada", "Ada Lovelace")
-        ada.page.set_viewport_size({"width": 400, "height": 600})  # a phone
-        room_url = ada.create_room("Scrolling room")
-        # A window that ends just above the call: every tile is below the fold.
-        stage_top = ada.page.evaluate(
-            "document.getElementById('stage').getBoundingClientRect().top"
-        )
-        ada.page.set_viewport_size({"width": 400, "height": int(stage_top) - 20})
+        room_url = ada.create_room("Paged room")
         grace, alan = make("seegrace", "Grace Hopper"), make("seealan", "Alan Turing")
         for person in (grace, alan):
             person.open(room_url)
             person.wait_connected()
         grace.wait_video_from(alan)
         alan.wait_video_from(grace)
-        # Grace and Alan see everyone (4 video connections); Ada sees none of her 2 tiles.
+        ada.wait_video_from(grace)
+        ada.wait_video_from(alan)
+        assert video_connections(product.media_url) == 6  # everyone sees everyone
+
+        # A window so small that one page holds two tiles: Ada's own and one other.
+        ada.page.set_viewport_size({"width": 400, "height": 260})
+        ada.page.wait_for_function(
+            "document.getElementById('stage').dataset.pages === '2'", timeout=WAIT_MS
+        )
+        ada.page.wait_for_selector("#pager", state="visible")
+        assert ada.page.inner_text("#pager-where").strip() == "1 / 2"
+        on_page = ada.page.eval_on_selector(
+            "#stage .tile:not(.tile--local):not(.tile--off-page)", "(t) => t.dataset.participantId"
+        )
+        off_page = grace.participant_id if on_page == alan.participant_id else alan.participant_id
+        # The tile on the next page stops receiving video: the media server stops sending it.
         wait_until(
-            "Ada's hidden tiles to stop their video",
-            lambda: video_connections(product.media_url) == 4,
+            "the tile off the page to stop its video",
+            lambda: video_connections(product.media_url) == 5,
             timeout=20,
         )
-        ada.mark_frames()
-        time.sleep(2)
-        assert ada.frames_since_mark() <= 5, "video still arrives for tiles nobody sees"
+        assert frames_flow(ada, off_page) <= 2, "video still arrives for a tile nobody sees"
+        assert frames_flow(ada, on_page) >= 10
 
-        # Ada scrolls to Grace's tile: its picture comes back at once.
-        grace_id = grace.participant_id
-        ada.page.locator(f".tile[data-participant-id='{grace_id}']").scroll_into_view_if_needed()
-        ada.wait_video_from(grace)
-        assert video_connections(product.media_url) >= 5
+        # The next page: its tile gets its picture back at once, the one left behind stops.
+        ada.page.click("#pager-next")
+        assert ada.page.inner_text("#pager-where").strip() == "2 / 2"
         ada.page.wait_for_selector(
-            f".tile--video[data-participant-id='{grace_id}']", timeout=WAIT_MS
+            f".tile--video[data-participant-id='{off_page}']:not(.tile--off-page)",
+            timeout=WAIT_MS,
+        )
+        wait_until("the new page's video to flow", lambda: frames_flow(ada, off_page, 1) >= 5)
+        wait_until(
+            "the previous page's video to stop",
+            lambda: frames_flow(ada, on_page, 1) <= 1,
+            timeout=20,
+        )
+        assert video_connections(product.media_url) == 5
+        # A big window again: one page, everyone's picture.
+        ada.page.set_viewport_size({"width": 1280, "height": 800})
+        ada.page.wait_for_selector("#pager", state="hidden")
+        wait_until(
+            "every tile's video to come back",
+            lambda: video_connections(product.media_url) == 6,
+            timeout=20,
         )

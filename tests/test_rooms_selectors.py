@@ -72,3 +72,35 @@ def test_access_refusals(owner, other):
     assert selectors.room_is_managed_by(room=room, user=owner)
     assert not selectors.room_is_managed_by(room=room, user=other)
     assert not selectors.room_is_managed_by(room=room, user=AnonymousUser())
+
+
+def test_lobby_live_counts_cover_public_and_own_rooms_only(owner, other):
+    public = services.room_create(owner=other, name="Open")
+    mine = services.room_create(owner=owner, name="Mine", visibility="private")
+    theirs = services.room_create(owner=other, name="Theirs", visibility="private")
+    closed = services.room_create(owner=other, name="Was open")
+    services.room_close(room=closed)
+    record_participant(public, other)
+    record_participant(mine, owner)
+    record_participant(theirs, other)
+    asked = [public.slug, mine.slug, theirs.slug, closed.slug, "no-such-room"]
+    counts = {r.slug: r.live_count for r in selectors.rooms_in_lobby(user=owner, slugs=asked)}
+    # A closed public room stays, so the lobby can say it closed; someone else's private never.
+    assert counts == {public.slug: 1, mine.slug: 1, closed.slug: 0}
+    assert selectors.rooms_in_lobby(user=owner, slugs=[]).count() == 0
+
+
+def test_room_presence_names_the_others_and_spots_you(owner, other, make_user):
+    room = services.room_create(owner=owner, name="Busy")
+    assert selectors.room_presence(room=room, user=owner) == selectors.RoomPresence(
+        count=0, others_shown=(), others_more=0, you_elsewhere=False
+    )
+    record_participant(room, owner, name="Olive")
+    record_participant(room, other, name="Ada")
+    record_participant(room, other, name="Ada again")  # her second tab
+    record_participant(room, make_user("gone"), name="Gone", state="left")
+    presence = selectors.room_presence(room=room, user=owner, shown=1)
+    assert presence == selectors.RoomPresence(
+        count=3, others_shown=("Ada",), others_more=1, you_elsewhere=True
+    )
+    assert selectors.room_presence(room=room, user=other).others_shown == ("Olive",)

@@ -246,11 +246,166 @@ def test_the_pre_join_screen_says_who_is_already_in(client, stranger, owner, roo
     text = client.get(room.get_absolute_url()).content.decode()
     assert "In the room now: Ada Lovelace, Grace Hopper" in text
     assert "Gone Away" not in text
-    assert "another tab" not in text
+    assert '<p id="also-you" hidden>' in text  # the page shows it when it becomes true
+    assert '"alsoHere": false' in text
     record_participant(room, stranger, name="Stranger")  # this user, in another tab
     text = client.get(room.get_absolute_url()).content.decode()
-    assert "You are already in this room in another tab or on another device." in text
+    assert '<p id="also-you">You are already in this room in another tab' in text
+    assert '"alsoHere": true' in text
     for index in range(6):
         record_participant(room, make_user(f"many{index}"), name=f"Many {index}")
     text = client.get(room.get_absolute_url()).content.decode()
     assert "and 3 others" in text
+
+
+# --- rooms:live, the lobby's live counts ---------------------------------------------------
+
+
+def _live(client, rooms):
+    return client.get(reverse("rooms:live"), {"rooms": rooms})
+
+
+def test_live_counts_public_rooms_and_my_own(client, owner, stranger, room, private_room):
+    from tests.conftest import record_participant
+
+    theirs = services.room_create(owner=stranger, name="Their secret", visibility="private")
+    record_participant(room, stranger)
+    record_participant(room, owner)
+    record_participant(theirs, stranger)
+    services.room_update(room=private_room, locked=True, max_participants=4)
+    response = _live(
+        _login(client, owner), f"{room.slug},{private_room.slug},{theirs.slug},no-such-room-x1"
+    )
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    assert response.json() == {
+        "rooms": {
+            room.slug: {"count": 2, "max": 10, "locked": False, "closed": False},
+            private_room.slug: {"count": 0, "max": 4, "locked": True, "closed": False},
+        }
+    }
+    # The same question from someone else: the owner's private room is not theirs to count.
+    client.logout()
+    assert set(_live(_login(client, stranger), f"{room.slug},{private_room.slug}").json()["rooms"])
+    assert private_room.slug not in _live(client, private_room.slug).json()["rooms"]
+
+
+def test_live_says_when_a_public_room_closed(client, stranger, room):
+    services.room_close(room=room)
+    rooms = _live(_login(client, stranger), room.slug).json()["rooms"]
+    assert rooms[room.slug]["closed"] is True
+
+
+def test_live_answers_for_a_bounded_number_of_rooms(client, owner, room):
+    last = services.room_create(owner=owner, name="Asked last")
+    asked = [room.slug, *(f"filler-{index}" for index in range(120)), last.slug]
+    rooms = _live(_login(client, owner), ",".join(asked)).json()["rooms"]
+    assert set(rooms) == {room.slug}  # only the first 100 slugs asked are looked at
+
+
+@pytest.mark.parametrize(
+    "rooms",
+    [
+        "",
+        "," * 10_000,
+        "x" * 100_000,
+        ",".join(["weekly-sync"] * 5_000),
+        "café-☕,Ünïcødé,\U0001d530\U0001d529\U0001d532\U0001d524,\u202e-rtl",
+        "a\x00b,../../etc/passwd,%00,' OR 1=1 --,<script>",
+        "a" * 61,
+    ],
+    ids=["empty", "commas", "long", "repeated", "unicode", "junk", "overlong-slug"],
+)
+def test_live_survives_hostile_queries(client, owner, room, rooms):
+    response = _live(_login(client, owner), rooms)
+    assert response.status_code == 200
+    assert response.json() == {"rooms": {}}
+
+
+def test_live_survives_a_hostile_query_string(client, owner, room):
+    _login(client, owner)
+    url = reverse("rooms:live")
+    for query in ("", "rooms", "rooms=%ff%fe", "rooms=a&rooms=b", "&".join(["x=1"] * 5_000)):
+        response = client.get(f"{url}?{query}")
+        assert response.status_code in {200, 400}, query
+    assert client.get(f"{url}?rooms={room.slug}&rooms=%E2%98%95").json() == {"rooms": {}}
+    assert client.get(f"{url}?rooms=%E2%98%95&rooms={room.slug}").json()["rooms"][room.slug]
+
+
+# --- rooms:presence, who is in, for the pre-join screen -------------------------------------
+
+
+def _presence(client, room):
+    return client.get(reverse("rooms:presence", kwargs={"slug": room.slug}))
+
+
+@pytest.mark.parametrize("name", ["rooms:live", "rooms:presence"])
+def test_json_endpoints_refuse_anonymous_visitors_in_json(client, room, name):
+    url = reverse(name, kwargs={"slug": room.slug}) if name == "rooms:presence" else reverse(name)
+    response = client.get(url, {"rooms": room.slug})
+    assert response.status_code == 403
+    assert response.json() == {"error": "login_required"}
+    assert "no-store" in response["Cache-Control"]
+
+
+@pytest.mark.parametrize("name", ["rooms:live", "rooms:presence"])
+def test_json_endpoints_only_read(client, owner, room, name):
+    url = reverse(name, kwargs={"slug": room.slug}) if name == "rooms:presence" else reverse(name)
+    assert _login(client, owner).post(url).status_code == 405
+
+
+def test_presence_says_who_is_in(client, owner, stranger, room, make_user):
+    from tests.conftest import record_participant
+
+    _login(client, stranger)
+    response = _presence(client, room)
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    assert response.json() == {"count": 0, "names": [], "more": 0, "you_elsewhere": False}
+
+    record_participant(room, owner, name="Ada Lovelace")
+    record_participant(room, make_user("gone"), name="Gone Away", state="left")
+    record_participant(room, make_user("ghost"), name="Ghost", seen_ago=3_600)
+    record_participant(room, stranger, name="Stranger")  # this user, in another tab
+    for index in range(6):
+        record_participant(room, make_user(f"many{index}"), name=f"Many {index}")
+    assert _presence(client, room).json() == {
+        "count": 8,
+        "names": ["Ada Lovelace", "Many 0", "Many 1", "Many 2", "Many 3"],
+        "more": 2,
+        "you_elsewhere": True,
+    }
+    # The room page's pre-join screen tells the same.
+    page = client.get(room.get_absolute_url())
+    assert page.context["already_here"] == ("Ada Lovelace", "Many 0", "Many 1", "Many 2", "Many 3")
+    assert (page.context["already_here_more"], page.context["also_here_yourself"]) == (2, True)
+
+
+def test_presence_of_an_unknown_room_is_404(client, stranger):
+    response = _login(client, stranger).get(reverse("rooms:presence", kwargs={"slug": "nope"}))
+    assert response.status_code == 404
+    assert response.json() == {"error": "not_found"}
+
+
+def test_presence_of_a_private_room_needs_its_invite(client, owner, stranger, private_room):
+    from tests.conftest import record_participant
+
+    record_participant(private_room, owner, name="Olive")
+    _login(client, stranger)
+    response = _presence(client, private_room)
+    assert (response.status_code, response.json()) == (403, {"error": "private"})
+    # A forged invite kept by the room page changes nothing; the real one opens the door.
+    client.get(private_room.get_absolute_url(), {"invite": "forged"})
+    assert _presence(client, private_room).status_code == 403
+    client.get(private_room.get_absolute_url(), {"invite": invite_token(private_room)})
+    response = _presence(client, private_room)
+    assert response.status_code == 200
+    assert response.json()["names"] == ["Olive"]
+    client.logout()
+    assert _presence(_login(client, owner), private_room).json()["you_elsewhere"] is True
+
+
+def test_presence_of_a_closed_room_is_gone(client, stranger, room):
+    services.room_close(room=room)
+    response = _presence(_login(client, stranger), room)
+    assert (response.status_code, response.json()) == (410, {"error": "closed"})

@@ -84,6 +84,7 @@ class Tile {
     this.muted = el('span', 'tile__muted', 'Muted');
     this.muted.hidden = true;
     this.videoOff = false; // the person switched their camera off
+    this.silenced = false; // never played back (silence())
     this.root.append(this.avatar, this.video, this.caption, this.muted, this.state, this.sound);
     if (!local) {
       // Pinned: shown large, whoever talks. Its label stays; its pressed state says pinned.
@@ -120,7 +121,7 @@ class Tile {
     this.video.play().catch(() => {
       // Autoplay with sound was refused: play muted, and offer the sound behind a click.
       this.video.muted = true;
-      this.sound.hidden = false;
+      this.sound.hidden = this.silenced;
       this.video.play().catch(() => {});
     });
   }
@@ -136,6 +137,17 @@ class Tile {
     this.muted.hidden = audio !== false;
     this.videoOff = video === false;
     this.#updatePicture();
+  }
+
+  /**
+   * Never play this tile's sound: it is you, in another tab or on another device (its sound
+   * would be your own voice, and an echo loop in the same room).
+   */
+  silence() {
+    this.silenced = true;
+    this.video.muted = true;
+    this.sound.hidden = true;
+    this.root.classList.add('tile--also-you');
   }
 
   /** Outline the tile while the person talks. */
@@ -358,12 +370,15 @@ export class Call {
    *   again
    * @param {(id: number | 'you', speaking: boolean) => void} [options.speaking] called when
    *   someone starts or stops talking ('you': this tab's microphone)
+   * @param {object} [options.pager] the stage's page controls (layout.js)
+   * @param {number | null} [options.userId] this account: its other tabs are never played back
    */
-  constructor({ socket, stage, notice, healed = () => {}, speaking = () => {} }) {
+  constructor({ socket, stage, notice, healed = () => {}, speaking = () => {}, pager = null, userId = null }) {
     this.socket = socket;
     this.healed = healed;
     this.onSpeaking = speaking;
-    this.layout = new StageLayout(stage);
+    this.userId = userId;
+    this.layout = new StageLayout(stage, pager);
     this.quality = new QualityMonitor(() =>
       [...this.links.values()].filter((link) => link.pc).map((link) => [link.pc, link.tile]),
     );
@@ -580,6 +595,7 @@ export class Call {
     if (participant.id === this.you || this.you === null) return;
     const tile = this.#tileOf(participant.id);
     tile.rename(participant.name);
+    if (this.userId !== null && participant.user_id === this.userId) tile.silence();
     if (participant.publishing) tile.setMedia(participant);
   }
 

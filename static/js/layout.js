@@ -1,49 +1,97 @@
-// How the tiles share the stage: an adaptive grid (the largest 16:9 tiles that fit the stage's
-// width and the window's height below where the stage starts, so the whole call shows without
-// scrolling), or a speaker view (the pinned person, else the active speaker, large; the others
-// in a strip). Tiles sized for more room than is on screen would push people below the fold,
-// where their video is switched off (call.js): the grid never does.
+// How the tiles share the stage. Every visible tile is placed by hand (absolute positions inside
+// the stage), from the stage's own size, so the call always fits the window without scrolling:
+// - the grid: the largest tiles that fit the count in the stage (16:9; on a portrait stage, as
+//   tall as 3:4, so a phone's screen is not mostly empty);
+// - the speaker view: the pinned person, else the active speaker, large; the others in a strip
+//   below it.
+// Past what fits (the grid's tiles would get too small; the strip is full), the others go on
+// pages. Tiles off the page are not displayed, so their video is switched off (call.js watches
+// which tiles are on screen): a 30-person call costs only the pictures on the page.
 
-const ASPECT = 16 / 9;
-const GAP_PX = 12; // the stage's grid gap (app.css, --space-3)
-const MIN_STAGE_PX = 240;
-const BOTTOM_MARGIN_PX = 16;
+const LANDSCAPE = 16 / 9;
+const PORTRAIT = 3 / 4;
+const GAP_PX = 8;
+const MAX_PER_PAGE = 16;
+const MIN_TILE_PX = 160; // narrower tiles go to the next page (unless the stage itself is narrower)
+const STRIP = { share: 0.2, min: 64, max: 132 }; // the speaker view's strip height
 
-/** Columns and tile width that make `count` 16:9 tiles as large as possible in width x height. */
+/**
+ * The grid with the largest tiles for `count` tiles in width x height: how many columns and
+ * the tiles' size. On a landscape stage tiles are 16:9; on a portrait one they may be taller.
+ */
 export function bestGrid(count, width, height) {
-  let best = { columns: 1, tileWidth: Math.max(0, width) };
-  let bestWidth = 0;
-  for (let columns = 1; columns <= Math.max(1, count); columns += 1) {
-    const rows = Math.ceil(count / columns);
-    const byWidth = (width - GAP_PX * (columns - 1)) / columns;
-    const byHeight = ((height - GAP_PX * (rows - 1)) / rows) * ASPECT;
-    const tileWidth = Math.floor(Math.min(byWidth, byHeight));
-    if (tileWidth >= bestWidth) { // on a tie, more columns: fewer rows, a shorter stage
-      bestWidth = tileWidth;
-      best = { columns, tileWidth };
+  const n = Math.max(1, count);
+  const widest = LANDSCAPE;
+  const tallest = height > width ? PORTRAIT : LANDSCAPE;
+  let best = { columns: 1, rows: n, tileWidth: 0, tileHeight: 0 };
+  for (let columns = 1; columns <= n; columns += 1) {
+    const rows = Math.ceil(n / columns);
+    const cellWidth = (width - GAP_PX * (columns - 1)) / columns;
+    const cellHeight = (height - GAP_PX * (rows - 1)) / rows;
+    if (cellWidth <= 0 || cellHeight <= 0) continue;
+    const tileWidth = Math.floor(Math.min(cellWidth, cellHeight * widest));
+    const tileHeight = Math.floor(Math.min(cellHeight, tileWidth / tallest));
+    // On a tie, more columns: fewer rows.
+    if (tileWidth * tileHeight >= best.tileWidth * best.tileHeight) {
+      best = { columns, rows, tileWidth, tileHeight };
     }
   }
   return best;
 }
 
+/** How many tiles one page of the grid holds in width x height. */
+export function pageSize(width, height) {
+  const smallest = Math.min(MIN_TILE_PX, width);
+  let size = 1;
+  for (let n = 2; n <= MAX_PER_PAGE; n += 1) {
+    if (bestGrid(n, width, height).tileWidth >= smallest) size = n;
+  }
+  return size;
+}
+
+/** The speaker view's parts in width x height: the large tile's size and the strip's. */
+export function speakerParts(width, height, others) {
+  if (!others) {
+    const { tileWidth, tileHeight } = bestGrid(1, width, height);
+    return { main: { width: tileWidth, height: tileHeight }, strip: null };
+  }
+  const stripHeight = Math.round(Math.min(STRIP.max, Math.max(STRIP.min, height * STRIP.share)));
+  const stripWidth = Math.floor(stripHeight * LANDSCAPE);
+  const fits = Math.max(1, Math.floor((width + GAP_PX) / (stripWidth + GAP_PX)));
+  const { tileWidth, tileHeight } = bestGrid(1, width, height - stripHeight - GAP_PX);
+  return {
+    main: { width: tileWidth, height: tileHeight },
+    strip: { width: stripWidth, height: stripHeight, perPage: fits },
+  };
+}
+
 export class StageLayout {
-  /** @param {HTMLElement} stage the element whose children are the tiles */
-  constructor(stage) {
+  /**
+   * @param {HTMLElement} stage the element whose children are the tiles
+   * @param {{root: HTMLElement, previous: HTMLButtonElement, next: HTMLButtonElement,
+   *   where: HTMLElement}} [pager] the page controls (hidden while everyone fits)
+   */
+  constructor(stage, pager = null) {
     this.stage = stage;
+    this.pager = pager;
     this.mode = 'grid';
     this.onMode = () => {}; // told when the mode changes (pinning switches to the speaker view)
     this.pinned = null; // a tile pinned large (its participant id)
     this.active = null; // the active speaker, from SpeakingMonitor
+    this.page = 0;
+    this.pages = 1;
     this.frame = 0;
     new ResizeObserver(() => this.update()).observe(stage);
     new MutationObserver(() => this.update()).observe(stage, { childList: true });
-    window.addEventListener('resize', () => this.update());
+    pager?.previous.addEventListener('click', () => this.turn(-1));
+    pager?.next.addEventListener('click', () => this.turn(1));
     this.update();
   }
 
   setMode(mode) {
     if (mode === 'grid') this.pinned = null; // back to the grid: nobody stays pinned
     this.mode = mode;
+    this.page = 0;
     this.onMode(mode);
     this.update();
   }
@@ -53,6 +101,7 @@ export class StageLayout {
     this.pinned = this.pinned === id ? null : id;
     if (this.pinned !== null && this.mode !== 'speaker') {
       this.mode = 'speaker';
+      this.page = 0;
       this.onMode(this.mode);
     }
     this.update();
@@ -62,6 +111,12 @@ export class StageLayout {
   setActive(id) {
     this.active = id;
     if (this.mode === 'speaker' && this.pinned === null) this.update();
+  }
+
+  /** Another page of people (-1 back, +1 on). */
+  turn(step) {
+    this.page = Math.min(this.pages - 1, Math.max(0, this.page + step));
+    this.update();
   }
 
   /** Lay the tiles out on the next frame (many changes in one go cost one layout). */
@@ -76,10 +131,15 @@ export class StageLayout {
   #layOut() {
     const tiles = [...this.stage.children];
     this.stage.dataset.layout = this.mode;
+    const width = this.stage.clientWidth;
+    const height = this.stage.clientHeight;
     const byId = (id) => tiles.find((t) => t.dataset.participantId === String(id));
     const main =
       this.mode === 'speaker'
-        ? byId(this.pinned) ?? byId(this.active) ?? tiles.find((t) => !t.classList.contains('tile--local'))
+        ? (byId(this.pinned) ??
+          byId(this.active) ??
+          tiles.find((t) => !t.classList.contains('tile--local')) ??
+          tiles[0])
         : null;
     for (const tile of tiles) {
       tile.classList.toggle('tile--main', tile === main);
@@ -87,15 +147,83 @@ export class StageLayout {
       tile.classList.toggle('tile--pinned', pinned);
       tile.querySelector('.tile__pin')?.setAttribute('aria-pressed', String(pinned));
     }
-    if (this.mode !== 'grid' || !tiles.length) {
-      this.stage.style.removeProperty('--columns');
-      this.stage.style.removeProperty('--tile-width');
+    if (!tiles.length || !width || !height) {
+      this.#showPager(1);
       return;
     }
-    const top = this.stage.getBoundingClientRect().top + window.scrollY; // in the page
-    const height = Math.max(MIN_STAGE_PX, window.innerHeight - top - BOTTOM_MARGIN_PX);
-    const { columns, tileWidth } = bestGrid(tiles.length, this.stage.clientWidth, height);
-    this.stage.style.setProperty('--columns', String(columns));
-    this.stage.style.setProperty('--tile-width', `${tileWidth}px`);
+    if (main) this.#speaker(main, tiles.filter((t) => t !== main), width, height);
+    else this.#grid(tiles, width, height);
   }
+
+  #grid(tiles, width, height) {
+    const perPage = pageSize(width, height);
+    const shown = this.#pageOf(tiles, perPage);
+    const { columns, tileWidth, tileHeight } = bestGrid(shown.length, width, height);
+    const rows = Math.ceil(shown.length / columns);
+    const top = Math.floor((height - rows * tileHeight - (rows - 1) * GAP_PX) / 2);
+    shown.forEach((tile, index) => {
+      const row = Math.floor(index / columns);
+      const inRow = row === rows - 1 ? shown.length - row * columns : columns; // the last row centred
+      const left = Math.floor((width - inRow * tileWidth - (inRow - 1) * GAP_PX) / 2);
+      place(tile, {
+        left: left + (index % columns) * (tileWidth + GAP_PX),
+        top: top + row * (tileHeight + GAP_PX),
+        width: tileWidth,
+        height: tileHeight,
+      });
+    });
+  }
+
+  #speaker(main, others, width, height) {
+    const parts = speakerParts(width, height, others.length);
+    const mainTop = Math.max(0, Math.floor((height - parts.main.height - (parts.strip ? parts.strip.height + GAP_PX : 0)) / 2));
+    place(main, {
+      left: Math.floor((width - parts.main.width) / 2),
+      top: mainTop,
+      ...parts.main,
+    });
+    if (!parts.strip) {
+      this.#showPager(1);
+      return;
+    }
+    const { width: w, height: h, perPage } = parts.strip;
+    const shown = this.#pageOf(others, perPage);
+    const left = Math.floor((width - shown.length * w - (shown.length - 1) * GAP_PX) / 2);
+    const top = mainTop + parts.main.height + GAP_PX;
+    shown.forEach((tile, index) => {
+      place(tile, { left: left + index * (w + GAP_PX), top, width: w, height: h });
+    });
+  }
+
+  /** The tiles on this page (the others are taken off the stage), and the pager to match. */
+  #pageOf(tiles, perPage) {
+    const pages = Math.max(1, Math.ceil(tiles.length / perPage));
+    this.page = Math.min(this.page, pages - 1);
+    const shown = tiles.slice(this.page * perPage, (this.page + 1) * perPage);
+    for (const tile of tiles) tile.classList.toggle('tile--off-page', !shown.includes(tile));
+    this.#showPager(pages);
+    return shown;
+  }
+
+  #showPager(pages) {
+    this.pages = pages;
+    this.stage.dataset.pages = String(pages);
+    this.stage.dataset.page = String(this.page + 1);
+    if (!this.pager) return;
+    this.pager.root.hidden = pages <= 1;
+    this.pager.where.textContent = `${this.page + 1} / ${pages}`;
+    this.pager.where.setAttribute('aria-label', `Page ${this.page + 1} of ${pages}`);
+    this.pager.previous.disabled = this.page === 0;
+    this.pager.next.disabled = this.page >= pages - 1;
+  }
+}
+
+function place(tile, { left, top, width, height }) {
+  tile.classList.remove('tile--off-page');
+  Object.assign(tile.style, {
+    left: `${left}px`,
+    top: `${top}px`,
+    width: `${width}px`,
+    height: `${height}px`,
+  });
 }

@@ -26,8 +26,22 @@ const ui = {
   mic: $('mic-button'),
   camera: $('camera-button'),
   layout: $('layout-button'),
-  alreadyHere: $('already-here'), // who was in the room when the page loaded
+  alreadyHere: $('already-here'), // who is in the room, on the pre-join screen
+  alsoYou: $('also-you'),
+  ended: $('ended-message'), // what happened, after the call
+  root: $('room'),
+  clock: $('call-clock'),
+  rejoin: $('rejoin-button'),
+  people: $('people-button'),
+  peopleCount: $('people-count'),
+  details: $('details-button'),
+  devices: $('devices-button'),
+  fullscreen: $('fullscreen-button'),
+  secondTab: $('second-tab'),
+  secondTabJoin: $('second-tab-join'),
+  secondTabCancel: $('second-tab-cancel'),
 };
+const PANELS = { people: [ui.people, $('people-panel')], details: [ui.details, $('details-panel')] };
 
 const ACTIVE = new Set(['joining', 'connected', 'reconnecting']);
 const RETRYABLE = new Set(['full', 'locked']); // refusals that may pass a moment later
@@ -40,6 +54,9 @@ let you = null; // this connection's participant id, from its snapshot
 let state = 'ready'; // the pre-join screen: camera preview and a Join button
 let countdown = 0;
 let noticeTimer = 0;
+let joinedAt = 0; // when this visit's call started (the clock in the top bar)
+let clockTimer = 0;
+let youElsewhere = Boolean(config.alsoHere); // this account is in the room in another tab
 
 // --- Rendering ------------------------------------------------------------------------------
 
@@ -60,19 +77,67 @@ function setStatus(next, text, { retry = false } = {}) {
   ui.status.dataset.state = next;
   ui.status.textContent = text;
   ui.leave.disabled = !ACTIVE.has(next);
-  ui.leave.hidden = next === 'ready';
-  ui.layout.hidden = !ACTIVE.has(next);
-  if (ui.alreadyHere) ui.alreadyHere.hidden = next !== 'ready'; // the live list takes over
+  const phase = next === 'ready' ? 'prejoin' : ACTIVE.has(next) ? 'call' : 'ended';
+  setPhase(phase);
+  ui.alreadyHere.hidden = next !== 'ready'; // the live list takes over
   ui.join.hidden = next !== 'ready';
+  ui.secondTab.hidden = true;
   connectionTest.available = next === 'ready'; // the pre-join screen only; hiding it stops a test
   devices.setMode(next === 'ready' ? 'prejoin' : ACTIVE.has(next) ? 'call' : 'off');
   ui.retry.hidden = !retry;
-  ui.lobby.hidden = ACTIVE.has(next) || next === 'ready';
+  ui.rejoin.hidden = next !== 'left';
+  ui.lobby.hidden = phase !== 'ended';
+  ui.ended.hidden = phase !== 'ended';
+  ui.ended.textContent = phase === 'ended' ? text : '';
   ui.list.setAttribute('aria-busy', String(next === 'reconnecting'));
   if (!ACTIVE.has(next)) {
     people.clear();
     renderParticipants();
   }
+}
+
+/**
+ * The page's phase: the pre-join screen, the call filling the window, or what is left after
+ * it (what happened, and where to go). The call's controls exist only during the call.
+ */
+function setPhase(phase) {
+  if (ui.root.dataset.phase === phase) return;
+  ui.root.dataset.phase = phase;
+  document.body.classList.toggle('in-call', phase === 'call');
+  if (phase === 'call') {
+    joinedAt ||= Date.now();
+    tickClock();
+    clockTimer = setInterval(tickClock, 1000);
+  } else {
+    clearInterval(clockTimer);
+    joinedAt = 0;
+    openPanel(null);
+    if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+  }
+  ui.clock.parentElement.hidden = phase !== 'call';
+  call.layout.update();
+}
+
+/** How long you have been in the call: m:ss, or h:mm:ss. */
+function tickClock() {
+  const seconds = Math.floor((Date.now() - joinedAt) / 1000);
+  const pad = (n) => String(n).padStart(2, '0');
+  const hours = Math.floor(seconds / 3600);
+  const minutes = Math.floor((seconds % 3600) / 60);
+  const text = hours
+    ? `${hours}:${pad(minutes)}:${pad(seconds % 60)}`
+    : `${minutes}:${pad(seconds % 60)}`;
+  if (ui.clock.textContent !== text) ui.clock.textContent = text;
+}
+
+/** Open one side panel ('people' or 'details') beside the call, or close it (null). */
+function openPanel(name) {
+  ui.root.dataset.panel = name ?? '';
+  for (const [key, [button, panel]] of Object.entries(PANELS)) {
+    button.setAttribute('aria-expanded', String(key === name));
+    panel.classList.toggle('is-open', key === name);
+  }
+  call.layout.update();
 }
 
 /** Change the status text without a screen reader announcement (countdown ticks). */
@@ -148,6 +213,7 @@ function renderParticipants() {
   ui.list.replaceChildren(...Array.from(people.values(), participantItem));
   ui.count.textContent = `In the room (${people.size})`;
   ui.count.dataset.count = String(people.size);
+  ui.peopleCount.textContent = String(people.size);
 }
 
 /** The room's header, as includes/room_badges.html draws it, plus the owner's lock button. */
@@ -198,6 +264,8 @@ const call = new Call({
     announce('Media is back.');
   },
   speaking: (id, speaking) => speakingChanged(id, speaking),
+  pager: { root: $('pager'), previous: $('pager-previous'), next: $('pager-next'), where: $('pager-where') },
+  userId: config.userId,
 });
 
 // "Test camera and connection" on the pre-join screen, on a socket of its own.
@@ -208,7 +276,6 @@ const connectionTest = new ConnectionTest({
 });
 
 // Camera, microphone and speaker: open, with a level meter, before joining; behind a button after.
-ui.leave.before($('devices-button')); // the Devices button joins the others
 const devices = new Devices({
   root: $('devices'),
   call,
@@ -337,6 +404,7 @@ on('close', ({ code, final }) => {
 // --- Buttons and page life ------------------------------------------------------------------
 
 ui.leave.addEventListener('click', async () => {
+  ui.leave.disabled = true;
   call.stop();
   setStatus('left', 'You left the room.');
   await socket.leave();
@@ -395,16 +463,57 @@ ui.mic.addEventListener('click', () => toggleDevice(ui.mic, 'audio'));
 ui.camera.addEventListener('click', () => toggleDevice(ui.camera, 'video'));
 
 // Keyboard: M for the microphone, V for the camera (as in Jitsi), unless typing somewhere.
-const SHORTCUTS = { m: [ui.mic, 'audio'], v: [ui.camera, 'video'] };
+// F for full screen; Escape closes a popover or the side panel.
+const SHORTCUTS = {
+  m: () => toggleDevice(ui.mic, 'audio'),
+  v: () => toggleDevice(ui.camera, 'video'),
+  f: () => ui.fullscreen.hidden || ui.fullscreen.click(),
+};
 document.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape' && ui.root.dataset.phase === 'call') {
+    if (ui.devices.getAttribute('aria-expanded') === 'true') {
+      ui.devices.click();
+      ui.devices.focus();
+    } else if (ui.root.dataset.panel) {
+      const [button] = PANELS[ui.root.dataset.panel];
+      openPanel(null);
+      button.focus();
+    }
+    return;
+  }
   const shortcut = SHORTCUTS[event.key?.toLowerCase()];
   if (!shortcut || event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+  if (ui.root.dataset.phase !== 'call') return;
   const target = event.target;
   if (target.closest?.('input, textarea, select, [contenteditable=""], [contenteditable="true"]')) {
     return;
   }
   event.preventDefault();
-  toggleDevice(...shortcut);
+  shortcut();
+});
+
+// The side panel: people, or the room's details (the invite link, the owner's settings).
+for (const [name, [button]] of Object.entries(PANELS)) {
+  button.addEventListener('click', () => {
+    openPanel(ui.root.dataset.panel === name ? null : name);
+  });
+}
+for (const close of document.querySelectorAll('[data-close-panel]')) {
+  close.addEventListener('click', () => {
+    const name = ui.root.dataset.panel;
+    openPanel(null);
+    if (name) PANELS[name][0].focus();
+  });
+}
+
+// Full screen: the call only (its bars included), where the browser allows it.
+ui.fullscreen.hidden = !document.fullscreenEnabled;
+ui.fullscreen.addEventListener('click', () => {
+  if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+  else ui.root.requestFullscreen?.().catch(() => showNotice('Full screen is not available here.'));
+});
+document.addEventListener('fullscreenchange', () => {
+  ui.fullscreen.setAttribute('aria-pressed', String(Boolean(document.fullscreenElement)));
 });
 
 // Back online (a network change, waking from sleep): connections that broke start again now.
@@ -417,12 +526,71 @@ window.addEventListener('pagehide', () => {
   setStatus('left', 'You left the room.');
 });
 
-ui.join.addEventListener('click', () => {
+function join() {
   connectionTest.stop(); // its socket closes: the server releases the test
   ui.join.disabled = true;
+  ui.secondTab.hidden = true;
+  stopWatchingPresence();
   socket.retry();
   ui.status.focus();
+}
+
+ui.join.addEventListener('click', () => {
+  // Already in the call elsewhere (another tab, another device): ask first.
+  if (youElsewhere) {
+    ui.secondTab.hidden = false;
+    ui.secondTabJoin.focus();
+    return;
+  }
+  join();
 });
+ui.secondTabJoin.addEventListener('click', join);
+ui.secondTabCancel.addEventListener('click', () => {
+  ui.secondTab.hidden = true;
+  ui.join.focus();
+});
+
+ui.rejoin.addEventListener('click', () => {
+  showPreJoin();
+  ui.join.focus();
+});
+
+// --- Who is in the room, before joining (refreshed while the pre-join screen shows) -------
+
+const PRESENCE_MS = 5_000;
+let presenceTimer = 0;
+
+async function refreshPresence() {
+  presenceTimer = 0;
+  if (state !== 'ready' || !config.presenceUrl) return;
+  try {
+    const response = await fetch(config.presenceUrl, {
+      headers: { Accept: 'application/json' },
+      credentials: 'same-origin',
+    });
+    if (response.ok) showPresence(await response.json());
+  } catch {
+    // offline for a moment: the next round tries again
+  }
+  if (state === 'ready' && !presenceTimer) presenceTimer = setTimeout(refreshPresence, PRESENCE_MS);
+}
+
+function stopWatchingPresence() {
+  clearTimeout(presenceTimer);
+  presenceTimer = 0;
+}
+
+function showPresence({ names = [], more = 0, you_elsewhere: elsewhere = false }) {
+  youElsewhere = Boolean(elsewhere);
+  ui.alsoYou.hidden = !youElsewhere;
+  const line = ui.alreadyHere.querySelector('p');
+  if (!names.length) {
+    line.textContent = 'Nobody is in the room yet.';
+    return;
+  }
+  const others = more ? ` and ${more} ${more === 1 ? 'other' : 'others'}` : '';
+  line.textContent = `In the room now: ${names.join(', ')}${others}`;
+}
 
 window.addEventListener('pageshow', (event) => {
   // Back from the back/forward cache after leaving: the pre-join screen again.
@@ -433,6 +601,8 @@ function showPreJoin() {
   setStatus('ready', 'Check your camera and microphone, then join.');
   ui.join.disabled = false;
   call.preview().then(updateDeviceButtons);
+  stopWatchingPresence();
+  refreshPresence();
 }
 
 showPreJoin();
