@@ -149,7 +149,7 @@ def test_grid_fills_the_screen_speaker_view_follows_the_talker_and_a_pin_holds(b
             "document.querySelectorAll('#stage .tile').length === 3"
             " && document.getElementById('stage').dataset.layout === 'grid'"
         )
-        time.sleep(0.5)  # the layout is applied on the next frame after a change
+        time.sleep(0.6)  # the layout is applied on the next frame, the tiles move in 0.2 s
         boxes = ada.page.evaluate(TILE_BOXES)
         for box in boxes:
             assert box["width"] >= 270, boxes
@@ -166,6 +166,7 @@ def test_grid_fills_the_screen_speaker_view_follows_the_talker_and_a_pin_holds(b
         ada.page.wait_for_selector(
             f".tile--main[data-participant-id='{grace_id}']", timeout=WAIT_MS
         )
+        time.sleep(0.6)  # the tiles move there in 0.2 s
         main = next(b for b in ada.page.evaluate(TILE_BOXES) if b["main"])
         others = [b for b in ada.page.evaluate(TILE_BOXES) if not b["main"]]
         assert all(main["width"] > 2 * other["width"] for other in others)

@@ -34,6 +34,7 @@ const ui = {
   rejoin: $('rejoin-button'),
   people: $('people-button'),
   peopleCount: $('people-count'),
+  topCount: $('top-count'),
   details: $('details-button'),
   devices: $('devices-button'),
   fullscreen: $('fullscreen-button'),
@@ -115,6 +116,7 @@ function setPhase(phase) {
     if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
   }
   ui.clock.parentElement.hidden = phase !== 'call';
+  ui.topCount.parentElement.hidden = phase !== 'call';
   call.layout.update();
 }
 
@@ -214,6 +216,7 @@ function renderParticipants() {
   ui.count.textContent = `In the room (${people.size})`;
   ui.count.dataset.count = String(people.size);
   ui.peopleCount.textContent = String(people.size);
+  ui.topCount.textContent = String(people.size);
 }
 
 /** The room's header, as includes/room_badges.html draws it, plus the owner's lock button. */
