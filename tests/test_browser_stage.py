@@ -101,8 +101,8 @@ def test_a_nine_person_call_fills_the_window_on_a_laptop_and_a_phone(chromium, p
             ada.page.wait_for_selector("#people-panel", state="hidden")
             assert ada.page.evaluate("document.activeElement.id") == "people-button"
 
-            # A phone, upright and on its side, and a small one: still no scrolling, every tile and control on
-            # the screen (on pages if need be), a picture that is not a postage stamp.
+            # A phone, upright and on its side, and a small one: still no scrolling, every tile
+            # and control on the screen (on pages if need be), pictures that are not stamps.
             phones = ({"width": 390, "height": 844}, {"width": 844, "height": 390})
             for size in (*phones, {"width": 360, "height": 640}):
                 ada.page.set_viewport_size(size)
