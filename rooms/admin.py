@@ -1,13 +1,17 @@
-"""Admin for rooms (with live counts and a close action) and the read-only join/leave history."""
+"""Admin for rooms (with live counts and a close action), and read-only, for each room, the
+join/leave history and the chat."""
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.text import Truncator
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from rooms import selectors, services
-from rooms.models import Participant, Room
+from rooms.models import ChatMessage, Participant, Room
 
 
 class OpenClosedFilter(admin.SimpleListFilter):
@@ -38,9 +42,17 @@ class RoomAdmin(admin.ModelAdmin):
         "created_at",
         "closed_at",
     )
-    list_filter = (OpenClosedFilter, "visibility", "locked", "created_at")
+    list_filter = (OpenClosedFilter, "visibility", "locked", "screen_sharing", "created_at")
     search_fields = ("name", "slug", "description", "owner__username", "owner__display_name")
-    readonly_fields = ("slug", "created_at", "updated_at", "closed_at", "live_count", "history")
+    readonly_fields = (
+        "slug",
+        "created_at",
+        "updated_at",
+        "closed_at",
+        "live_count",
+        "history",
+        "chat",
+    )
     raw_id_fields = ("owner",)
     date_hierarchy = "created_at"
     actions = ("close_rooms", "reopen_rooms")
@@ -56,6 +68,12 @@ class RoomAdmin(admin.ModelAdmin):
     def history(self, room: Room) -> str:
         url = reverse("admin:rooms_participant_changelist") + f"?room__id__exact={room.pk}"
         return format_html('<a href="{}">All joins and leaves of this room</a>', url)
+
+    @admin.display(description=_("Chat"))
+    def chat(self, room: Room) -> str:
+        url = reverse("admin:rooms_chatmessage_changelist") + f"?room__id__exact={room.pk}"
+        count = room.chat_messages.count()
+        return format_html('<a href="{}">{}</a>', url, gettext("Chat of this room (%d)") % count)
 
     @admin.action(description="Close selected rooms (disconnects everyone in them)")
     def close_rooms(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
@@ -105,3 +123,28 @@ class ParticipantAdmin(admin.ModelAdmin):
         minutes, seconds = divmod(max(seconds, 0), 60)
         hours, minutes = divmod(minutes, 60)
         return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+@admin.register(ChatMessage)
+class ChatMessageAdmin(admin.ModelAdmin):
+    """Rooms' chat: read-only, written only by the chat service; a room's chat goes with it."""
+
+    list_display = ("created_at", "room", "author_name", "excerpt")
+    list_filter = ("created_at",)
+    search_fields = ("text", "author_name", "room__name", "room__slug")
+    list_select_related = ("room",)
+    date_hierarchy = "created_at"
+    fields = ("room", "author_name", "author", "participant", "created_at", "text")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description=_("Message"))
+    def excerpt(self, message: ChatMessage) -> str:
+        return Truncator(message.text).chars(80)

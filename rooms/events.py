@@ -12,7 +12,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from rooms.models import Participant, Room
+from rooms.models import ChatMessage, Participant, Room
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,25 @@ def room_payload(room: Room) -> dict[str, Any]:
         "locked": room.locked,
         "max_participants": room.max_participants,
         "owner_id": room.owner_id,
+        "screen_sharing": room.screen_sharing,
     }
+
+
+def chat_message_payload(message: ChatMessage) -> dict[str, Any]:
+    return {
+        "id": message.pk,
+        "participant_id": message.participant_id,
+        "user_id": message.author_id,
+        "name": message.author_name,
+        "text": message.text,
+        "sent_at": message.created_at.isoformat(),
+    }
+
+
+def hand_payload(participant: Participant) -> dict[str, Any]:
+    """A raised hand, as the snapshot lists them."""
+    assert participant.hand_raised_at is not None
+    return {"participant_id": participant.pk, "raised_at": participant.hand_raised_at.isoformat()}
 
 
 def _publish(room_id: int, event: dict[str, Any]) -> None:
@@ -91,3 +109,31 @@ def publish_room_updated(room: Room) -> None:
 
 def publish_room_closed(room_id: int, *, reason: str, message: str) -> None:
     _publish(room_id, {"type": "room_closed", "reason": reason, "message": message})
+
+
+def publish_chat_message(message: ChatMessage) -> None:
+    _publish(message.room_id, {"type": "chat_message", "message": chat_message_payload(message)})
+
+
+def publish_chat_deleted(room_id: int, message_id: int) -> None:
+    _publish(room_id, {"type": "chat_deleted", "message_id": message_id})
+
+
+def publish_hand_changed(participant: Participant) -> None:
+    raised_at = participant.hand_raised_at
+    _publish(
+        participant.room_id,
+        {
+            "type": "hand_changed",
+            "participant_id": participant.pk,
+            "raised": raised_at is not None,
+            "raised_at": None if raised_at is None else raised_at.isoformat(),
+        },
+    )
+
+
+async def apublish_reaction(*, room_id: int, participant_id: int, emoji: str) -> None:
+    """A reaction is not stored: it goes out at once, from the socket that sent it."""
+    await apublish_room_event(
+        room_id, {"type": "reaction", "participant_id": participant_id, "emoji": emoji}
+    )

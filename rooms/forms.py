@@ -9,10 +9,18 @@ from rooms.models import Room
 class RoomForm(forms.ModelForm):
     class Meta:
         model = Room
-        fields = ("name", "description", "visibility", "max_participants", "locked")
+        fields = (
+            "name",
+            "description",
+            "visibility",
+            "max_participants",
+            "locked",
+            "screen_sharing",
+        )
         widgets = {
             "description": forms.Textarea(attrs={"rows": 3}),
             "visibility": forms.RadioSelect,
+            "screen_sharing": forms.RadioSelect,
         }
 
     def __init__(self, *args, **kwargs) -> None:

@@ -2,7 +2,7 @@
 
 A Participant row is one connection to a room (one browser tab): it records who joined, when,
 through which connection, and how it ended. The rows are the join/leave history the admin shows
-and the live presence the lobby counts.
+and the live presence the lobby counts. A ChatMessage is one line of a room's chat.
 """
 
 import secrets
@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 
 
 def _new_invite_key() -> str:
@@ -21,6 +22,10 @@ class Room(models.Model):
     class Visibility(models.TextChoices):
         PUBLIC = "public", "Public: listed in the lobby"
         PRIVATE = "private", "Private: invite link only"
+
+    class ScreenSharing(models.TextChoices):
+        EVERYONE = "everyone", _("Everyone")
+        OWNER = "owner", _("Only the owner")
 
     name = models.CharField(max_length=80)
     slug = models.SlugField(max_length=60, unique=True, editable=False)
@@ -38,6 +43,13 @@ class Room(models.Model):
     )
     locked = models.BooleanField(
         default=False, help_text="A locked room lets nobody new in except its owner."
+    )
+    screen_sharing = models.CharField(
+        _("who can share their screen"),
+        max_length=10,
+        choices=ScreenSharing.choices,
+        default=ScreenSharing.EVERYONE,
+        help_text=_("The owner can always share their screen."),
     )
     # Changing the key invalidates every invite link handed out before.
     invite_key = models.CharField(max_length=32, default=_new_invite_key, editable=False)
@@ -81,6 +93,8 @@ class Participant(models.Model):
     joined_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField()
     left_at = models.DateTimeField(null=True, blank=True)
+    # While the hand is up; cleared when it goes down and when the connection ends.
+    hand_raised_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-joined_at",)
@@ -88,3 +102,37 @@ class Participant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.display_name} in {self.room}"
+
+
+CHAT_MESSAGE_MAX_LENGTH = 1000
+
+
+class ChatMessage(models.Model):
+    """One message of a room's chat, as it was sent: plain text, never HTML. The author's name
+    is copied at sending time, so the chat reads the same after they rename or are deleted."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="chat_messages")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="chat_messages",
+    )
+    participant = models.ForeignKey(
+        Participant,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="chat_messages",
+    )
+    author_name = models.CharField(max_length=64)
+    text = models.TextField(max_length=CHAT_MESSAGE_MAX_LENGTH)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("created_at", "pk")
+        indexes = [models.Index(fields=("room", "created_at"))]
+
+    def __str__(self) -> str:
+        return f"{self.author_name}: {self.text[:50]}"

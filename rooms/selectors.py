@@ -1,4 +1,4 @@
-"""Reads on rooms and participants, including who may enter a room."""
+"""Reads on rooms, participants and chat, including who may enter a room."""
 
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -10,7 +10,7 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from rooms.invites import invite_is_valid
-from rooms.models import Participant, Room
+from rooms.models import ChatMessage, Participant, Room
 
 
 def presence_cutoff() -> datetime:
@@ -104,6 +104,14 @@ def room_is_managed_by(*, room: Room, user: AbstractBaseUser | AnonymousUser) ->
     return user.is_authenticated and room.owner_id == user.pk
 
 
+def room_allows_sharing(*, room: Room, user: AbstractBaseUser | AnonymousUser) -> bool:
+    """Whether the user may share their screen in the room: its owner always, others when the
+    room lets everyone."""
+    if room_is_managed_by(room=room, user=user):
+        return True
+    return user.is_authenticated and room.screen_sharing == Room.ScreenSharing.EVERYONE
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why someone may not enter a room: a stable code for programs, a sentence for people."""
@@ -144,3 +152,21 @@ def room_entry_refusal(
 
 def participant_history(*, room: Room) -> QuerySet[Participant]:
     return room.participants.select_related("user").order_by("-joined_at")
+
+
+CHAT_HISTORY_LENGTH = 100
+
+
+def chat_recent(*, room: Room, limit: int = CHAT_HISTORY_LENGTH) -> list[ChatMessage]:
+    """The room's last `limit` chat messages, oldest first (what a late joiner is shown)."""
+    newest = ChatMessage.objects.filter(room=room).order_by("-created_at", "-pk")[:limit]
+    return list(reversed(newest))
+
+
+def hands_raised(*, room: Room) -> QuerySet[Participant]:
+    """Participants present with their hand up, in the order the hands went up."""
+    return (
+        participants_live(room=room)
+        .filter(hand_raised_at__isnull=False)
+        .order_by("hand_raised_at", "pk")
+    )

@@ -1,6 +1,8 @@
-"""Writes on rooms and participants. Every change that others must see is published from here."""
+"""Writes on rooms, participants and their chat, hands and reactions. Every change that others
+must see is published from here."""
 
 import logging
+import re
 import secrets
 from datetime import datetime
 
@@ -8,10 +10,11 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
+from django.utils.translation import gettext
 
 from rooms import events
-from rooms.models import Participant, Room
-from rooms.selectors import Refusal, presence_cutoff, room_entry_refusal
+from rooms.models import CHAT_MESSAGE_MAX_LENGTH, ChatMessage, Participant, Room
+from rooms.selectors import Refusal, presence_cutoff, room_entry_refusal, room_is_managed_by
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +25,17 @@ class JoinRefused(Exception):
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(refusal.message)
         self.refusal = refusal
+
+
+class ActionRefused(Exception):
+    """A participant asked for something the room does not do (an empty or too long chat
+    message, an owner's action by someone else...): a stable code for programs (`invalid`,
+    `too_long`, `forbidden`, `not_found`) and a sentence for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 def _new_slug(name: str) -> str:
@@ -38,6 +52,7 @@ def room_create(
     visibility: str = Room.Visibility.PUBLIC,
     max_participants: int = 10,
     locked: bool = False,
+    screen_sharing: str = Room.ScreenSharing.EVERYONE,
 ) -> Room:
     for _ in range(5):
         try:
@@ -50,6 +65,7 @@ def room_create(
                     visibility=visibility,
                     max_participants=max_participants,
                     locked=locked,
+                    screen_sharing=screen_sharing,
                 )
         except IntegrityError:  # a slug collision: draw another suffix
             continue
@@ -58,7 +74,9 @@ def room_create(
     raise RuntimeError("could not find a free room slug")
 
 
-_UPDATABLE = frozenset({"name", "description", "visibility", "max_participants", "locked"})
+_UPDATABLE = frozenset(
+    {"name", "description", "visibility", "max_participants", "locked", "screen_sharing"}
+)
 
 
 def room_update(*, room: Room, **changes: object) -> Room:
@@ -83,7 +101,7 @@ def room_reset_invite(*, room: Room) -> Room:
 def _remove_everyone(room: Room, *, reason: str, message: str) -> int:
     now = timezone.now()
     removed = Participant.objects.filter(room=room, state=Participant.State.CONNECTED).update(
-        state=Participant.State.REMOVED, left_at=now
+        state=Participant.State.REMOVED, left_at=now, hand_raised_at=None
     )
     events.publish_room_closed(room.pk, reason=reason, message=message)
     return removed
@@ -116,7 +134,8 @@ def room_delete(*, room: Room) -> None:
 def _end_dropped(participant: Participant, *, left_at: datetime) -> None:
     participant.state = Participant.State.DROPPED
     participant.left_at = left_at
-    participant.save(update_fields=["state", "left_at"])
+    participant.hand_raised_at = None
+    participant.save(update_fields=["state", "left_at", "hand_raised_at"])
     events.publish_participant_left(participant)
 
 
@@ -196,7 +215,7 @@ def participant_leave(*, participant_id: int, state: str = Participant.State.LEF
     with transaction.atomic():
         updated = Participant.objects.filter(
             pk=participant_id, state=Participant.State.CONNECTED
-        ).update(state=state, left_at=timezone.now())
+        ).update(state=state, left_at=timezone.now(), hand_raised_at=None)
         if not updated:
             return False
         participant = Participant.objects.get(pk=participant_id)
@@ -212,3 +231,98 @@ def participant_touch(*, participant_id: int) -> bool:
             last_seen_at=timezone.now()
         )
     )
+
+
+# --- Chat and hands: what people in a call do together ----------------------------------------
+# Control characters other than newlines and tabs have no place in a chat line (and NUL cannot
+# even be stored in PostgreSQL's text columns).
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _present(participant_id: int) -> Participant:
+    """The participant, if their connection is still present; else ActionRefused."""
+    participant = (
+        Participant.objects.select_related("room")
+        .filter(pk=participant_id, state=Participant.State.CONNECTED)
+        .first()
+    )
+    if participant is None:
+        raise ActionRefused("forbidden", gettext("You are no longer in this room."))
+    return participant
+
+
+def _managed_room(*, room_id: int, by_user: AbstractBaseUser, action: str) -> Room:
+    room = Room.objects.filter(pk=room_id).first()
+    if room is None:
+        raise ActionRefused("not_found", gettext("This room no longer exists."))
+    if not room_is_managed_by(room=room, user=by_user):
+        logger.warning("user %s may not %s in room %s: not its owner", by_user.pk, action, room_id)
+        raise ActionRefused("forbidden", gettext("Only the room's owner can do that."))
+    return room
+
+
+def chat_post(*, participant_id: int, text: str) -> ChatMessage:
+    """Post a chat message from a participant who is in the room; everyone in it gets it."""
+    text = _CONTROL_CHARACTERS.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
+    if not text:
+        raise ActionRefused("invalid", gettext("Type a message first."))
+    if len(text) > CHAT_MESSAGE_MAX_LENGTH:
+        limit = {"limit": CHAT_MESSAGE_MAX_LENGTH}
+        raise ActionRefused(
+            "too_long", gettext("Messages are limited to %(limit)d characters.") % limit
+        )
+    with transaction.atomic():
+        participant = _present(participant_id)
+        message = ChatMessage.objects.create(
+            room=participant.room,
+            author_id=participant.user_id,
+            participant=participant,
+            author_name=participant.display_name,
+            text=text,
+        )
+        events.publish_chat_message(message)
+    return message
+
+
+def chat_delete(*, room_id: int, message_id: int, by_user: AbstractBaseUser) -> bool:
+    """Delete a message of the room's chat for everyone: its owner only. False when the room
+    has no such message (deleted already, or of another room)."""
+    with transaction.atomic():
+        _managed_room(room_id=room_id, by_user=by_user, action="delete a chat message")
+        deleted, _counts = ChatMessage.objects.filter(pk=message_id, room_id=room_id).delete()
+        if not deleted:
+            return False
+        events.publish_chat_deleted(room_id, message_id)
+    logger.info("chat message %s of room %s deleted by user %s", message_id, room_id, by_user.pk)
+    return True
+
+
+def hand_set(*, participant_id: int, raised: bool) -> datetime | None:
+    """Raise or lower a participant's own hand; when it went up (None: it is down). Raising a
+    raised hand keeps its place in the queue."""
+    with transaction.atomic():
+        participant = _present(participant_id)
+        if raised == (participant.hand_raised_at is not None):
+            return participant.hand_raised_at
+        participant.hand_raised_at = timezone.now() if raised else None
+        participant.save(update_fields=["hand_raised_at"])
+        events.publish_hand_changed(participant)
+    return participant.hand_raised_at
+
+
+def hand_lower_for(*, room_id: int, participant_id: int, by_user: AbstractBaseUser) -> bool:
+    """The room's owner lowers someone's hand. False when it was not raised."""
+    with transaction.atomic():
+        _managed_room(room_id=room_id, by_user=by_user, action="lower a hand")
+        participant = Participant.objects.filter(
+            pk=participant_id, room_id=room_id, state=Participant.State.CONNECTED
+        ).first()
+        if participant is None:
+            raise ActionRefused("not_found", gettext("That person is not in this room."))
+        if participant.hand_raised_at is None:
+            return False
+        participant.hand_raised_at = None
+        participant.save(update_fields=["hand_raised_at"])
+        events.publish_hand_changed(participant)
+    logger.info("hand of participant %s lowered by user %s", participant_id, by_user.pk)
+    return True

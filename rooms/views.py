@@ -13,7 +13,7 @@ from django.core.validators import slug_re
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -22,6 +22,7 @@ from rooms.forms import RoomForm
 from rooms.invites import invite_token
 from rooms.models import Room
 from signaling.protocol import close_codes
+from signaling.protocol.collaboration import REACTION_EMOJI
 
 _INVITES_SESSION_KEY = "room_invites"
 _STATUS_FOR_REFUSAL = {"closed": 410, "private": 403}
@@ -30,6 +31,15 @@ _LIVE_ROOMS_MAX = 100
 # Pieces of the rooms parameter looked at, at most: a hostile query costs no more than this.
 _LIVE_PIECES_READ = 4 * _LIVE_ROOMS_MAX
 _SLUG_MAX_LENGTH = Room._meta.get_field("slug").max_length
+# What each reaction button says to screen readers and in its tooltip.
+_REACTION_LABELS = {
+    "👍": gettext_lazy("Thumbs up"),
+    "👏": gettext_lazy("Applause"),
+    "😂": gettext_lazy("Laughing"),
+    "😮": gettext_lazy("Surprised"),
+    "❤️": gettext_lazy("Love"),
+    "🎉": gettext_lazy("Celebrate"),
+}
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -177,6 +187,7 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "room_url": (
                 None if room.is_private else request.build_absolute_uri(room.get_absolute_url())
             ),
+            "reactions": [(emoji, _REACTION_LABELS[emoji]) for emoji in REACTION_EMOJI],
             "client_config": {
                 "wsPath": ws_path,
                 "closeCodes": close_codes.for_browser(),
@@ -184,6 +195,7 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
                 "alsoHere": presence.you_elsewhere,
                 "lobbyUrl": reverse("rooms:lobby"),
                 "userId": request.user.pk,
+                "isOwner": is_owner,
             },
         },
     )

@@ -1,4 +1,5 @@
-"""The room WebSocket: presence (who is here) and call signaling.
+"""The room WebSocket: presence (who is here), call signaling, and chat, hands and reactions
+(signaling.collaboration).
 
 Thin by design: it parses and validates what the browser sends, asks the rooms and media
 services to act, and forwards room events from the channel layer to the browser. The inbound
@@ -13,6 +14,7 @@ of leaving a ghost behind that holds a seat (Channels calls no disconnect handle
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -26,7 +28,8 @@ from rooms import events, selectors, services
 from rooms.models import Participant
 from rooms.selectors import Refusal
 from signaling import media, protocol, turn
-from signaling.selectors import publishing_sync
+from signaling.collaboration import Collaboration
+from signaling.selectors import publishing_sync, sharing_sync
 from signaling.sockets import TypedSocketConsumer
 
 logger = logging.getLogger(__name__)
@@ -48,6 +51,7 @@ def _join(
 def _snapshot(participant: Participant, ref: str | int | None = None) -> protocol.Snapshot:
     room = selectors.room_by_slug(slug=participant.room.slug) or participant.room
     publishing = publishing_sync(room.pk)
+    sharing = sharing_sync(room.pk)
     return protocol.Snapshot(
         you=participant.pk,
         ice=turn.ice_servers_for(participant.pk),
@@ -56,10 +60,13 @@ def _snapshot(participant: Participant, ref: str | int | None = None) -> protoco
             {
                 **events.participant_payload(p),
                 "publishing": p.pk in publishing,
+                "sharing": p.pk in sharing,
                 **publishing.get(p.pk, {"audio": False, "video": False}),
             }
             for p in selectors.participants_live(room=room)
         ],
+        hands=[events.hand_payload(p) for p in selectors.hands_raised(room=room)],
+        chat=[events.chat_message_payload(m) for m in selectors.chat_recent(room=room)],
         id=ref,
     )
 
@@ -97,6 +104,11 @@ class RoomConsumer(TypedSocketConsumer):
     @property
     def serving(self) -> bool:
         return self.participant is not None  # not refused, not ended
+
+    @functools.cached_property
+    def collaboration(self) -> Collaboration:
+        """Chat, hands and reactions of this connection, with their own rate limits."""
+        return Collaboration(self)
 
     async def release_after_failure(self) -> None:
         """The participant ends like a dropped one: presence, media, group."""
@@ -166,6 +178,8 @@ class RoomConsumer(TypedSocketConsumer):
             case protocol.Leave():
                 await self._end_presence(Participant.State.LEFT)
                 await self.close(code=protocol.CLOSE_LEFT)
+            case protocol.CollaborationMessage():
+                await self.collaboration.handle(message)
             case _:
                 await self._handle_media(message)
 
@@ -174,38 +188,43 @@ class RoomConsumer(TypedSocketConsumer):
         assert own is not None
         try:
             match message:
-                case protocol.Publish(sdp=offer):
-                    answer = await media.publish(media=own, offer=offer)
-                    await self.send_message(protocol.Published(sdp=answer, id=message.id))
-                    await media.start_ice(media=own, target=None)
-                    await media.announce_published(media=own)
-                case protocol.Subscribe(publisher=publisher, sdp=offer, video=video):
-                    answer = await media.subscribe(
-                        media=own, publisher_id=publisher, offer=offer, video=video
-                    )
-                    reply = protocol.Subscribed(publisher=publisher, sdp=answer, id=message.id)
+                case protocol.Publish(sdp=offer, source=source):
+                    answer = await media.publish(media=own, offer=offer, source=source)
+                    reply = protocol.Published(sdp=answer, source=source, id=message.id)
                     await self.send_message(reply)
-                    await media.start_ice(media=own, target=publisher)
-                case protocol.Ice(candidate=candidate):
+                    await media.start_ice(media=own, target=None, source=source)
+                    await media.announce_published(media=own, source=source)
+                case protocol.Subscribe(publisher=publisher, sdp=offer, video=video, source=source):
+                    answer = await media.subscribe(
+                        media=own, publisher_id=publisher, offer=offer, video=video, source=source
+                    )
+                    reply = protocol.Subscribed(
+                        publisher=publisher, sdp=answer, source=source, id=message.id
+                    )
+                    await self.send_message(reply)
+                    await media.start_ice(media=own, target=publisher, source=source)
+                case protocol.Ice(candidate=candidate, source=source):
                     if candidate["candidate"]:  # "" marks the end of candidates: nothing to do
                         await media.add_ice_candidate(
-                            media=own, target=message.publisher, candidate=candidate
+                            media=own, target=message.publisher, candidate=candidate, source=source
                         )
-                case protocol.Unsubscribe(publisher=publisher):
-                    await media.unsubscribe(media=own, publisher_id=publisher)
+                case protocol.Unsubscribe(publisher=publisher, source=source):
+                    await media.unsubscribe(media=own, publisher_id=publisher, source=source)
                     await self.send_message(
-                        protocol.Unsubscribed(publisher=publisher, id=message.id)
+                        protocol.Unsubscribed(publisher=publisher, source=source, id=message.id)
                     )
-                case protocol.Video(publisher=publisher, on=on):
-                    await media.set_receiving_video(media=own, publisher_id=publisher, on=on)
+                case protocol.Video(publisher=publisher, on=on, source=source):
+                    await media.set_receiving_video(
+                        media=own, publisher_id=publisher, on=on, source=source
+                    )
                     await self.send_message(
-                        protocol.VideoSet(publisher=publisher, on=on, id=message.id)
+                        protocol.VideoSet(publisher=publisher, on=on, source=source, id=message.id)
                     )
                 case protocol.MediaState(audio=audio, video=video):
                     await media.set_media_state(media=own, audio=audio, video=video)
-                case protocol.Unpublish():
-                    await media.unpublish(media=own)
-                    await self.send_message(protocol.Unpublished(id=message.id))
+                case protocol.Unpublish(source=source):
+                    await media.unpublish(media=own, source=source)
+                    await self.send_message(protocol.Unpublished(source=source, id=message.id))
         except media.MediaError as error:
             await self.reply_error(protocol.ProtocolError(error.code, error.message, message.id))
 

@@ -31,11 +31,17 @@ class RoomPipeline(models.Model):
 
 
 class MediaEndpoint(models.Model):
-    """A WebRtcEndpoint held by a participant.
+    """A WebRtcEndpoint held by a participant, for one source of media (its camera and
+    microphone, or a shared screen).
 
-    `publisher` unset: the participant's own publishing endpoint. Set: the endpoint through which
-    the participant receives that publisher's media (connected from the publisher's endpoint).
+    `publisher` unset: the participant's own publishing endpoint for that source. Set: the
+    endpoint through which the participant receives that publisher's source (connected from the
+    publisher's endpoint for it).
     """
+
+    class Source(models.TextChoices):
+        CAMERA = "camera", "camera and microphone"
+        SCREEN = "screen", "shared screen"
 
     pipeline = models.ForeignKey(RoomPipeline, on_delete=models.CASCADE, related_name="endpoints")
     owner = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="endpoints")
@@ -46,6 +52,7 @@ class MediaEndpoint(models.Model):
         blank=True,
         related_name="viewer_endpoints",
     )
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.CAMERA)
     endpoint_id = models.CharField(max_length=400)
     # What the publisher says it sends (its microphone or camera may be switched off).
     audio_on = models.BooleanField(default=True)
@@ -54,13 +61,16 @@ class MediaEndpoint(models.Model):
 
     class Meta:
         constraints = [
-            # One publishing endpoint per participant, one receiving endpoint per pair.
+            # Per source: one publishing endpoint per participant, one receiving endpoint per
+            # (subscriber, publisher) pair.
             models.UniqueConstraint(
-                fields=("owner",),
+                fields=("owner", "source"),
                 condition=models.Q(publisher__isnull=True),
-                name="one_publishing_endpoint",
+                name="one_publishing_endpoint_per_source",
             ),
-            models.UniqueConstraint(fields=("owner", "publisher"), name="one_endpoint_per_pair"),
+            models.UniqueConstraint(
+                fields=("owner", "publisher", "source"), name="one_endpoint_per_pair_and_source"
+            ),
         ]
 
     def __str__(self) -> str:

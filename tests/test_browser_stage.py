@@ -113,10 +113,23 @@ def test_a_nine_person_call_fills_the_window_on_a_laptop_and_a_phone(chromium, p
                 covered = sum(t["width"] * t["height"] for t in view["tiles"])
                 assert covered >= 0.5 * view["stage"]["width"] * view["stage"]["height"], view
 
-            # The room's details (its link to share) in the side panel, on a phone too.
+            # On the small phone the least needed controls wait in a More menu; from there,
+            # the room's details (its link to share) open in the side panel.
+            assert ada.page.is_visible("#more-button")
+            assert ada.page.is_hidden("#more-menu")
+            ada.page.click("#more-button")
+            ada.page.wait_for_selector("#more-menu #details-button", state="visible")
+            assert ada.page.is_visible("#more-menu #fullscreen-button")
+            assert ada.page.is_visible(".call-controls #mic-button")  # these never move
+            assert ada.page.is_visible(".call-controls #leave-button")
             ada.page.click("#details-button")
+            ada.page.wait_for_selector("#more-menu", state="hidden")
             ada.page.wait_for_selector("#details-panel #invite-link")
             assert ada.page.input_value("#invite-link") == room_url
+            # Back on a laptop: every control in the bar again, no More.
+            ada.page.set_viewport_size({"width": 1280, "height": 800})
+            ada.page.wait_for_selector("#more-button", state="hidden")
+            assert ada.page.locator(".call-controls #fullscreen-button").is_visible()
         finally:
             for guest in guests:
                 guest.close()

@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from accounts.models import User
 from rooms import services
-from rooms.models import Participant, Room
+from rooms.models import ChatMessage, Participant, Room
 
 pytestmark = pytest.mark.django_db
 
@@ -96,3 +96,43 @@ def test_participant_history_is_read_only(admin_client_logged, rooms):
     )
     participant.refresh_from_db()
     assert participant.display_name != "Changed"
+
+
+def test_a_rooms_chat_is_readable_and_read_only(admin_client_logged, rooms):
+    busy, quiet = rooms
+    speaker = Participant.objects.filter(room=busy).first()
+    services.chat_post(participant_id=speaker.pk, text="<b>Hello</b> from the busy room")
+    elsewhere = services.participant_join(room_id=quiet.pk, user=quiet.owner, connection_id="c3")
+    services.chat_post(participant_id=elsewhere.pk, text="In the quiet room")
+    message = ChatMessage.objects.get(room=busy)
+
+    # The room's page links to its chat, and the list shows only that room's messages.
+    page = admin_client_logged.get(reverse("admin:rooms_room_change", args=[busy.pk]))
+    chat_url = reverse("admin:rooms_chatmessage_changelist") + f"?room__id__exact={busy.pk}"
+    assert chat_url.replace("&", "&amp;") in page.content.decode()
+    assert "Chat of this room (1)" in page.content.decode()
+    listed = admin_client_logged.get(chat_url)
+    assert [m.pk for m in listed.context["cl"].result_list] == [message.pk]
+    assert "&lt;b&gt;Hello&lt;/b&gt;" in listed.content.decode()  # text, never markup
+
+    # Read-only: no adding, no changing, no deleting a message behind the room's back.
+    assert admin_client_logged.get(reverse("admin:rooms_chatmessage_add")).status_code == 403
+    change_url = reverse("admin:rooms_chatmessage_change", args=[message.pk])
+    change = admin_client_logged.get(change_url)
+    assert change.status_code == 200
+    assert b'name="_save"' not in change.content
+    admin_client_logged.post(change_url, {"text": "Changed"})
+    message.refresh_from_db()
+    assert message.text == "<b>Hello</b> from the busy room"
+    delete_url = reverse("admin:rooms_chatmessage_delete", args=[message.pk])
+    assert admin_client_logged.post(delete_url, {"post": "yes"}).status_code == 403
+    assert ChatMessage.objects.filter(pk=message.pk).exists()
+
+
+def test_deleting_a_room_deletes_its_chat(rooms):
+    busy, quiet = rooms
+    speaker = Participant.objects.filter(room=busy).first()
+    services.chat_post(participant_id=speaker.pk, text="Bye")
+    busy.delete()
+    assert not ChatMessage.objects.exists()
+    assert Room.objects.filter(pk=quiet.pk).exists()

@@ -1,11 +1,15 @@
-"""Reads: the lobby lists, live counts, and who may enter."""
+"""Reads: the lobby lists, live counts, who may enter or share a screen, chat and hands."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
 
 from rooms import selectors, services
+from rooms.models import Room
 from tests.conftest import record_participant
 
 pytestmark = pytest.mark.django_db
@@ -104,3 +108,41 @@ def test_room_presence_names_the_others_and_spots_you(owner, other, make_user):
         count=3, others_shown=("Ada",), others_more=1, you_elsewhere=True
     )
     assert selectors.room_presence(room=room, user=other).others_shown == ("Olive",)
+
+
+def test_screen_sharing_is_for_everyone_or_the_owner(owner, other):
+    room = services.room_create(owner=owner, name="Demo")
+    assert selectors.room_allows_sharing(room=room, user=owner)
+    assert selectors.room_allows_sharing(room=room, user=other)
+    assert not selectors.room_allows_sharing(room=room, user=AnonymousUser())
+    services.room_update(room=room, screen_sharing=Room.ScreenSharing.OWNER)
+    assert selectors.room_allows_sharing(room=room, user=owner)
+    assert not selectors.room_allows_sharing(room=room, user=other)
+
+
+def test_recent_chat_is_the_last_messages_oldest_first(owner, other):
+    room = services.room_create(owner=owner, name="Chatty")
+    elsewhere = services.room_create(owner=owner, name="Elsewhere")
+    here = record_participant(room, owner)
+    services.chat_post(participant_id=record_participant(elsewhere, other).pk, text="not here")
+    for n in range(105):
+        services.chat_post(participant_id=here.pk, text=f"message {n}")
+    recent = selectors.chat_recent(room=room)
+    assert [m.text for m in recent] == [f"message {n}" for n in range(5, 105)]
+    assert [m.text for m in selectors.chat_recent(room=room, limit=2)] == [
+        "message 103",
+        "message 104",
+    ]
+
+
+def test_raised_hands_in_the_order_they_went_up_among_those_present(owner, other, settings):
+    settings.PRESENCE_STALE_SECONDS = 60
+    room = services.room_create(owner=owner, name="Hands")
+    first, second, third = (record_participant(room, user) for user in (other, owner, other))
+    gone = record_participant(room, owner, seen_ago=120)
+    start = timezone.now()
+    for participant, after in ((second, 2), (first, 1), (gone, 0)):
+        participant.hand_raised_at = start + timedelta(seconds=after)
+        participant.save(update_fields=["hand_raised_at"])
+    assert list(selectors.hands_raised(room=room)) == [first, second]
+    assert third not in selectors.hands_raised(room=room)

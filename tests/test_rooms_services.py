@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import close_old_connections
+from django.utils import timezone
 
 from rooms import events, services
 from rooms.invites import invite_token
-from rooms.models import Participant, Room
-from rooms.services import JoinRefused
+from rooms.models import ChatMessage, Participant, Room
+from rooms.services import ActionRefused, JoinRefused
 from tests.conftest import record_participant
 
 
@@ -208,3 +210,151 @@ class TestCloseDeleteReap:
         assert services.participant_touch(participant_id=participant.pk) is True
         services.participant_leave(participant_id=participant.pk)
         assert services.participant_touch(participant_id=participant.pk) is False
+
+
+@pytest.mark.django_db(transaction=True)
+class TestChat:
+    def test_post_stores_trims_and_tells_the_room(self, owner, guest):
+        room = services.room_create(owner=owner, name="Sync")
+        participant = services.participant_join(room_id=room.pk, user=guest, connection_id="c1")
+        listener = GroupListener(room)
+        message = services.chat_post(participant_id=participant.pk, text="  hello\r\nthere\x00 ")
+        assert message.text == "hello\nthere"
+        assert (message.room, message.author, message.participant) == (room, guest, participant)
+        assert message.author_name == "Gus Guest"
+        [event] = listener.events()
+        assert event["event"] == {
+            "type": "chat_message",
+            "message": {
+                "id": message.pk,
+                "participant_id": participant.pk,
+                "user_id": guest.pk,
+                "name": "Gus Guest",
+                "text": "hello\nthere",
+                "sent_at": message.created_at.isoformat(),
+            },
+        }
+
+    @pytest.mark.parametrize(
+        ("text", "code"), [("", "invalid"), (" \n\t ", "invalid"), ("x" * 1001, "too_long")]
+    )
+    def test_empty_and_too_long_messages_are_refused(self, owner, text, code):
+        room = services.room_create(owner=owner, name="Sync")
+        participant = services.participant_join(room_id=room.pk, user=owner, connection_id="c1")
+        with pytest.raises(ActionRefused) as refused:
+            services.chat_post(participant_id=participant.pk, text=text)
+        assert refused.value.code == code
+        assert not ChatMessage.objects.exists()
+
+    def test_a_thousand_characters_pass(self, owner):
+        room = services.room_create(owner=owner, name="Sync")
+        participant = services.participant_join(room_id=room.pk, user=owner, connection_id="c1")
+        assert len(services.chat_post(participant_id=participant.pk, text="é" * 1000).text) == 1000
+
+    def test_only_a_connected_participant_may_post(self, owner):
+        room = services.room_create(owner=owner, name="Sync")
+        participant = services.participant_join(room_id=room.pk, user=owner, connection_id="c1")
+        services.participant_leave(participant_id=participant.pk)
+        with pytest.raises(ActionRefused) as refused:
+            services.chat_post(participant_id=participant.pk, text="hello?")
+        assert refused.value.code == "forbidden"
+
+    def test_owner_deletes_for_everyone_and_others_may_not(self, owner, guest):
+        room = services.room_create(owner=owner, name="Sync")
+        participant = services.participant_join(room_id=room.pk, user=guest, connection_id="c1")
+        message = services.chat_post(participant_id=participant.pk, text="oops")
+        listener = GroupListener(room)
+        with pytest.raises(ActionRefused) as refused:
+            services.chat_delete(room_id=room.pk, message_id=message.pk, by_user=guest)
+        assert refused.value.code == "forbidden"
+        assert ChatMessage.objects.filter(pk=message.pk).exists()
+        assert services.chat_delete(room_id=room.pk, message_id=message.pk, by_user=owner)
+        assert not ChatMessage.objects.filter(pk=message.pk).exists()
+        [event] = listener.events()
+        assert event["event"] == {"type": "chat_deleted", "message_id": message.pk}
+        # Gone already, or of another room: nothing to delete, nothing said.
+        other = services.room_create(owner=owner, name="Other")
+        listener = GroupListener(room)  # a fresh one: each drains on an event loop of its own
+        assert not services.chat_delete(room_id=room.pk, message_id=message.pk, by_user=owner)
+        assert not services.chat_delete(room_id=other.pk, message_id=message.pk, by_user=owner)
+        assert listener.events() == []
+
+    def test_deleting_a_room_deletes_its_chat_and_a_user_leaves_their_words(self, owner, guest):
+        room = services.room_create(owner=owner, name="Sync")
+        kept = services.room_create(owner=owner, name="Kept")
+        for where in (room, kept):
+            participant = services.participant_join(
+                room_id=where.pk, user=guest, connection_id=f"c{where.pk}"
+            )
+            services.chat_post(participant_id=participant.pk, text=f"hi {where.name}")
+        services.room_delete(room=room)
+        assert list(ChatMessage.objects.values_list("text", flat=True)) == ["hi Kept"]
+        guest.delete()
+        [message] = ChatMessage.objects.all()
+        assert (message.author, message.participant, message.author_name) == (
+            None,
+            None,
+            "Gus Guest",
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+class TestHands:
+    def test_raise_and_lower_tell_the_room_once(self, owner, guest):
+        room = services.room_create(owner=owner, name="Sync")
+        participant = services.participant_join(room_id=room.pk, user=guest, connection_id="c1")
+        listener = GroupListener(room)
+        raised_at = services.hand_set(participant_id=participant.pk, raised=True)
+        assert raised_at is not None
+        # Raising again keeps the place in the queue, and tells nobody.
+        assert services.hand_set(participant_id=participant.pk, raised=True) == raised_at
+        assert services.hand_set(participant_id=participant.pk, raised=False) is None
+        assert services.hand_set(participant_id=participant.pk, raised=False) is None
+        events_sent = [m["event"] for m in listener.events()]
+        assert events_sent == [
+            {
+                "type": "hand_changed",
+                "participant_id": participant.pk,
+                "raised": True,
+                "raised_at": raised_at.isoformat(),
+            },
+            {
+                "type": "hand_changed",
+                "participant_id": participant.pk,
+                "raised": False,
+                "raised_at": None,
+            },
+        ]
+
+    def test_owner_lowers_someone_else_and_nobody_else_may(self, owner, guest, make_user):
+        room = services.room_create(owner=owner, name="Sync")
+        raiser = services.participant_join(room_id=room.pk, user=guest, connection_id="c1")
+        services.hand_set(participant_id=raiser.pk, raised=True)
+        with pytest.raises(ActionRefused) as refused:
+            services.hand_lower_for(room_id=room.pk, participant_id=raiser.pk, by_user=guest)
+        assert refused.value.code == "forbidden"
+        assert services.hand_lower_for(room_id=room.pk, participant_id=raiser.pk, by_user=owner)
+        raiser.refresh_from_db()
+        assert raiser.hand_raised_at is None
+        assert not services.hand_lower_for(room_id=room.pk, participant_id=raiser.pk, by_user=owner)
+        # Someone of another room is not found from this one.
+        other = services.room_create(owner=make_user("third"), name="Other")
+        with pytest.raises(ActionRefused) as refused:
+            services.hand_lower_for(room_id=other.pk, participant_id=raiser.pk, by_user=other.owner)
+        assert refused.value.code == "not_found"
+
+    def test_a_hand_goes_down_however_the_connection_ends(self, owner, guest, settings):
+        settings.PRESENCE_STALE_SECONDS = 60
+        room = services.room_create(owner=owner, name="Sync")
+        left = services.participant_join(room_id=room.pk, user=guest, connection_id="c1")
+        reaped = record_participant(room, guest)
+        removed = services.participant_join(room_id=room.pk, user=owner, connection_id="c3")
+        for participant in (left, reaped, removed):
+            services.hand_set(participant_id=participant.pk, raised=True)
+        services.participant_leave(participant_id=left.pk)
+        Participant.objects.filter(pk=reaped.pk).update(
+            last_seen_at=timezone.now() - timedelta(seconds=120)
+        )
+        services.participants_reap_stale(room_id=room.pk)
+        services.room_close(room=room)
+        assert not Participant.objects.filter(hand_raised_at__isnull=False).exists()

@@ -117,18 +117,30 @@ def test_lobby_search(client, owner, room):
 def test_create_room(client, owner):
     response = _login(client, owner).post(
         reverse("rooms:create"),
-        {"name": "Retro", "description": "", "visibility": "private", "max_participants": 6},
+        {
+            "name": "Retro",
+            "description": "",
+            "visibility": "private",
+            "max_participants": 6,
+            "screen_sharing": "owner",
+        },
     )
     room = Room.objects.get(name="Retro")
     assert response.url == room.get_absolute_url()
     assert (room.owner, room.visibility, room.max_participants) == (owner, "private", 6)
+    assert room.screen_sharing == "owner"
 
 
 def test_create_room_validates_capacity(client, owner, settings):
     settings.ROOM_MAX_PARTICIPANTS_LIMIT = 20
     response = _login(client, owner).post(
         reverse("rooms:create"),
-        {"name": "Huge", "visibility": "public", "max_participants": 21},
+        {
+            "name": "Huge",
+            "visibility": "public",
+            "max_participants": 21,
+            "screen_sharing": "everyone",
+        },
     )
     assert response.status_code == 200
     assert "at most 20" in response.content.decode()
@@ -140,11 +152,17 @@ def test_owner_edits_room(client, owner, room):
     assert client.get(reverse("rooms:edit", kwargs={"slug": room.slug})).status_code == 200
     response = client.post(
         reverse("rooms:edit", kwargs={"slug": room.slug}),
-        {"name": "Renamed", "description": "x", "visibility": "public", "max_participants": 4},
+        {
+            "name": "Renamed",
+            "description": "x",
+            "visibility": "public",
+            "max_participants": 4,
+            "screen_sharing": "owner",
+        },
     )
     assert response.status_code == 302
     room.refresh_from_db()
-    assert (room.name, room.max_participants) == ("Renamed", 4)
+    assert (room.name, room.max_participants, room.screen_sharing) == ("Renamed", 4, "owner")
 
 
 def test_owner_locks_and_unlocks(client, owner, room):
@@ -189,6 +207,26 @@ def test_room_page_carries_the_socket_address(client, stranger, room):
     assert page.context["client_config"]["wsPath"] == f"/ws/rooms/{room.slug}/"
     assert page.context["invite_url"] is None
     assert b'id="room-config"' in page.content
+
+
+def test_room_page_has_the_chat_hands_and_reactions(client, owner, stranger, room):
+    page = _login(client, stranger).get(room.get_absolute_url())
+    assert page.context["client_config"]["isOwner"] is False
+    html = page.content.decode()
+    for part in ('id="chat-panel"', 'id="chat-button"', 'id="hand-button"', 'id="reactions-menu"'):
+        assert part in html
+    assert html.count('class="reactions-menu__button"') == 6
+    assert 'data-emoji="❤️" aria-label="Love"' in html
+    page = _login(client, owner).get(room.get_absolute_url())
+    assert page.context["client_config"]["isOwner"] is True
+
+
+def test_room_form_asks_who_may_share_their_screen(client, owner):
+    page = _login(client, owner).get(reverse("rooms:create"))
+    html = page.content.decode()
+    assert "Who can share their screen" in html
+    assert "The owner can always share their screen." in html
+    assert page.context["form"]["screen_sharing"].value() == "everyone"
 
 
 def test_unknown_room_is_404(client, stranger):

@@ -24,10 +24,12 @@ from signaling.kurento import (
 from signaling.media import clients
 from signaling.media.errors import MediaError, media_error
 from signaling.media.session import (
+    CAMERA,
     EARLY_CANDIDATE_LIMIT,
     EARLY_TARGET_LIMIT,
     KnownEndpoint,
     ParticipantMedia,
+    Source,
     Target,
 )
 from signaling.models import MediaEndpoint
@@ -35,30 +37,32 @@ from signaling.models import MediaEndpoint
 logger = logging.getLogger(__name__)
 
 
-def _endpoint_sync(owner_id: int, publisher_id: Target) -> KnownEndpoint | None:
+def _endpoint_sync(owner_id: int, publisher_id: Target, source: Source) -> KnownEndpoint | None:
     row = (
         MediaEndpoint.objects.select_related("pipeline")
-        .filter(owner_id=owner_id, publisher_id=publisher_id)
+        .filter(owner_id=owner_id, publisher_id=publisher_id, source=source)
         .first()
     )
     return None if row is None else KnownEndpoint(row.pipeline.server_url, row.endpoint_id)
 
 
 async def add_ice_candidate(
-    *, media: ParticipantMedia, target: Target, candidate: dict[str, Any]
+    *, media: ParticipantMedia, target: Target, candidate: dict[str, Any], source: Source = CAMERA
 ) -> None:
-    """A browser's candidate for its endpoint (`target` None: publishing; else that publisher's).
+    """A browser's candidate for its endpoint (`target` None: publishing; else that publisher's)
+    of `source`.
 
     A candidate for an endpoint that does not exist yet is kept until the endpoint is made.
     """
-    known = media.endpoints.get(target)
+    stream = (target, source)
+    known = media.endpoints.get(stream)
     if known is None:
-        known = await database_sync_to_async(_endpoint_sync)(media.participant.pk, target)
+        known = await database_sync_to_async(_endpoint_sync)(media.participant.pk, target, source)
         if known is None:
             early = media.early_candidates
-            if target not in early and len(early) >= EARLY_TARGET_LIMIT:
+            if stream not in early and len(early) >= EARLY_TARGET_LIMIT:
                 raise MediaError("bad_candidate", "Too many connections with early candidates.")
-            queue = early.setdefault(target, [])
+            queue = early.setdefault(stream, [])
             if len(queue) >= EARLY_CANDIDATE_LIMIT:
                 raise MediaError("bad_candidate", "Too many ICE candidates before the offer.")
             queue.append(candidate)
@@ -78,11 +82,11 @@ async def _add_candidate(endpoint: WebRtcEndpoint, candidate: dict[str, Any]) ->
     )
 
 
-async def start_ice(*, media: ParticipantMedia, target: Target) -> None:
+async def start_ice(*, media: ParticipantMedia, target: Target, source: Source = CAMERA) -> None:
     """After the answer went out: hand over the candidates that came early, then let the
     endpoint gather its own (they reach the browser as `ice_candidate` events)."""
-    known = media.endpoints.get(target)
-    early = media.early_candidates.pop(target, [])
+    known = media.endpoints.get((target, source))
+    early = media.early_candidates.pop((target, source), [])
     if known is None:
         return  # released meanwhile
     endpoint = WebRtcEndpoint(clients.media_client(known.server_url), known.endpoint_id)
@@ -101,7 +105,9 @@ async def start_ice(*, media: ParticipantMedia, target: Target) -> None:
         raise media_error(error) from None
 
 
-def candidate_relay(participant: Participant, target: Target) -> Callable[[dict[str, Any]], Any]:
+def candidate_relay(
+    participant: Participant, target: Target, source: Source
+) -> Callable[[dict[str, Any]], Any]:
     """The callback that sends an endpoint's candidates to its participant's connection."""
     channel = participant.connection_id
 
@@ -111,6 +117,7 @@ def candidate_relay(participant: Participant, target: Target) -> Callable[[dict[
             return
         event = protocol.IceCandidate(
             target="publish" if target is None else target,
+            source=source,
             candidate={
                 "candidate": candidate.get("candidate"),
                 "sdpMid": candidate.get("sdpMid"),

@@ -1,6 +1,7 @@
-"""Publishing and subscribing: one publishing WebRtcEndpoint per participant, one receiving
-endpoint per (subscriber, publisher) pair, connected from the publisher's. Every step that can
-fail is undone, and only the participant's own endpoints can be touched."""
+"""Publishing and subscribing: one publishing WebRtcEndpoint per participant and source (its
+camera and microphone, a shared screen), one receiving endpoint per (subscriber, publisher,
+source), connected from the publisher's. Every step that can fail is undone, and only the
+participant's own endpoints can be touched."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from channels.db import database_sync_to_async
 from django.db import IntegrityError, transaction
 
 from conference import metrics
-from rooms import events
+from rooms import events, selectors
 from rooms.models import Participant
 from signaling import protocol, turn
 from signaling.kurento import (
@@ -26,7 +27,7 @@ from signaling.kurento import (
 )
 from signaling.media import clients, ice, pipelines
 from signaling.media.errors import MediaError, media_error
-from signaling.media.session import KnownEndpoint, ParticipantMedia, Target
+from signaling.media.session import CAMERA, SCREEN, KnownEndpoint, ParticipantMedia, Source, Target
 from signaling.models import MediaEndpoint, RoomPipeline
 
 logger = logging.getLogger(__name__)
@@ -43,35 +44,43 @@ class _Plan:
     source: MediaEndpoint | None  # subscribing: the publisher's endpoint
 
 
-def _plan_sync(participant: Participant, publisher_id: Target) -> _Plan:
+def _plan_sync(participant: Participant, publisher_id: Target, kind: Source) -> _Plan:
     endpoints = MediaEndpoint.objects.select_related("pipeline")
     source = None
     if publisher_id is not None:
         source = endpoints.filter(
             owner_id=publisher_id,
             publisher__isnull=True,
+            source=kind,
             owner__room_id=participant.room_id,
             owner__state=CONNECTED,
         ).first()
         if source is None:
-            raise MediaError("not_publishing", "That participant is not sending media.")
+            what = "sharing a screen" if kind == SCREEN else "sending media"
+            raise MediaError("not_publishing", f"That participant is not {what}.")
+    elif kind == SCREEN:
+        room = participant.room
+        if not selectors.room_allows_sharing(room=room, user=participant.user):
+            raise MediaError("forbidden", "Only the room's owner may share a screen here.")
     return _Plan(
         pipeline=RoomPipeline.objects.filter(room_id=participant.room_id).first(),
-        previous=endpoints.filter(owner_id=participant.pk, publisher_id=publisher_id).first(),
+        previous=endpoints.filter(
+            owner_id=participant.pk, publisher_id=publisher_id, source=kind
+        ).first(),
         source=source,
     )
 
 
-def endpoint_row_sync(owner_id: int, publisher_id: Target) -> MediaEndpoint | None:
+def endpoint_row_sync(owner_id: int, publisher_id: Target, source: Source) -> MediaEndpoint | None:
     return (
         MediaEndpoint.objects.select_related("pipeline")
-        .filter(owner_id=owner_id, publisher_id=publisher_id)
+        .filter(owner_id=owner_id, publisher_id=publisher_id, source=source)
         .first()
     )
 
 
 def _record_endpoint_sync(
-    record: RoomPipeline, owner: Participant, publisher_id: Target, endpoint_id: str
+    record: RoomPipeline, owner: Participant, stream: tuple[Target, Source], endpoint_id: str
 ) -> MediaEndpoint | None:
     """Store the endpoint unless the owner left meanwhile, the pipeline was given up, or the
     owner already has one for this target."""
@@ -81,7 +90,11 @@ def _record_endpoint_sync(
         try:
             with transaction.atomic():
                 return MediaEndpoint.objects.create(
-                    pipeline=record, owner=owner, publisher_id=publisher_id, endpoint_id=endpoint_id
+                    pipeline=record,
+                    owner=owner,
+                    publisher_id=stream[0],
+                    source=stream[1],
+                    endpoint_id=endpoint_id,
                 )
         except IntegrityError:
             return None
@@ -94,7 +107,7 @@ def _delete_endpoint_row_sync(row_id: int) -> None:
 async def release_row(row: MediaEndpoint, media: ParticipantMedia | None = None) -> bool:
     """Release an endpoint and forget it; True when the media server let it go."""
     if media is not None:
-        media.forget(row.publisher_id, row.endpoint_id)
+        media.forget((row.publisher_id, row.source), row.endpoint_id)
     released = await clients.release_quietly(row.pipeline.server_url, row.endpoint_id)
     await database_sync_to_async(_delete_endpoint_row_sync)(row.pk)
     return released
@@ -123,7 +136,7 @@ async def _new_endpoint(
 
 
 async def _negotiate(
-    media: ParticipantMedia, publisher_id: Target, offer: str, *, video: bool = True
+    media: ParticipantMedia, publisher_id: Target, source: Source, offer: str, *, video: bool = True
 ) -> str:
     """Create, record, connect and negotiate one endpoint; undone on any failure.
 
@@ -131,7 +144,7 @@ async def _negotiate(
     waits for, so every round trip saved here is saved from joining a call.
     """
     participant = media.participant
-    plan = await database_sync_to_async(_plan_sync)(participant, publisher_id)
+    plan = await database_sync_to_async(_plan_sync)(participant, publisher_id, source)
     if plan.previous is not None:  # a renegotiation after a failure: start afresh
         await release_row(plan.previous, media)
     record, endpoint = await _new_endpoint(
@@ -146,9 +159,9 @@ async def _negotiate(
             raise
     steps: list[Awaitable[Any]] = [
         database_sync_to_async(_record_endpoint_sync)(
-            record, participant, publisher_id, endpoint.id
+            record, participant, (publisher_id, source), endpoint.id
         ),
-        endpoint.on("IceCandidateFound", ice.candidate_relay(participant, publisher_id)),
+        endpoint.on("IceCandidateFound", ice.candidate_relay(participant, publisher_id, source)),
         endpoint.process_offer(offer),
     ]
     if plan.source is not None:
@@ -166,40 +179,45 @@ async def _negotiate(
         if failure is not None:
             raise failure
         raise MediaError("conflict", "Another request for the same stream is in progress.")
-    media.remember(publisher_id, KnownEndpoint(record.server_url, endpoint.id))
+    media.remember((publisher_id, source), KnownEndpoint(record.server_url, endpoint.id))
     return outcomes[2]
 
 
-async def publish(*, media: ParticipantMedia, offer: str) -> str:
-    """Receive the participant's media: returns the SDP answer to its offer.
+async def publish(*, media: ParticipantMedia, offer: str, source: Source = CAMERA) -> str:
+    """Receive the participant's camera and microphone, or its screen (if the room lets it
+    share): returns the SDP answer to its offer.
 
     Once the browser has the answer, call `ice.start_ice` and then `announce_published`.
     """
     started = asyncio.get_running_loop().time()
     try:
-        answer = await _negotiate(media, None, offer)
+        answer = await _negotiate(media, None, source, offer)
     except (KurentoError, MediaServerUnavailable) as error:
         raise media_error(error) from None
     metrics.NEGOTIATION_SECONDS.labels(kind="publish").observe(
         asyncio.get_running_loop().time() - started
     )
-    logger.info("participant %s publishes", media.participant.pk)
+    logger.info("participant %s publishes its %s", media.participant.pk, source)
     return answer
 
 
-async def announce_published(*, media: ParticipantMedia) -> None:
-    """Tell the room that the participant sends media: the others subscribe."""
+async def announce_published(*, media: ParticipantMedia, source: Source = CAMERA) -> None:
+    """Tell the room that the participant sends a source: the others subscribe."""
     participant = media.participant
-    await events.apublish_room_event(
-        participant.room_id, protocol.ParticipantPublished(participant_id=participant.pk).payload()
-    )
+    event = protocol.ParticipantPublished(participant_id=participant.pk, source=source)
+    await events.apublish_room_event(participant.room_id, event.payload())
 
 
 async def subscribe(
-    *, media: ParticipantMedia, publisher_id: int, offer: str, video: bool = True
+    *,
+    media: ParticipantMedia,
+    publisher_id: int,
+    offer: str,
+    video: bool = True,
+    source: Source = CAMERA,
 ) -> str:
-    """Send a publisher's media to the participant (`video` false: its audio only, for now):
-    returns the SDP answer to its offer.
+    """Send a publisher's camera or screen to the participant (`video` false: its audio only,
+    for now): returns the SDP answer to its offer.
 
     Once the browser has the answer, call `ice.start_ice`.
     """
@@ -207,7 +225,7 @@ async def subscribe(
         raise MediaError("invalid", "You cannot subscribe to yourself.")
     started = asyncio.get_running_loop().time()
     try:
-        answer = await _negotiate(media, publisher_id, offer, video=video)
+        answer = await _negotiate(media, publisher_id, source, offer, video=video)
     except ObjectNotFound:
         raise MediaError("not_publishing", "That participant is not sending media.") from None
     except (KurentoError, MediaServerUnavailable) as error:
@@ -215,40 +233,48 @@ async def subscribe(
     metrics.NEGOTIATION_SECONDS.labels(kind="subscribe").observe(
         asyncio.get_running_loop().time() - started
     )
-    logger.info("participant %s receives %s", media.participant.pk, publisher_id)
+    logger.info("participant %s receives %s's %s", media.participant.pk, publisher_id, source)
     return answer
 
 
-async def unsubscribe(*, media: ParticipantMedia, publisher_id: int) -> bool:
-    row = await database_sync_to_async(endpoint_row_sync)(media.participant.pk, publisher_id)
-    media.forget(publisher_id)
+async def unsubscribe(
+    *, media: ParticipantMedia, publisher_id: int, source: Source = CAMERA
+) -> bool:
+    row = await database_sync_to_async(endpoint_row_sync)(
+        media.participant.pk, publisher_id, source
+    )
+    media.forget((publisher_id, source))
     if row is None:
         return False
     await release_row(row, media)
     return True
 
 
-def _pair_sync(owner_id: int, publisher_id: int) -> tuple[MediaEndpoint, MediaEndpoint] | None:
-    """The participant's receiving endpoint for a publisher, and the publisher's own."""
+def _pair_sync(
+    owner_id: int, publisher_id: int, kind: Source
+) -> tuple[MediaEndpoint, MediaEndpoint] | None:
+    """The participant's receiving endpoint for a publisher's source, and the publisher's own."""
     endpoints = MediaEndpoint.objects.select_related("pipeline")
-    receiver = endpoints.filter(owner_id=owner_id, publisher_id=publisher_id).first()
+    receiver = endpoints.filter(owner_id=owner_id, publisher_id=publisher_id, source=kind).first()
     source = endpoints.filter(
-        owner_id=publisher_id, publisher__isnull=True, owner__state=CONNECTED
+        owner_id=publisher_id, publisher__isnull=True, source=kind, owner__state=CONNECTED
     ).first()
     return None if receiver is None or source is None else (receiver, source)
 
 
-async def set_receiving_video(*, media: ParticipantMedia, publisher_id: int, on: bool) -> None:
+async def set_receiving_video(
+    *, media: ParticipantMedia, publisher_id: int, on: bool, source: Source = CAMERA
+) -> None:
     """Turn on or off the video the participant receives from a publisher; its audio goes on.
 
     The media server stops carrying it (a disconnect of the VIDEO media type), so a tile that is
     off screen costs neither the participant's bandwidth nor the server's forwarding.
     """
-    pair = await database_sync_to_async(_pair_sync)(media.participant.pk, publisher_id)
+    pair = await database_sync_to_async(_pair_sync)(media.participant.pk, publisher_id, source)
     if pair is None:
         raise MediaError("not_subscribed", "You do not receive that participant's media.")
-    receiver, source = pair
-    sender = WebRtcEndpoint(clients.media_client(source.pipeline.server_url), source.endpoint_id)
+    receiver, sending = pair
+    sender = WebRtcEndpoint(clients.media_client(sending.pipeline.server_url), sending.endpoint_id)
     sink = WebRtcEndpoint(clients.media_client(receiver.pipeline.server_url), receiver.endpoint_id)
     try:
         if on:
@@ -261,34 +287,36 @@ async def set_receiving_video(*, media: ParticipantMedia, publisher_id: int, on:
         raise media_error(error) from None
 
 
-def _viewer_rows_sync(publisher_id: int) -> list[MediaEndpoint]:
-    return list(MediaEndpoint.objects.select_related("pipeline").filter(publisher_id=publisher_id))
+def _viewer_rows_sync(publisher_id: int, source: Source) -> list[MediaEndpoint]:
+    return list(
+        MediaEndpoint.objects.select_related("pipeline").filter(
+            publisher_id=publisher_id, source=source
+        )
+    )
 
 
-async def unpublish(*, media: ParticipantMedia) -> bool:
-    """Stop publishing: the participant's endpoint and every receiving endpoint fed by it."""
+async def unpublish(*, media: ParticipantMedia, source: Source = CAMERA) -> bool:
+    """Stop publishing a source (stop sharing the screen): the participant's endpoint for it and
+    every receiving endpoint fed by it."""
     participant = media.participant
-    row = await database_sync_to_async(endpoint_row_sync)(participant.pk, None)
-    media.forget(None)
+    row = await database_sync_to_async(endpoint_row_sync)(participant.pk, None, source)
+    media.forget((None, source))
     if row is None:
         return False
-    viewers = await database_sync_to_async(_viewer_rows_sync)(participant.pk)
+    viewers = await database_sync_to_async(_viewer_rows_sync)(participant.pk, source)
     await release_row(row, media)
     for viewer in viewers:
         await release_row(viewer)
-    await events.apublish_room_event(
-        participant.room_id,
-        protocol.ParticipantUnpublished(participant_id=participant.pk).payload(),
-    )
+    event = protocol.ParticipantUnpublished(participant_id=participant.pk, source=source)
+    await events.apublish_room_event(participant.room_id, event.payload())
     return True
 
 
 def _set_media_state_sync(participant_id: int, audio: bool, video: bool) -> bool:
-    return bool(
-        MediaEndpoint.objects.filter(owner_id=participant_id, publisher__isnull=True).update(
-            audio_on=audio, video_on=video
-        )
+    publishing = MediaEndpoint.objects.filter(
+        owner_id=participant_id, publisher__isnull=True, source=CAMERA
     )
+    return bool(publishing.update(audio_on=audio, video_on=video))
 
 
 async def set_media_state(*, media: ParticipantMedia, audio: bool, video: bool) -> None:

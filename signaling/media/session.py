@@ -17,6 +17,12 @@ EARLY_TARGET_LIMIT = 64
 # Whose media an endpoint carries: None for the participant's own (publishing), else the id
 # of the publisher it receives.
 Target = int | None
+# Which of it: "camera" (camera and microphone) or "screen" (a shared screen).
+Source = str
+CAMERA: Source = "camera"
+SCREEN: Source = "screen"
+# One endpoint of a connection: whose media, and which source.
+Stream = tuple[Target, Source]
 
 
 @dataclass(frozen=True)
@@ -28,20 +34,20 @@ class KnownEndpoint:
 @dataclass(eq=False)
 class ParticipantMedia:
     participant: Participant
-    endpoints: dict[Target, KnownEndpoint] = field(default_factory=dict)
-    early_candidates: dict[Target, list[dict[str, Any]]] = field(default_factory=dict)
+    endpoints: dict[Stream, KnownEndpoint] = field(default_factory=dict)
+    early_candidates: dict[Stream, list[dict[str, Any]]] = field(default_factory=dict)
 
-    def remember(self, target: Target, endpoint: KnownEndpoint) -> None:
-        self.endpoints[target] = endpoint
+    def remember(self, stream: Stream, endpoint: KnownEndpoint) -> None:
+        self.endpoints[stream] = endpoint
 
-    def forget(self, target: Target, endpoint_id: str | None = None) -> None:
-        """Forget the endpoint for `target` (only if it is `endpoint_id`, when given) and the
+    def forget(self, stream: Stream, endpoint_id: str | None = None) -> None:
+        """Forget the endpoint for `stream` (only if it is `endpoint_id`, when given) and the
         candidates kept for it."""
-        known = self.endpoints.get(target)
+        known = self.endpoints.get(stream)
         if known is not None and endpoint_id in (None, known.endpoint_id):
-            del self.endpoints[target]
+            del self.endpoints[stream]
         if endpoint_id is None:
-            self.early_candidates.pop(target, None)
+            self.early_candidates.pop(stream, None)
 
     def forget_all(self) -> None:
         self.endpoints.clear()

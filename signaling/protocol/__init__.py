@@ -1,5 +1,6 @@
 """The room signaling protocol, both ways: what browsers may send (`client`), what the server
-sends (`server`), and the socket's close codes (`close_codes`); and the pre-join connection
+sends (`server`), chat, hands and reactions both ways (`collaboration`), and the socket's close
+codes (`close_codes`); and the pre-join connection
 test's socket, which shares its conventions. docs/protocol.md describes both for browser
 authors."""
 
@@ -30,6 +31,22 @@ from signaling.protocol.close_codes import (
     CLOSE_LEFT,
     CLOSE_ROOM_CLOSED,
     CLOSE_STALE,
+)
+from signaling.protocol.collaboration import (
+    REACTION_EMOJI,
+    ChatDelete,
+    ChatDeleted,
+    ChatMessagePosted,
+    ChatSend,
+    ChatSent,
+    CollaborationMessage,
+    Hand,
+    HandChanged,
+    HandLower,
+    HandLowered,
+    HandSet,
+    Reaction,
+    ReactionShown,
 )
 from signaling.protocol.server import (
     Error,
@@ -64,8 +81,20 @@ __all__ = [
     "CLOSE_LEFT",
     "CLOSE_ROOM_CLOSED",
     "CLOSE_STALE",
+    "REACTION_EMOJI",
+    "ChatDelete",
+    "ChatDeleted",
+    "ChatMessagePosted",
+    "ChatSend",
+    "ChatSent",
     "ClientMessage",
+    "CollaborationMessage",
     "Error",
+    "Hand",
+    "HandChanged",
+    "HandLower",
+    "HandLowered",
+    "HandSet",
     "Ice",
     "IceCandidate",
     "IceServers",
@@ -88,6 +117,8 @@ __all__ = [
     "ProtocolError",
     "Publish",
     "Published",
+    "Reaction",
+    "ReactionShown",
     "Refused",
     "RoomClosed",
     "ServerMessage",

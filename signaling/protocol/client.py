@@ -16,7 +16,7 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from signaling.protocol.fields import declared, matches
 from signaling.protocol.server import Error
@@ -115,13 +115,20 @@ def _sdp_problem(kind: str, sdp: str) -> str | None:
     return None
 
 
+# What a participant publishes: its camera and microphone, or a shared screen (with the tab's
+# or system's sound where the browser offers it). Each is a connection of its own.
+Source = Literal["camera", "screen"]
+
+
 @_message
 @dataclass(frozen=True)
 class Publish(ClientMessage):
-    """Send your camera and microphone: `sdp` is the offer; the reply `published` has the answer."""
+    """Send your camera and microphone, or your screen (`source`): `sdp` is the offer; the
+    reply `published` has the answer."""
 
     type_name: ClassVar[str] = "publish"
     sdp: str = dataclasses.field(metadata={"max_length": _MAX_SDP_LENGTH})
+    source: Source = "camera"
 
     def problem(self) -> str | None:
         return _sdp_problem(self.type_name, self.sdp)
@@ -130,21 +137,25 @@ class Publish(ClientMessage):
 @_message
 @dataclass(frozen=True)
 class Unpublish(ClientMessage):
-    """Stop sending media; the reply is `unpublished`."""
+    """Stop sending a source (your camera, or your screen: stop sharing); the reply is
+    `unpublished`."""
 
     type_name: ClassVar[str] = "unpublish"
+    source: Source = "camera"
 
 
 @_message
 @dataclass(frozen=True)
 class Subscribe(ClientMessage):
-    """Receive a publisher's media: `sdp` is the offer; the reply `subscribed` has the answer."""
+    """Receive a publisher's camera or screen: `sdp` is the offer; the reply `subscribed` has
+    the answer."""
 
     type_name: ClassVar[str] = "subscribe"
     publisher: int
     sdp: str = dataclasses.field(metadata={"max_length": _MAX_SDP_LENGTH})
     # false: audio only for now (the tile is not on screen); `video` turns it on later
     video: bool = True
+    source: Source = "camera"
 
     def problem(self) -> str | None:
         return _sdp_problem(self.type_name, self.sdp)
@@ -153,21 +164,23 @@ class Subscribe(ClientMessage):
 @_message
 @dataclass(frozen=True)
 class Video(ClientMessage):
-    """Turn the video you receive from a publisher on or off (its tile came on or went off
-    screen); audio goes on. The reply is `video_set`."""
+    """Turn the video you receive from a publisher's source on or off (its tile came on or went
+    off screen); audio goes on. The reply is `video_set`."""
 
     type_name: ClassVar[str] = "video"
     publisher: int
     on: bool
+    source: Source = "camera"
 
 
 @_message
 @dataclass(frozen=True)
 class Unsubscribe(ClientMessage):
-    """Stop receiving a publisher's media; the reply is `unsubscribed`."""
+    """Stop receiving a publisher's source; the reply is `unsubscribed`."""
 
     type_name: ClassVar[str] = "unsubscribe"
     publisher: int
+    source: Source = "camera"
 
 
 @_message
@@ -183,11 +196,13 @@ class MediaState(ClientMessage):
 @_message
 @dataclass(frozen=True)
 class Ice(ClientMessage):
-    """A trickled ICE candidate for your publishing connection or the one receiving `target`."""
+    """A trickled ICE candidate for your publishing connection of `source` ("publish") or the
+    one receiving publisher `target`'s `source`."""
 
     type_name: ClassVar[str] = "ice"
     target: str | int
     candidate: dict
+    source: Source = "camera"
 
     @property
     def publisher(self) -> int | None:
@@ -272,6 +287,8 @@ def connection_test_message_types() -> tuple[str, ...]:
 
 
 def _type_label(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return " or ".join(json.dumps(option) for option in typing.get_args(annotation))
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
     names |= {dict: "an object", list: "a list", type(None): "null"}
     args = typing.get_args(annotation) or (annotation,)

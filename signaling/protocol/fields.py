@@ -17,6 +17,11 @@ def declared(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
 
 def matches(value: Any, annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return any(
+            value == option and type(value) is type(option)
+            for option in typing.get_args(annotation)
+        )
     if origin in (typing.Union, types.UnionType):
         return any(matches(value, option) for option in typing.get_args(annotation))
     if annotation is type(None):

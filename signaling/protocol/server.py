@@ -62,6 +62,10 @@ class Snapshot(Reply):
     ice: dict
     room: dict
     participants: list
+    # Raised hands in the order they went up ({participant_id, raised_at}), and the last 100
+    # chat messages, oldest first (signaling.protocol.collaboration).
+    hands: list = dataclasses.field(default_factory=list)
+    chat: list = dataclasses.field(default_factory=list)
 
 
 @_message
@@ -77,12 +81,14 @@ class Error(Reply):
 class Published(Reply):
     type_name: ClassVar[str] = "published"
     sdp: str
+    source: str = "camera"
 
 
 @_message
 @dataclass(frozen=True, kw_only=True)
 class Unpublished(Reply):
     type_name: ClassVar[str] = "unpublished"
+    source: str = "camera"
 
 
 @_message
@@ -91,6 +97,7 @@ class Subscribed(Reply):
     type_name: ClassVar[str] = "subscribed"
     publisher: int
     sdp: str
+    source: str = "camera"
 
 
 @_message
@@ -98,16 +105,18 @@ class Subscribed(Reply):
 class Unsubscribed(Reply):
     type_name: ClassVar[str] = "unsubscribed"
     publisher: int
+    source: str = "camera"
 
 
 @_message
 @dataclass(frozen=True, kw_only=True)
 class VideoSet(Reply):
-    """The video from `publisher` is now on or off, as asked."""
+    """The video from `publisher`'s `source` is now on or off, as asked."""
 
     type_name: ClassVar[str] = "video_set"
     publisher: int
     on: bool
+    source: str = "camera"
 
 
 # --- to this connection ----------------------------------------------------------------------
@@ -129,11 +138,13 @@ class IceServers(ServerMessage):
 @_message
 @dataclass(frozen=True, kw_only=True)
 class IceCandidate(ServerMessage):
-    """A candidate of one of this connection's endpoints on the media server."""
+    """A candidate of one of this connection's endpoints on the media server: the one
+    publishing `source` (`target` "publish") or the one receiving publisher `target`'s."""
 
     type_name: ClassVar[str] = "ice_candidate"
     target: str | int
     candidate: dict
+    source: str = "camera"
 
 
 # --- to everyone in the room -----------------------------------------------------------------
@@ -155,8 +166,11 @@ class ParticipantLeft(ServerMessage):
 @_message
 @dataclass(frozen=True, kw_only=True)
 class ParticipantPublished(ServerMessage):
+    """A participant sends a source: its camera, or a shared screen."""
+
     type_name: ClassVar[str] = "participant_published"
     participant_id: int
+    source: str = "camera"
 
 
 @_message
@@ -164,6 +178,7 @@ class ParticipantPublished(ServerMessage):
 class ParticipantUnpublished(ServerMessage):
     type_name: ClassVar[str] = "participant_unpublished"
     participant_id: int
+    source: str = "camera"
 
 
 @_message
@@ -261,7 +276,10 @@ def server_message(data: dict[str, Any]) -> ServerMessage:
     values = {}
     for name, field in fields.items():
         if name not in data:
-            if field.default is dataclasses.MISSING:
+            if (
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            ):
                 raise ValueError(f"{cls.type_name} needs {name!r}")
             continue
         if not matches(data[name], hints[name]):

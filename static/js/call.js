@@ -24,6 +24,13 @@ const RECONNECTING_MEDIA = 'Reconnecting media…';
 // A tile off screen this long stops receiving video (its sound goes on); back on screen, at once.
 const OFF_SCREEN_MS = 1_500;
 
+// A shared screen: detail over motion (the track's contentHint is "detail" too).
+const SCREEN_CONSTRAINTS = {
+  video: { width: { max: 1920 }, height: { max: 1080 }, frameRate: { ideal: 15, max: 15 } },
+  audio: true, // the tab's or the system's sound, where the browser offers it
+};
+const SCREEN_MAX_BITRATE = 2_500_000;
+
 const MEDIA_CONSTRAINTS = {
   audio: { echoCancellation: true, noiseSuppression: true },
   video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } },
@@ -188,11 +195,42 @@ class Tile {
   }
 }
 
+/** The key in `Call.links` of the connection a server message names (target and source). */
+function linkKey(target, source = 'camera') {
+  if (target === 'publish') return source === 'screen' ? 'share' : 'publish';
+  return source === 'screen' ? `screen:${target}` : target;
+}
+
+/**
+ * A shared screen is text and lines more than motion: keep its resolution when bandwidth is
+ * short (fewer frames rather than a blur), and allow it the bitrate that takes.
+ */
+function sharpen(sender) {
+  try {
+    const parameters = sender.getParameters();
+    parameters.degradationPreference = 'maintain-resolution';
+    for (const encoding of parameters.encodings ?? []) encoding.maxBitrate = SCREEN_MAX_BITRATE;
+    sender.setParameters(parameters).catch(() => {});
+  } catch {
+    // an older browser: its defaults
+  }
+}
+
 /** One RTCPeerConnection negotiated with one endpoint on the media server. */
 class Link {
+  /**
+   * @param {Call} call
+   * @param {string | number} target the key of this connection in `call.links`: 'publish' (your
+   *   camera), 'share' (your screen), a publisher's id (their camera), or `screen:<id>`
+   * @param {Tile} tile where its picture shows
+   */
   constructor(call, target, tile) {
     this.call = call;
-    this.target = target; // 'publish', or the publisher's participant id
+    this.target = target;
+    this.local = target === 'publish' || target === 'share';
+    this.source = target === 'share' || String(target).startsWith('screen:') ? 'screen' : 'camera';
+    // Whose media, on the wire: 'publish' for your own, else the publisher's participant id.
+    this.publisher = this.local ? 'publish' : Number(String(target).replace('screen:', ''));
     this.tile = tile;
     this.pc = null;
     this.closed = false;
@@ -207,11 +245,11 @@ class Link {
 
   /** Receive the publisher's video or not (its tile came on or went off screen). */
   async setVideo(on) {
-    if (this.target === 'publish' || this.video === on) return;
+    if (this.local || this.video === on) return;
     this.video = on;
     if (!this.remoteSet || this.closed) return; // the next offer carries it
     try {
-      await this.call.request({ type: 'video', publisher: this.target, on });
+      await this.call.request({ type: 'video', publisher: this.publisher, source: this.source, on });
     } catch (error) {
       if (error?.code !== 'offline') console.warn('Could not switch a video', error);
     }
@@ -226,10 +264,12 @@ class Link {
     this.pendingCandidates = [];
     const pc = new RTCPeerConnection({ ...this.call.iceConfig });
     this.pc = pc;
-    const local = this.target === 'publish';
+    const local = this.local;
     if (local) {
-      for (const track of this.call.localStream.getTracks()) {
-        pc.addTransceiver(track, { direction: 'sendonly', streams: [this.call.localStream] });
+      const stream = this.source === 'screen' ? this.call.screenStream : this.call.localStream;
+      for (const track of stream.getTracks()) {
+        const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+        if (this.source === 'screen' && track.kind === 'video') sharpen(transceiver.sender);
       }
     } else {
       pc.addTransceiver('audio', { direction: 'recvonly' });
@@ -242,17 +282,24 @@ class Link {
     }
     pc.addEventListener('icecandidate', ({ candidate }) => {
       if (candidate && candidate.candidate && pc === this.pc) {
-        this.call.socket.send({ type: 'ice', target: this.target, candidate: candidate.toJSON() });
+        this.call.socket.send({
+          type: 'ice',
+          target: this.publisher,
+          source: this.source,
+          candidate: candidate.toJSON(),
+        });
       }
     });
     pc.addEventListener('connectionstatechange', () => this.#stateChanged(pc));
-    this.tile.setState('connecting', local ? 'Connecting your camera…' : 'Connecting…');
+    const connecting = this.source === 'screen' ? 'Connecting the screen…' : 'Connecting your camera…';
+    this.tile.setState('connecting', local ? connecting : 'Connecting…');
     await pc.setLocalDescription(await pc.createOffer());
     const sdp = pc.localDescription.sdp;
+    const { source } = this;
     const replied = this.call.request(
       local
-        ? { type: 'publish', sdp }
-        : { type: 'subscribe', publisher: this.target, sdp, video: this.video },
+        ? { type: 'publish', sdp, source }
+        : { type: 'subscribe', publisher: this.publisher, source, sdp, video: this.video },
     );
     offerSent();
     const reply = await replied;
@@ -261,7 +308,7 @@ class Link {
     this.remoteSet = true;
     const timeout = this.failures > 0 ? RECONNECT_TIMEOUT_MS : CONNECT_TIMEOUT_MS;
     this.#watch(timeout, 'The connection is taking too long. Retrying…');
-    if (local) this.call.sendMediaState();
+    if (this.target === 'publish') this.call.sendMediaState();
     for (const candidate of this.pendingCandidates.splice(0)) await this.#add(candidate);
   }
 
@@ -345,6 +392,12 @@ class Link {
       this.call.dropLink(this.target); // they stopped publishing or left meanwhile
       return;
     }
+    if (error?.code === 'forbidden') {
+      this.call.notice(error.message); // e.g. only the owner may share a screen here
+      if (this.target === 'share') this.call.stopShare();
+      else this.call.dropLink(this.target);
+      return;
+    }
     console.warn(`Media connection ${this.target} failed`, error);
     if (error?.code === 'media_unavailable') this.call.notice(error.message);
     this.retry(error?.message ? `${error.message} Retrying…` : 'Retrying…');
@@ -399,6 +452,11 @@ export class Call {
     this.sinkId = '';
     this.links = new Map(); // 'publish' or publisher id -> Link
     this.tiles = new Map(); // another participant's id -> Tile
+    this.screens = new Map(); // another participant's id -> the Tile of the screen they share
+    this.userIds = new Map(); // participant id -> their account's id
+    this.screenStream = null; // the screen this tab shares
+    this.screenTile = null; // and its preview
+    this.onShare = () => {}; // told when this tab starts or stops sharing (true / false)
     this.names = new Map(); // participant id -> name
     this.you = null;
     this.serial = 0;
@@ -408,8 +466,8 @@ export class Call {
       socket.addEventListener(type, (event) => this.#reply(event.detail));
     }
     socket.addEventListener('ice_candidate', (event) => {
-      const { target, candidate } = event.detail;
-      this.links.get(target)?.addCandidate(candidate);
+      const { target, candidate, source } = event.detail;
+      this.links.get(linkKey(target, source))?.addCandidate(candidate);
     });
   }
 
@@ -530,6 +588,7 @@ export class Call {
     this.quality.start();
     for (const p of participants) this.joined(p);
     for (const p of participants) if (p.publishing && p.id !== you) this.subscribe(p.id);
+    for (const p of participants) if (p.sharing && p.id !== you) this.subscribeScreen(p.id);
     const stream = await this.preview();
     // Seeing the others comes first: the server answers a socket's requests in order, so the
     // subscribe offers go out before our own publish offer (waiting at most a moment).
@@ -537,6 +596,8 @@ export class Call {
     await Promise.race([Promise.allSettled(offered), new Promise((r) => setTimeout(r, 1000))]);
     if (this.you !== you) return; // rejoined meanwhile
     if (stream) this.#link('publish', this.localTile).start();
+    // Still sharing from before a reconnection: share again on the new connection.
+    if (this.screenStream && this.screenTile) this.#link('share', this.screenTile).start();
   }
 
   #link(target, tile) {
@@ -553,29 +614,123 @@ export class Call {
       tile.root.dataset.participantId = String(id);
       tile.clear('No camera');
       this.tiles.set(id, tile);
-      this.#watchScreen(id, tile);
+      this.#watchVisibility(id, tile);
       if (this.sinkId) this.#applySink(tile).catch(() => {}); // the speaker chosen
       tile.onPin = () => this.layout.togglePin(id);
     }
     return tile;
   }
 
-  /** Receive a tile's video only while it is on screen: what nobody sees costs nothing. */
-  #watchScreen(id, tile) {
-    this.screen ??= new IntersectionObserver((entries) => {
+  /**
+   * Receive a tile's video only while it is on screen (not on another page, not scrolled
+   * away): what nobody sees costs nothing. `key` is the tile's connection in `links`.
+   */
+  #watchVisibility(key, tile) {
+    this.watched ??= new WeakMap(); // tile element -> [key, Tile]
+    this.visibility ??= new IntersectionObserver((entries) => {
       for (const entry of entries) {
-        const seen = this.tiles.get(Number(entry.target.dataset.participantId));
+        const [linkKey, seen] = this.watched.get(entry.target) ?? [];
         if (!seen) continue;
         seen.onScreen = entry.isIntersecting;
         clearTimeout(seen.offScreenTimer);
-        const link = () => this.links.get(Number(entry.target.dataset.participantId));
+        const link = () => this.links.get(linkKey);
         if (entry.isIntersecting) link()?.setVideo(true);
         else seen.offScreenTimer = setTimeout(() => link()?.setVideo(false), OFF_SCREEN_MS);
       }
     });
     tile.onScreen = true; // until the observer says otherwise
-    tile.root.dataset.participantId = String(id);
-    this.screen.observe(tile.root);
+    this.watched.set(tile.root, [key, tile]);
+    this.visibility.observe(tile.root);
+  }
+
+  /** The tile of another participant's shared screen, made on first need. */
+  #screenOf(id) {
+    let tile = this.screens.get(id);
+    if (!tile) {
+      const name = this.names.get(id) || 'Someone';
+      tile = new Tile(this.stage, { name: `${name}'s screen`, local: false });
+      tile.root.classList.add('tile--screen');
+      tile.root.dataset.screenOf = String(id);
+      tile.root.dataset.tileKey = `screen:${id}`;
+      tile.video.setAttribute('aria-label', `${name}'s shared screen`);
+      tile.clear('Connecting…');
+      this.screens.set(id, tile);
+      this.#watchVisibility(`screen:${id}`, tile);
+      if (this.sinkId) this.#applySink(tile).catch(() => {});
+      if (this.userId !== null && this.userIds?.get(id) === this.userId) tile.silence();
+      tile.onPin = () => this.layout.togglePin(`screen:${id}`);
+      this.layout.presented(`screen:${id}`);
+    }
+    return tile;
+  }
+
+  /** Receive another participant's shared screen (they started sharing, or already were). */
+  subscribeScreen(id) {
+    if (id === this.you || this.you === null) return;
+    const key = `screen:${id}`;
+    const existing = this.links.get(key);
+    if (existing) {
+      existing.failures = 0;
+      existing.start();
+      return;
+    }
+    this.#link(key, this.#screenOf(id)).start();
+  }
+
+  /** They stopped sharing (or left): the screen's tile goes. */
+  dropScreen(id) {
+    this.dropLink(`screen:${id}`);
+    const tile = this.screens.get(id);
+    if (!tile) return;
+    this.visibility?.unobserve(tile.root);
+    tile.remove();
+    this.screens.delete(id);
+  }
+
+  /** Whether this tab shares its screen. */
+  get sharing() {
+    return Boolean(this.screenStream);
+  }
+
+  /**
+   * Share a screen, a window or a tab (the browser asks which), with its sound where the
+   * browser offers it: a second publishing connection, beside the camera's. Resolves once
+   * the picker closed; rejects with the browser's error (NotAllowedError: the person
+   * cancelled) or the server's ({code: 'forbidden'}: the room does not let you share).
+   */
+  async startShare() {
+    if (this.screenStream) return;
+    const stream = await navigator.mediaDevices.getDisplayMedia(SCREEN_CONSTRAINTS);
+    const [video] = stream.getVideoTracks();
+    if (video && 'contentHint' in video) video.contentHint = 'detail';
+    // The browser's own "Stop sharing" ends the track: the same as our button.
+    video?.addEventListener('ended', () => this.stopShare());
+    this.screenStream = stream;
+    this.screenTile = new Tile(this.stage, { name: 'Your screen', local: true });
+    this.screenTile.root.classList.replace('tile--local', 'tile--own-screen'); // not a mirror
+    this.screenTile.root.classList.add('tile--screen');
+    this.screenTile.root.dataset.tileKey = 'share';
+    this.screenTile.video.setAttribute('aria-label', 'The screen you share');
+    this.screenTile.show(stream);
+    this.layout.presented('share');
+    this.onShare(true);
+    if (this.you !== null) this.#link('share', this.screenTile).start();
+  }
+
+  /** Stop sharing: the connection, the server's endpoints for it, the capture. */
+  stopShare() {
+    const stream = this.screenStream;
+    if (!stream) return;
+    this.screenStream = null;
+    const publishing = this.links.get('share');
+    this.dropLink('share');
+    if (publishing?.remoteSet) {
+      this.request({ type: 'unpublish', source: 'screen' }).catch(() => {});
+    }
+    for (const track of stream.getTracks()) track.stop();
+    this.screenTile?.remove();
+    this.screenTile = null;
+    this.onShare(false);
   }
 
   subscribe(publisherId) {
@@ -592,6 +747,7 @@ export class Call {
   /** Someone is in the room: a tile with their name, their picture once they publish. */
   joined(participant) {
     this.names.set(participant.id, participant.name);
+    this.userIds.set(participant.id, participant.user_id);
     if (participant.id === this.you || this.you === null) return;
     const tile = this.#tileOf(participant.id);
     tile.rename(participant.name);
@@ -610,7 +766,7 @@ export class Call {
     if (!link) return;
     link.close();
     this.links.delete(target);
-    if (target !== 'publish') link.tile.clear('No camera');
+    if (!link.local && link.source === 'camera') link.tile.clear('No camera');
   }
 
   /**
@@ -619,15 +775,20 @@ export class Call {
    * bring their pictures back.
    */
   reset() {
+    // Others' screens come back with their `participant_published` (if they still share).
+    for (const id of [...this.screens.keys()]) this.dropScreen(id);
     this.healing = new Set(this.links.keys());
     for (const [target, link] of [...this.links]) {
       link.close();
       this.links.delete(target);
-      if (target !== 'publish') link.tile.clear(RECONNECTING_MEDIA);
+      if (!link.local) link.tile.clear(RECONNECTING_MEDIA);
     }
     if (this.localStream && this.you !== null) {
       this.localTile?.setState('connecting', RECONNECTING_MEDIA);
       this.#link('publish', this.localTile).start();
+    }
+    if (this.screenStream && this.screenTile && this.you !== null) {
+      this.#link('share', this.screenTile).start();
     }
     if (!this.healing.size) {
       this.healing = null; // nothing was connected: nothing to wait for
@@ -639,7 +800,9 @@ export class Call {
   connected() {
     if (!this.healing) return;
     for (const target of this.healing) {
-      const gone = target !== 'publish' && !this.tiles.has(target); // left meanwhile
+      // Left meanwhile, or (your screen) stopped sharing.
+      const gone =
+        target === 'share' ? !this.screenStream : target !== 'publish' && !this.tiles.has(target);
       const up = this.links.get(target)?.pc?.connectionState === 'connected';
       if (!gone && !up) return;
     }
@@ -658,9 +821,10 @@ export class Call {
 
   /** Someone left: their tile goes. */
   left(id) {
+    this.dropScreen(id);
     this.dropLink(id);
     const tile = this.tiles.get(id);
-    if (tile) this.screen?.unobserve(tile.root);
+    if (tile) this.visibility?.unobserve(tile.root);
     tile?.remove();
     this.tiles.delete(id);
   }
@@ -760,8 +924,9 @@ export class Call {
     this.speaking.stop();
     this.quality.stop();
     for (const target of [...this.links.keys()]) this.dropLink(target);
-    for (const tile of this.tiles.values()) tile.remove();
+    for (const tile of [...this.tiles.values(), ...this.screens.values()]) tile.remove();
     this.tiles.clear();
+    this.screens.clear();
     this.localTile?.setState('preview', '');
     for (const { reject, timer } of this.pending.values()) {
       clearTimeout(timer);
@@ -773,6 +938,7 @@ export class Call {
   /** Leave for good: connections closed, camera and microphone released, tiles gone. */
   stop() {
     this.healing = null;
+    this.stopShare();
     this.stopLinks();
     for (const track of this.localStream?.getTracks() ?? []) track.stop();
     this.localStream = null;

@@ -3,7 +3,9 @@
 // - the grid: the largest tiles that fit the count in the stage (16:9; on a portrait stage, as
 //   tall as 3:4, so a phone's screen is not mostly empty);
 // - the speaker view: the pinned person, else the active speaker, large; the others in a strip
-//   below it.
+//   below it;
+// - while someone shares a screen, the presentation: the newest share large (unless another
+//   tile is pinned), everyone else in the strip, whatever the chosen view.
 // Past what fits (the grid's tiles would get too small; the strip is full), the others go on
 // pages. Tiles off the page are not displayed, so their video is switched off (call.js watches
 // which tiles are on screen): a 30-person call costs only the pictures on the page.
@@ -76,8 +78,9 @@ export class StageLayout {
     this.pager = pager;
     this.mode = 'grid';
     this.onMode = () => {}; // told when the mode changes (pinning switches to the speaker view)
-    this.pinned = null; // a tile pinned large (its participant id)
+    this.pinned = null; // a tile pinned large (its key: a participant id, or `screen:<id>`)
     this.active = null; // the active speaker, from SpeakingMonitor
+    this.shares = []; // keys of the screen tiles, newest last
     this.page = 0;
     this.pages = 1;
     this.frame = 0;
@@ -96,16 +99,24 @@ export class StageLayout {
     this.update();
   }
 
-  /** Pin a participant's tile (again: unpin). Pinning shows the speaker view. */
-  togglePin(id) {
-    this.pinned = this.pinned === id ? null : id;
+  /** Pin a tile (again: unpin) by its key. Pinning shows the speaker view. */
+  togglePin(key) {
+    key = String(key);
+    this.pinned = this.pinned === key ? null : key;
     if (this.pinned !== null && this.mode !== 'speaker') {
       this.mode = 'speaker';
       this.page = 0;
       this.onMode(this.mode);
     }
     this.update();
-    return this.pinned === id;
+    return this.pinned === key;
+  }
+
+  /** A screen tile appeared (its key): it is presented large, as the newest share. */
+  presented(key) {
+    this.shares = [...this.shares.filter((k) => k !== key), key];
+    this.page = 0;
+    this.update();
   }
 
   setActive(id) {
@@ -130,20 +141,24 @@ export class StageLayout {
 
   #layOut() {
     const tiles = [...this.stage.children];
-    this.stage.dataset.layout = this.mode;
     const width = this.stage.clientWidth;
     const height = this.stage.clientHeight;
-    const byId = (id) => tiles.find((t) => t.dataset.participantId === String(id));
+    const byKey = (key) => tiles.find((t) => keyOf(t) === String(key));
+    this.shares = this.shares.filter((key) => byKey(key)); // shares that ended
+    const share = this.shares.length ? byKey(this.shares.at(-1)) : null;
+    const mode = share ? 'presentation' : this.mode;
+    this.stage.dataset.layout = mode;
     const main =
-      this.mode === 'speaker'
-        ? (byId(this.pinned) ??
-          byId(this.active) ??
+      mode === 'grid'
+        ? null
+        : (byKey(this.pinned) ??
+          share ??
+          byKey(this.active) ??
           tiles.find((t) => !t.classList.contains('tile--local')) ??
-          tiles[0])
-        : null;
+          tiles[0]);
     for (const tile of tiles) {
       tile.classList.toggle('tile--main', tile === main);
-      const pinned = tile.dataset.participantId === String(this.pinned);
+      const pinned = keyOf(tile) === String(this.pinned);
       tile.classList.toggle('tile--pinned', pinned);
       tile.querySelector('.tile__pin')?.setAttribute('aria-pressed', String(pinned));
     }
@@ -216,6 +231,11 @@ export class StageLayout {
     this.pager.previous.disabled = this.page === 0;
     this.pager.next.disabled = this.page >= pages - 1;
   }
+}
+
+/** A tile's key: `screen:<id>` (or 'share', yours) for a shared screen, else the participant's id. */
+function keyOf(tile) {
+  return tile.dataset.tileKey ?? tile.dataset.participantId ?? 'you';
 }
 
 function place(tile, { left, top, width, height }) {

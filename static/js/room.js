@@ -1,7 +1,11 @@
 // The room page: joins the room's socket and keeps status, participants and header current.
 import { Call } from './call.js';
+import { Chat } from './chat.js';
 import { ConnectionTest } from './connection-test.js';
+import { ControlBar } from './controls.js';
 import { Devices } from './devices.js';
+import { Hands } from './hands.js';
+import { Reactions } from './reactions.js';
 import { RoomSocket } from './room-socket.js';
 
 const config = JSON.parse(document.getElementById('room-config').textContent);
@@ -38,11 +42,19 @@ const ui = {
   details: $('details-button'),
   devices: $('devices-button'),
   fullscreen: $('fullscreen-button'),
+  share: $('share-button'),
+  chat: $('chat-button'),
+  hand: $('hand-button'),
+  reactions: $('reactions-button'),
   secondTab: $('second-tab'),
   secondTabJoin: $('second-tab-join'),
   secondTabCancel: $('second-tab-cancel'),
 };
-const PANELS = { people: [ui.people, $('people-panel')], details: [ui.details, $('details-panel')] };
+const PANELS = {
+  people: [ui.people, $('people-panel')],
+  details: [ui.details, $('details-panel')],
+  chat: [ui.chat, $('chat-panel')],
+};
 
 const ACTIVE = new Set(['joining', 'connected', 'reconnecting']);
 const RETRYABLE = new Set(['full', 'locked']); // refusals that may pass a moment later
@@ -58,6 +70,7 @@ let noticeTimer = 0;
 let joinedAt = 0; // when this visit's call started (the clock in the top bar)
 let clockTimer = 0;
 let youElsewhere = Boolean(config.alsoHere); // this account is in the room in another tab
+let currentRoom = null; // the room as the server last described it
 
 // --- Rendering ------------------------------------------------------------------------------
 
@@ -93,6 +106,9 @@ function setStatus(next, text, { retry = false } = {}) {
   ui.list.setAttribute('aria-busy', String(next === 'reconnecting'));
   if (!ACTIVE.has(next)) {
     people.clear();
+    hands.clear();
+    chat.clear();
+    reactions.setOpen(false);
     renderParticipants();
   }
 }
@@ -132,13 +148,14 @@ function tickClock() {
   if (ui.clock.textContent !== text) ui.clock.textContent = text;
 }
 
-/** Open one side panel ('people' or 'details') beside the call, or close it (null). */
+/** Open one side panel ('people', 'chat' or 'details') beside the call, or close it (null). */
 function openPanel(name) {
   ui.root.dataset.panel = name ?? '';
   for (const [key, [button, panel]] of Object.entries(PANELS)) {
     button.setAttribute('aria-expanded', String(key === name));
     panel.classList.toggle('is-open', key === name);
   }
+  chat.setOpen(name === 'chat');
   call.layout.update();
 }
 
@@ -182,8 +199,12 @@ function participantItem(participant) {
   if (media.publishing && media.video === false) {
     item.append(el('span', 'badge badge--camera-off', 'camera off'));
   }
+  if (participant.id === you ? call.sharing : participant.sharing) {
+    item.append(el('span', 'badge badge--sharing', 'presenting'));
+  }
   if (participant.is_owner) item.append(el('span', 'badge badge--owner', 'owner'));
   item.classList.toggle('is-speaking', talking.has(participant.id));
+  hands.decorate(item, participant);
   return item;
 }
 
@@ -198,6 +219,7 @@ function speakingChanged(id, speaking) {
   if (participantId === null) return;
   if (speaking) talking.add(participantId);
   else talking.delete(participantId);
+  if (id === 'you') hands.ownSpeaking(speaking);
   ui.list
     .querySelector(`[data-participant-id="${participantId}"]`)
     ?.classList.toggle('is-speaking', speaking);
@@ -212,7 +234,7 @@ function updatePerson(id, changes) {
 }
 
 function renderParticipants() {
-  ui.list.replaceChildren(...Array.from(people.values(), participantItem));
+  ui.list.replaceChildren(...hands.ordered(people.values()).map(participantItem));
   ui.count.textContent = `In the room (${people.size})`;
   ui.count.dataset.count = String(people.size);
   ui.peopleCount.textContent = String(people.size);
@@ -221,6 +243,8 @@ function renderParticipants() {
 
 /** The room's header, as includes/room_badges.html draws it, plus the owner's lock button. */
 function showRoom(room) {
+  currentRoom = room;
+  updateShareButton();
   ui.name.textContent = room.name;
   document.title = `${room.name} · Conference`;
   ui.description.textContent = room.description;
@@ -278,12 +302,43 @@ const connectionTest = new ConnectionTest({
   stream: () => call.preview(),
 });
 
+// The control bar: what does not fit a narrow screen goes into its More menu.
+const controls = new ControlBar(
+  document.querySelector('.call-controls'),
+  $('more-button'),
+  $('more-menu'),
+);
+
 // Camera, microphone and speaker: open, with a level meter, before joining; behind a button after.
 const devices = new Devices({
   root: $('devices'),
   call,
   notice: (text) => showNotice(text),
   changed: () => updateDeviceButtons(),
+});
+
+// Working together: the chat panel, raised hands and reactions (docs/protocol.md).
+const chat = new Chat({
+  socket,
+  panel: $('chat-panel'),
+  unread: $('chat-unread'),
+  isOwner: Boolean(config.isOwner),
+  notice: (text) => showNotice(text),
+});
+const hands = new Hands({
+  socket,
+  button: ui.hand,
+  stage: ui.stage,
+  isOwner: Boolean(config.isOwner),
+  notice: (text) => showNotice(text),
+  changed: () => renderParticipants(),
+});
+const reactions = new Reactions({
+  socket,
+  button: ui.reactions,
+  menu: $('reactions-menu'),
+  stage: ui.stage,
+  notice: (text) => showNotice(text),
 });
 
 on('connecting', ({ attempt }) => {
@@ -304,6 +359,9 @@ on('snapshot', (message) => {
   socket.resumeAs(you);
   people.clear();
   for (const participant of message.participants) people.set(participant.id, participant);
+  chat.setHistory(message.chat ?? [], you);
+  hands.setSnapshot(message.hands ?? [], you);
+  reactions.setYou(you);
   showRoom(message.room);
   setStatus('connected', 'Connected');
   renderParticipants();
@@ -312,6 +370,11 @@ on('snapshot', (message) => {
 });
 
 on('ice_servers', ({ ice }) => call.setIce(ice));
+
+on('chat_message', ({ message }) => chat.add(message));
+on('chat_deleted', ({ message_id: id }) => chat.remove(id));
+on('hand_changed', (message) => hands.handChanged(message));
+on('reaction', (message) => reactions.show(message));
 
 on('participant_media', (message) => {
   call.mediaChanged(message);
@@ -344,12 +407,23 @@ on('media_restored', () => {
   call.kick();
 });
 
-on('participant_published', ({ participant_id: id }) => {
+on('participant_published', ({ participant_id: id, source }) => {
+  if (source === 'screen') {
+    call.subscribeScreen(id);
+    updatePerson(id, { sharing: true });
+    if (id !== you) announce(`${nameOf(people.get(id) ?? {})} is sharing their screen`);
+    return;
+  }
   call.subscribe(id);
   updatePerson(id, { publishing: true });
 });
 
-on('participant_unpublished', ({ participant_id: id }) => {
+on('participant_unpublished', ({ participant_id: id, source }) => {
+  if (source === 'screen') {
+    call.dropScreen(id);
+    updatePerson(id, { sharing: false });
+    return;
+  }
   call.dropLink(id);
   updatePerson(id, { publishing: false });
 });
@@ -364,6 +438,7 @@ on('participant_joined', ({ participant }) => {
 
 on('participant_left', ({ participant_id: id, reason }) => {
   call.left(id);
+  hands.left(id);
   const participant = people.get(id);
   if (!participant) return;
   people.delete(id);
@@ -455,6 +530,40 @@ function toggleDevice(button, kind) {
   renderParticipants(); // your own muted / camera-off marks
 }
 
+// Sharing a screen: where the browser can, and the room lets you (everyone, or the owner).
+const CAN_SHARE = Boolean(navigator.mediaDevices?.getDisplayMedia);
+
+function updateShareButton() {
+  const owner = Boolean(you !== null && people.get(you)?.is_owner);
+  const allowed = currentRoom?.screen_sharing !== 'owner' || owner;
+  ui.share.hidden = !CAN_SHARE || (!allowed && !call.sharing);
+}
+
+ui.share.addEventListener('click', async () => {
+  if (call.sharing) {
+    call.stopShare();
+    return;
+  }
+  ui.share.disabled = true;
+  try {
+    await call.startShare();
+  } catch (error) {
+    // Cancelled in the browser's picker: nothing to say.
+    if (error?.name !== 'NotAllowedError' && error?.name !== 'AbortError') {
+      showNotice(`Could not share the screen (${error?.message || error}).`);
+    }
+  } finally {
+    ui.share.disabled = false;
+  }
+});
+
+call.onShare = (sharing) => {
+  ui.share.setAttribute('aria-pressed', String(sharing));
+  announce(sharing ? 'You are sharing your screen.' : 'You stopped sharing your screen.');
+  updateShareButton();
+  renderParticipants();
+};
+
 // The grid, or the speaker view (the pinned person, else whoever talks, large).
 ui.layout.addEventListener('click', () => {
   const speaker = ui.layout.getAttribute('aria-pressed') !== 'true';
@@ -466,15 +575,19 @@ ui.mic.addEventListener('click', () => toggleDevice(ui.mic, 'audio'));
 ui.camera.addEventListener('click', () => toggleDevice(ui.camera, 'video'));
 
 // Keyboard: M for the microphone, V for the camera (as in Jitsi), unless typing somewhere.
-// F for full screen; Escape closes a popover or the side panel.
+// F for full screen, H to raise or lower your hand; Escape closes a popover or the side panel.
 const SHORTCUTS = {
   m: () => toggleDevice(ui.mic, 'audio'),
   v: () => toggleDevice(ui.camera, 'video'),
   f: () => ui.fullscreen.hidden || ui.fullscreen.click(),
+  h: () => hands.toggle(),
 };
 document.addEventListener('keydown', (event) => {
   if (event.key === 'Escape' && ui.root.dataset.phase === 'call') {
-    if (ui.devices.getAttribute('aria-expanded') === 'true') {
+    if (controls.open) {
+      controls.setOpen(false);
+      $('more-button').focus();
+    } else if (ui.devices.getAttribute('aria-expanded') === 'true') {
       ui.devices.click();
       ui.devices.focus();
     } else if (ui.root.dataset.panel) {
@@ -495,7 +608,7 @@ document.addEventListener('keydown', (event) => {
   shortcut();
 });
 
-// The side panel: people, or the room's details (the invite link, the owner's settings).
+// The side panel: people, the chat, or the room's details (the invite link, the owner's settings).
 for (const [name, [button]] of Object.entries(PANELS)) {
   button.addEventListener('click', () => {
     openPanel(ui.root.dataset.panel === name ? null : name);

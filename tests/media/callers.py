@@ -19,6 +19,9 @@ class Caller:
         self.snapshot = snapshot
         self.publisher: Peer | None = None
         self.viewers: dict[int, Peer] = {}
+        # A shared screen: this caller's own, and the ones it receives.
+        self.sharer: Peer | None = None
+        self.screens: dict[int, Peer] = {}
         self.events: list[dict[str, Any]] = []
         self._serial = 0
 
@@ -35,8 +38,11 @@ class Caller:
 
     async def _handle(self, message: dict[str, Any]) -> None:
         if message["type"] == "ice_candidate":
-            target = message["target"]
-            peer = self.publisher if target == "publish" else self.viewers.get(target)
+            target, screen = message["target"], message.get("source") == "screen"
+            if target == "publish":
+                peer = self.sharer if screen else self.publisher
+            else:
+                peer = (self.screens if screen else self.viewers).get(target)
             if peer is not None:
                 await peer.add_remote_candidate(message["candidate"])
         else:
@@ -51,13 +57,14 @@ class Caller:
             if not await self.socket.communicator.receive_nothing(timeout=0.02, interval=0.01):
                 await self._handle(await self.socket.receive())
 
-    async def wait_event(self, kind: str, timeout: float = 5) -> dict[str, Any]:
-        """Handle what arrives until a room event of type `kind` came (it may have already)."""
+    async def wait_event(self, kind: str, timeout: float = 5, **fields: Any) -> dict[str, Any]:
+        """Handle what arrives until a room event of type `kind` (with these `fields`) came (it
+        may have already)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             for event in self.events:
-                if event["type"] == kind:
+                if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
                     return event
             if loop.time() > deadline:
                 raise AssertionError(f"no {kind} within {timeout} s: {self.events}")
@@ -66,9 +73,12 @@ class Caller:
     def count(self, kind: str) -> int:
         return sum(event["type"] == kind for event in self.events)
 
-    async def trickle(self, peer: Peer, target: str | int) -> None:
+    async def trickle(self, peer: Peer, target: str | int, source: str = "camera") -> None:
         for candidate in peer.candidates():
-            await self.socket.send({"type": "ice", "target": target, "candidate": candidate})
+            message = {"type": "ice", "target": target, "candidate": candidate}
+            if source != "camera":
+                message["source"] = source
+            await self.socket.send(message)
 
     async def publish(self) -> None:
         if self.publisher is not None:
@@ -91,7 +101,33 @@ class Caller:
         await peer.accept(reply["sdp"])
         await self.trickle(peer, publisher)
 
+    async def share(self) -> dict[str, Any]:
+        """Share a (synthetic) screen: publish with the source "screen"; the reply."""
+        if self.sharer is not None:
+            await self.sharer.close()
+        self.sharer = Peer(send=True, receive=False)
+        offer = await self.sharer.offer()
+        reply = await self.request({"type": "publish", "source": "screen", "sdp": offer})
+        if reply["type"] == "published":
+            assert reply["source"] == "screen", reply
+            await self.sharer.accept(reply["sdp"])
+            await self.trickle(self.sharer, "publish", "screen")
+        return reply
+
+    async def watch_screen(self, publisher: int) -> dict[str, Any]:
+        """Receive a publisher's shared screen; the reply."""
+        if publisher in self.screens:
+            await self.screens[publisher].close()
+        peer = self.screens[publisher] = Peer(send=False, receive=True)
+        message = {"type": "subscribe", "publisher": publisher, "source": "screen"}
+        reply = await self.request({**message, "sdp": await peer.offer()})
+        if reply["type"] == "subscribed":
+            assert reply["source"] == "screen" and reply["publisher"] == publisher, reply
+            await peer.accept(reply["sdp"])
+            await self.trickle(peer, publisher, "screen")
+        return reply
+
     async def close_peers(self) -> None:
-        for peer in [self.publisher, *self.viewers.values()]:
+        for peer in [self.publisher, self.sharer, *self.viewers.values(), *self.screens.values()]:
             if peer is not None:
                 await peer.close()

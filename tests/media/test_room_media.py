@@ -451,7 +451,13 @@ async def test_video_of_a_tile_off_screen_is_not_carried(join, kms, room, people
     assert _audio_sinks(kms, source) == {grace_sink, alan_sink}
 
     reply = await grace.request({"type": "video", "publisher": ada.id, "on": False})
-    assert reply == {"type": "video_set", "publisher": ada.id, "on": False, "id": reply["id"]}
+    assert reply == {
+        "type": "video_set",
+        "publisher": ada.id,
+        "on": False,
+        "source": "camera",
+        "id": reply["id"],
+    }
     assert _video_sinks(kms, source) == set()
     viewer = grace.viewers[ada.id]
     await _pump_all([ada, grace, alan], 0.5)
