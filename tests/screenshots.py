@@ -2,8 +2,8 @@
 
 Runs the product as `make run` would (tests.live.ProductServer), fills a room with three people
 in Chromium (fake cameras) and six guests without a camera (tests.browser.Guest), and saves what
-the first person sees at laptop and phone sizes, in the grid and the speaker view, and the
-pre-join screen, into docs/screenshots/.
+the first person sees at laptop and phone sizes, in the grid, the speaker view and while
+presenting a screen with the chat open, and the pre-join screen, into docs/screenshots/.
 """
 
 from __future__ import annotations
@@ -76,6 +76,14 @@ def main() -> None:
         shoot(ada.page, "people-laptop")
         ada.page.click("#people-button")
         ada.page.click("#layout-button")
+        ada.page.click("#share-button")  # Chromium's fake screen
+        ada.page.wait_for_selector(".tile--own-screen.tile--video")
+        ada.page.click("#chat-button")
+        ada.page.fill("#chat-input", "Slides are up: https://example.org/deck")
+        ada.page.keyboard.press("Enter")
+        shoot(ada.page, "presenting-laptop")
+        ada.page.click("#chat-button")
+        ada.page.click("#share-button")
         ada.page.set_viewport_size(SIZES["phone"])
         shoot(ada.page, "call-phone")
         ada.page.set_viewport_size({"width": 844, "height": 390})

@@ -172,6 +172,8 @@ async def test_bad_screen_requests_get_clear_errors(join, kms, room, people):
         ({"type": "subscribe", "publisher": grace.id, "source": "screen", "sdp": offer}, None),
         ({"type": "unsubscribe", "publisher": ada.id, "source": 3}, "invalid"),
         ({"type": "video", "publisher": ada.id, "source": "screen", "on": False}, None),
+        # Only your own share can be stopped: the message names no one else.
+        ({"type": "unpublish", "source": "screen", "publisher": ada.id}, "invalid"),
     ]
     codes = []
     for message, code in cases:
