@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # The official Kurento JavaScript client, for the media server's conformance tests.
 KURENTO_CLIENT := tests/kurento_client
 
-.PHONY: run test lint pytest pytest-topology system-deps js-deps clean
+.PHONY: run test lint i18n-check translations pytest pytest-topology system-deps js-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,18 +47,29 @@ run: $(VENV)/.installed
 		SESSION_COOKIE_SECURE="$${SESSION_COOKIE_SECURE:-false}" \
 		CSRF_COOKIE_SECURE="$${CSRF_COOKIE_SECURE:-false}" \
 		SECURE_HSTS_SECONDS="$${SECURE_HSTS_SECONDS:-0}"; \
+	$(BIN)/python manage.py compile_translations --verbosity 0; \
 	$(BIN)/python manage.py migrate --noinput; \
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0; \
 	echo; $(BIN)/python manage.py ensure_admin --url "http://$(HOST):$(PORT)"; \
 	exec $(BIN)/python -m conference.devserver --host $(HOST) --port $(PORT) --media-port $(MEDIA_PORT)
 
 ## make test: install what tests need, lint, then the whole suite on both topologies.
-test: $(VENV)/.installed-test system-deps js-deps lint pytest pytest-topology
+test: $(VENV)/.installed-test system-deps js-deps lint i18n-check pytest pytest-topology
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run --settings tests.settings
+
+# Every string marked for translation has a finished Korean translation, in both catalogs
+# (django: templates and Python; djangojs: static/js). Needs GNU gettext (system-deps); without
+# it this is skipped with a notice, and fails under CI=true.
+i18n-check: $(VENV)/.installed-test
+	$(BIN)/python manage.py check_translations --settings tests.settings
+
+# The .mo files next to the catalogs (pure Python: no gettext needed). git ignores them.
+translations: $(VENV)/.installed
+	@$(BIN)/python manage.py compile_translations --verbosity 0 --settings tests.settings
 
 # pytest exits 5 when it collected nothing: for this project that is a failure, said plainly.
 define run_pytest
@@ -67,12 +78,12 @@ define run_pytest
 	exit $$status
 endef
 
-pytest: $(VENV)/.installed-test
+pytest: $(VENV)/.installed-test translations
 	@$(call run_pytest,)
 
 # The tests marked `topology` again, on PostgreSQL and Redis. Outside CI a machine without them
 # skips this pass with a notice; under CI=true it runs and fails.
-pytest-topology: $(VENV)/.installed-test
+pytest-topology: $(VENV)/.installed-test translations
 	@if [ -z "$$CI" ] && ! $(BIN)/python -c "import socket; [socket.create_connection(a, 1).close() for a in (('127.0.0.1', 5432), ('127.0.0.1', 6379))]" 2>/dev/null; then \
 		echo "NOTICE: PostgreSQL or Redis not reachable on 127.0.0.1; skipping the production-topology pass."; \
 	else \
@@ -83,13 +94,16 @@ pytest-topology: $(VENV)/.installed-test
 	fi
 
 # Debian packages the real-component tests use: Chromium (browser tests), coturn (TURN tests),
-# iptables (fault tests drop the media server's packets on loopback).
+# iptables (fault tests drop the media server's packets on loopback), gettext (xgettext and
+# msgmerge for `make i18n-check`), fonts-noto-cjk (Korean text in Chromium's pages).
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v turnserver >/dev/null || missing="$$missing coturn"; \
 	command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || missing="$$missing iptables"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	command -v xgettext >/dev/null || missing="$$missing gettext"; \
+	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "Installing Debian packages:$$missing"; \

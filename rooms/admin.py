@@ -7,7 +7,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_noop
 from django.utils.translation import gettext_lazy as _
 
 from rooms import selectors, services
@@ -15,11 +15,11 @@ from rooms.models import ChatMessage, Participant, Room
 
 
 class OpenClosedFilter(admin.SimpleListFilter):
-    title = "status"
+    title = _("status")
     parameter_name = "status"
 
     def lookups(self, request, model_admin):
-        return (("open", "Open"), ("closed", "Closed"))
+        return (("open", _("Open")), ("closed", _("Closed")))
 
     def queryset(self, request, queryset):
         if self.value() == "open":
@@ -60,14 +60,14 @@ class RoomAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Room]:
         return selectors.rooms_with_live_count()
 
-    @admin.display(description="Live participants", ordering="live_count")
+    @admin.display(description=_("Live participants"), ordering="live_count")
     def live_count(self, room: Room) -> int:
         return room.live_count
 
-    @admin.display(description="Join/leave history")
+    @admin.display(description=_("Join/leave history"))
     def history(self, room: Room) -> str:
         url = reverse("admin:rooms_participant_changelist") + f"?room__id__exact={room.pk}"
-        return format_html('<a href="{}">All joins and leaves of this room</a>', url)
+        return format_html('<a href="{}">{}</a>', url, gettext("All joins and leaves of this room"))
 
     @admin.display(description=_("Chat"))
     def chat(self, room: Room) -> str:
@@ -75,25 +75,32 @@ class RoomAdmin(admin.ModelAdmin):
         count = room.chat_messages.count()
         return format_html('<a href="{}">{}</a>', url, gettext("Chat of this room (%d)") % count)
 
-    @admin.action(description="Close selected rooms (disconnects everyone in them)")
+    @admin.action(description=_("Close selected rooms (disconnects everyone in them)"))
     def close_rooms(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
         rooms = list(queryset.filter(closed_at__isnull=True))
         removed = sum(
-            services.room_close(room=room, message="An administrator closed this room.")
+            services.room_close(
+                room=room, message=gettext_noop("An administrator closed this room.")
+            )
             for room in rooms
         )
         self.message_user(
             request,
-            f"Closed {len(rooms)} room(s); {removed} participant(s) were disconnected.",
+            gettext("Closed %(rooms)d room(s); %(removed)d participant(s) were disconnected.")
+            % {"rooms": len(rooms), "removed": removed},
             messages.SUCCESS,
         )
 
-    @admin.action(description="Reopen selected rooms")
+    @admin.action(description=_("Reopen selected rooms"))
     def reopen_rooms(self, request: HttpRequest, queryset: QuerySet[Room]) -> None:
         rooms = list(queryset.filter(closed_at__isnull=False))
         for room in rooms:
             services.room_reopen(room=room)
-        self.message_user(request, f"Reopened {len(rooms)} room(s).", messages.SUCCESS)
+        self.message_user(
+            request,
+            gettext("Reopened %(rooms)d room(s).") % {"rooms": len(rooms)},
+            messages.SUCCESS,
+        )
 
 
 @admin.register(Participant)
@@ -115,7 +122,7 @@ class ParticipantAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
-    @admin.display(description="Duration")
+    @admin.display(description=_("Duration"))
     def duration(self, participant: Participant) -> str:
         if participant.left_at is None:
             return "—"

@@ -2,6 +2,7 @@
 
 from django import forms
 from django.conf import settings
+from django.utils.translation import gettext_lazy as _
 
 from rooms.models import Room
 
@@ -28,7 +29,7 @@ class RoomForm(forms.ModelForm):
         limit = settings.ROOM_MAX_PARTICIPANTS_LIMIT
         field = self.fields["max_participants"]
         field.widget.attrs.update({"min": 2, "max": limit})
-        field.help_text = f"Between 2 and {limit}."
+        field.help_text = _("Between 2 and %(limit)d.") % {"limit": limit}
         if not self.instance.pk:
             field.initial = settings.ROOM_DEFAULT_MAX_PARTICIPANTS
 
@@ -36,11 +37,13 @@ class RoomForm(forms.ModelForm):
         value = self.cleaned_data["max_participants"]
         limit = settings.ROOM_MAX_PARTICIPANTS_LIMIT
         if value > limit:
-            raise forms.ValidationError(f"This server allows at most {limit} people per room.")
+            raise forms.ValidationError(
+                _("This server allows at most %(limit)d people per room.") % {"limit": limit}
+            )
         return value
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
         if not name:
-            raise forms.ValidationError("Give the room a name.")
+            raise forms.ValidationError(_("Give the room a name."))
         return name

@@ -20,29 +20,35 @@ def _new_invite_key() -> str:
 
 class Room(models.Model):
     class Visibility(models.TextChoices):
-        PUBLIC = "public", "Public: listed in the lobby"
-        PRIVATE = "private", "Private: invite link only"
+        PUBLIC = "public", _("Public: listed in the lobby")
+        PRIVATE = "private", _("Private: invite link only")
 
     class ScreenSharing(models.TextChoices):
         EVERYONE = "everyone", _("Everyone")
         OWNER = "owner", _("Only the owner")
 
-    name = models.CharField(max_length=80)
-    slug = models.SlugField(max_length=60, unique=True, editable=False)
+    name = models.CharField(_("name"), max_length=80)
+    slug = models.SlugField(_("slug"), max_length=60, unique=True, editable=False)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="owned_rooms"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="owned_rooms",
+        verbose_name=_("owner"),
     )
-    description = models.TextField(max_length=500, blank=True)
+    description = models.TextField(_("description"), max_length=500, blank=True)
     visibility = models.CharField(
-        max_length=10, choices=Visibility.choices, default=Visibility.PUBLIC
+        _("visibility"), max_length=10, choices=Visibility.choices, default=Visibility.PUBLIC
     )
     max_participants = models.PositiveSmallIntegerField(
+        _("max participants"),
         default=10,
         validators=[MinValueValidator(2), MaxValueValidator(1000)],
-        help_text="How many people can be in the room at once.",
+        help_text=_("How many people can be in the room at once."),
     )
     locked = models.BooleanField(
-        default=False, help_text="A locked room lets nobody new in except its owner."
+        _("locked"),
+        default=False,
+        help_text=_("A locked room lets nobody new in except its owner."),
     )
     screen_sharing = models.CharField(
         _("who can share their screen"),
@@ -52,12 +58,16 @@ class Room(models.Model):
         help_text=_("The owner can always share their screen."),
     )
     # Changing the key invalidates every invite link handed out before.
-    invite_key = models.CharField(max_length=32, default=_new_invite_key, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    closed_at = models.DateTimeField(null=True, blank=True)
+    invite_key = models.CharField(
+        _("invite key"), max_length=32, default=_new_invite_key, editable=False
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
 
     class Meta:
+        verbose_name = _("room")
+        verbose_name_plural = _("rooms")
         ordering = ("-created_at",)
         indexes = [models.Index(fields=("visibility", "closed_at"))]
 
@@ -78,25 +88,34 @@ class Room(models.Model):
 
 class Participant(models.Model):
     class State(models.TextChoices):
-        CONNECTED = "connected", "Connected"
-        LEFT = "left", "Left"  # said goodbye
-        DROPPED = "dropped", "Dropped"  # connection vanished without a goodbye
-        REMOVED = "removed", "Removed"  # the room was closed or deleted around them
+        CONNECTED = "connected", _("Connected")
+        LEFT = "left", _("Left")  # said goodbye
+        DROPPED = "dropped", _("Dropped")  # connection vanished without a goodbye
+        REMOVED = "removed", _("Removed")  # the room was closed or deleted around them
 
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="participants")
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="participations"
+    room = models.ForeignKey(
+        Room, on_delete=models.CASCADE, related_name="participants", verbose_name=_("room")
     )
-    display_name = models.CharField(max_length=64)
-    connection_id = models.CharField(max_length=200, blank=True)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.CONNECTED)
-    joined_at = models.DateTimeField(auto_now_add=True)
-    last_seen_at = models.DateTimeField()
-    left_at = models.DateTimeField(null=True, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="participations",
+        verbose_name=_("user"),
+    )
+    display_name = models.CharField(_("display name"), max_length=64)
+    connection_id = models.CharField(_("connection"), max_length=200, blank=True)
+    state = models.CharField(
+        _("state"), max_length=10, choices=State.choices, default=State.CONNECTED
+    )
+    joined_at = models.DateTimeField(_("joined at"), auto_now_add=True)
+    last_seen_at = models.DateTimeField(_("last seen at"))
+    left_at = models.DateTimeField(_("left at"), null=True, blank=True)
     # While the hand is up; cleared when it goes down and when the connection ends.
-    hand_raised_at = models.DateTimeField(null=True, blank=True)
+    hand_raised_at = models.DateTimeField(_("hand raised at"), null=True, blank=True)
 
     class Meta:
+        verbose_name = _("participant")
+        verbose_name_plural = _("participants")
         ordering = ("-joined_at",)
         indexes = [models.Index(fields=("room", "state", "last_seen_at"))]
 
@@ -111,13 +130,16 @@ class ChatMessage(models.Model):
     """One message of a room's chat, as it was sent: plain text, never HTML. The author's name
     is copied at sending time, so the chat reads the same after they rename or are deleted."""
 
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="chat_messages")
+    room = models.ForeignKey(
+        Room, on_delete=models.CASCADE, related_name="chat_messages", verbose_name=_("room")
+    )
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
         null=True,
         blank=True,
         related_name="chat_messages",
+        verbose_name=_("author"),
     )
     participant = models.ForeignKey(
         Participant,
@@ -125,12 +147,15 @@ class ChatMessage(models.Model):
         null=True,
         blank=True,
         related_name="chat_messages",
+        verbose_name=_("participant"),
     )
-    author_name = models.CharField(max_length=64)
-    text = models.TextField(max_length=CHAT_MESSAGE_MAX_LENGTH)
-    created_at = models.DateTimeField(auto_now_add=True)
+    author_name = models.CharField(_("author name"), max_length=64)
+    text = models.TextField(_("text"), max_length=CHAT_MESSAGE_MAX_LENGTH)
+    created_at = models.DateTimeField(_("sent at"), auto_now_add=True)
 
     class Meta:
+        verbose_name = _("chat message")
+        verbose_name_plural = _("chat messages")
         ordering = ("created_at", "pk")
         indexes = [models.Index(fields=("room", "created_at"))]
 

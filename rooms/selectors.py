@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from rooms.invites import invite_is_valid
 from rooms.models import ChatMessage, Participant, Room
@@ -125,12 +126,14 @@ def room_access_refusal(
 ) -> Refusal | None:
     """Whether the user may see the room at all (the room page and the socket both ask)."""
     if not user.is_authenticated:
-        return Refusal("login_required", "Log in to join this room.")
+        return Refusal("login_required", gettext("Log in to join this room."))
     if room.is_closed:
-        return Refusal("closed", "This room has been closed.")
+        return Refusal("closed", gettext("This room has been closed."))
     is_owner = room.owner_id == user.pk
     if room.is_private and not is_owner and not invite_is_valid(room, invite):
-        return Refusal("private", "This room is private. Ask its owner for an invite link to join.")
+        return Refusal(
+            "private", gettext("This room is private. Ask its owner for an invite link to join.")
+        )
     return None
 
 
@@ -142,10 +145,12 @@ def room_entry_refusal(
     if refusal is not None:
         return refusal
     if room.locked and room.owner_id != user.pk:
-        return Refusal("locked", "This room is locked: nobody new can join right now.")
+        return Refusal("locked", gettext("This room is locked: nobody new can join right now."))
     if participants_live_count(room=room) >= room.max_participants:
         return Refusal(
-            "full", f"This room is full ({room.max_participants} people). Try again later."
+            "full",
+            gettext("This room is full (%(count)d people). Try again later.")
+            % {"count": room.max_participants},
         )
     return None
 

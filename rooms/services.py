@@ -10,7 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_noop
 
 from rooms import events
 from rooms.models import CHAT_MESSAGE_MAX_LENGTH, ChatMessage, Participant, Room
@@ -107,8 +107,11 @@ def _remove_everyone(room: Room, *, reason: str, message: str) -> int:
     return removed
 
 
-def room_close(*, room: Room, message: str = "This room has been closed.") -> int:
-    """Close the room: nobody can join any more, and everyone in it is told and disconnected."""
+def room_close(*, room: Room, message: str = gettext_noop("This room has been closed.")) -> int:
+    """Close the room: nobody can join any more, and everyone in it is told and disconnected.
+
+    `message` is in English, marked with gettext_noop: each connection translates it into its
+    own language as it tells its browser (signaling.consumers)."""
     with transaction.atomic():
         room.closed_at = timezone.now()
         room.save(update_fields=["closed_at", "updated_at"])
@@ -125,7 +128,9 @@ def room_reopen(*, room: Room) -> Room:
 
 def room_delete(*, room: Room) -> None:
     with transaction.atomic():
-        _remove_everyone(room, reason="deleted", message="The owner deleted this room.")
+        _remove_everyone(
+            room, reason="deleted", message=gettext_noop("The owner deleted this room.")
+        )
         slug = room.slug
         room.delete()
     logger.info("room %s deleted", slug)
@@ -191,7 +196,7 @@ def participant_join(
         # The row lock serialises joins to one room, so two joiners cannot both take the last seat.
         room = Room.objects.select_for_update().select_related("owner").filter(pk=room_id).first()
         if room is None:
-            raise JoinRefused(Refusal("not_found", "This room no longer exists."))
+            raise JoinRefused(Refusal("not_found", gettext("This room no longer exists.")))
         _reap_stale(Participant.objects.filter(room=room))
         if replaces is not None:
             _end_replaced(room=room, user=user, participant_id=replaces)

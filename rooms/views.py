@@ -51,14 +51,14 @@ def home(request: HttpRequest) -> HttpResponse:
 def _room_or_404(slug: str) -> Room:
     room = selectors.room_by_slug(slug=slug)
     if room is None:
-        raise Http404("No such room.")
+        raise Http404(gettext("No such room."))
     return room
 
 
 def _owned_room(request: HttpRequest, slug: str) -> Room:
     room = _room_or_404(slug)
     if not selectors.room_is_managed_by(room=room, user=request.user):
-        raise PermissionDenied("Only the room's owner can do that.")
+        raise PermissionDenied(gettext("Only the room's owner can do that."))
     return room
 
 
@@ -139,7 +139,7 @@ def room_create(request: HttpRequest) -> HttpResponse:
     form = RoomForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         room = services.room_create(owner=request.user, **form.cleaned_data)
-        messages.success(request, f"Room “{room.name}” created.")
+        messages.success(request, gettext("Room “%(name)s” created.") % {"name": room.name})
         return redirect(room)
     return render(request, "rooms/room_form.html", {"form": form, "creating": True})
 
@@ -235,7 +235,7 @@ def room_edit(request: HttpRequest, slug: str) -> HttpResponse:
         services.room_update(
             room=room, **{name: form.cleaned_data[name] for name in form.changed_data}
         )
-        messages.success(request, "Room saved.")
+        messages.success(request, gettext("Room saved."))
         return redirect(room)
     return render(request, "rooms/room_form.html", {"form": form, "room": room, "creating": False})
 
@@ -246,7 +246,7 @@ def room_delete(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         name = room.name
         services.room_delete(room=room)
-        messages.success(request, f"Room “{name}” deleted.")
+        messages.success(request, gettext("Room “%(name)s” deleted.") % {"name": name})
         return redirect("rooms:lobby")
     return render(request, "rooms/room_confirm_delete.html", {"room": room})
 
@@ -260,7 +260,10 @@ def room_lock(request: HttpRequest, slug: str) -> HttpResponse:
     if "application/json" in request.headers.get("Accept", ""):
         # The room page locks in place (its socket stays open); room_updated redraws it.
         return JsonResponse({"locked": locked})
-    messages.success(request, "Room locked: nobody new can join." if locked else "Room unlocked.")
+    messages.success(
+        request,
+        gettext("Room locked: nobody new can join.") if locked else gettext("Room unlocked."),
+    )
     return redirect(room)
 
 
@@ -269,5 +272,5 @@ def room_lock(request: HttpRequest, slug: str) -> HttpResponse:
 def room_invite_reset(request: HttpRequest, slug: str) -> HttpResponse:
     room = _owned_room(request, slug)
     services.room_reset_invite(room=room)
-    messages.success(request, "New invite link made; earlier links no longer work.")
+    messages.success(request, gettext("New invite link made; earlier links no longer work."))
     return redirect(room)

@@ -15,6 +15,8 @@ import asyncio
 import logging
 from typing import Any
 
+from django.utils.translation import gettext
+
 from signaling import protocol, turn
 from signaling.media import loopback
 from signaling.media.errors import MediaError
@@ -49,7 +51,8 @@ class ConnectionTestConsumer(TypedSocketConsumer):
         if user is None or not user.is_authenticated:
             await self.send_message(
                 protocol.Refused(
-                    reason="login_required", message="Log in to test your camera and connection."
+                    reason="login_required",
+                    message=gettext("Log in to test your camera and connection."),
                 )
             )
             await self.close(code=protocol.CLOSE_FOR_REFUSAL["login_required"])

@@ -14,6 +14,7 @@ of leaving a ghost behind that holds a seat (Channels calls no disconnect handle
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -22,6 +23,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.utils.translation import gettext
 
 from conference import metrics
 from rooms import events, selectors, services
@@ -41,7 +43,9 @@ def _join(
 ) -> Participant:
     room = selectors.room_by_slug(slug=slug)
     if room is None:
-        raise services.JoinRefused(Refusal("not_found", "There is no room at this address."))
+        raise services.JoinRefused(
+            Refusal("not_found", gettext("There is no room at this address."))
+        )
     return services.participant_join(
         room_id=room.pk, user=user, invite=invite, replaces=replaces, connection_id=connection_id
     )
@@ -241,6 +245,9 @@ class RoomConsumer(TypedSocketConsumer):
             return
         if isinstance(event, protocol.MediaReset) and self.media is not None:
             self.media.forget_all()  # the room's media is being rebuilt: those endpoints are gone
+        if isinstance(event, protocol.RoomClosed):
+            # Published once in English (gettext_noop): told in this connection's language.
+            event = dataclasses.replace(event, message=gettext(event.message))
         await self.send_message(event)
         if isinstance(event, protocol.RoomClosed):
             await self.close(code=protocol.CLOSE_ROOM_CLOSED)

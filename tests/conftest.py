@@ -55,6 +55,20 @@ def _playwright_loop_aside(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _compiled_translations() -> None:
+    """The .mo files are built, not committed: a bare `pytest` compiles them as `make` does."""
+    from pathlib import Path
+
+    from django.utils.translation import trans_real
+
+    from accounts.management.commands.compile_translations import compile_catalogs
+
+    if compile_catalogs([Path(path) for path in settings.LOCALE_PATHS]):
+        trans_real._translations = {}  # catalogs loaded before this was built are stale
+        trans_real._default = None
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _close_database_pools(django_db_setup) -> Iterator[None]:
     """PostgreSQL's connection pool (the production setting) holds connections open; close it
     before pytest-django drops the test database, or the drop finds the database in use."""

@@ -1,8 +1,8 @@
 """The product as an operator runs it, for end-to-end tests: migrate, collectstatic, daphne, and
 the embedded media server.
 
-`ProductServer` runs `manage.py migrate` and `collectstatic`, then starts the media server
-(`python -m mediaserver`, unless KMS_URL is given) and daphne, in
+`ProductServer` runs `manage.py compile_translations`, `migrate` and `collectstatic`, then
+starts the media server (`python -m mediaserver`, unless KMS_URL is given) and daphne, in
 subprocesses with production-like settings (DEBUG off, the real conference.settings) on a fresh
 SQLite file and a free port, and stops them again. `worker()` adds another daphne process on
 another port, sharing the first one's environment and media server. Tests talk to it only over
@@ -115,6 +115,7 @@ class ProductServer:
         return result.stdout
 
     def start(self) -> ProductServer:
+        self.manage("compile_translations", "--verbosity", "0")
         self.manage("migrate", "--noinput")
         self.manage("collectstatic", "--noinput", "--verbosity", "0")
         if not self.media_url:

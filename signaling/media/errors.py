@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from django.utils.translation import gettext
+
 from signaling.kurento import (
     IceError,
     InvalidParams,
@@ -27,7 +29,7 @@ class MediaError(Exception):
 def unavailable() -> MediaError:
     return MediaError(
         "media_unavailable",
-        "The media server cannot be reached right now. Please try again in a moment.",
+        gettext("The media server cannot be reached right now. Please try again in a moment."),
     )
 
 
@@ -38,9 +40,16 @@ def media_error(error: KurentoError | MediaServerUnavailable) -> MediaError:
         return unavailable()
     if isinstance(error, SdpError):
         return MediaError(
-            "bad_sdp", f"The media server refused the session description: {error.message}"
+            "bad_sdp",
+            gettext("The media server refused the session description: %(error)s")
+            % {"error": error.message},
         )
     if isinstance(error, IceError | InvalidParams):
-        return MediaError("bad_candidate", f"The media server refused that: {error.message}")
+        return MediaError(
+            "bad_candidate",
+            gettext("The media server refused that: %(error)s") % {"error": error.message},
+        )
     logger.error("media server error: %s", error)
-    return MediaError("media_error", f"The media server failed: {error.message}")
+    return MediaError(
+        "media_error", gettext("The media server failed: %(error)s") % {"error": error.message}
+    )

@@ -1,5 +1,6 @@
 // Call: this tab's camera and microphone, its publishing connection, one receiving connection per
 // publisher in the room, and the video tiles that show them (docs/protocol.md, "Calls").
+import { gettext, interpolate } from './i18n.js';
 import { StageLayout } from './layout.js';
 import { QualityMonitor } from './quality.js';
 import { SpeakingMonitor } from './speaking.js';
@@ -20,7 +21,7 @@ const RECONNECT_TIMEOUT_MS = 3_000;
 const RETRY_FIRST_MS = 1_000;
 const RETRY_MAX_MS = 15_000;
 const REQUEST_TIMEOUT_MS = 20_000;
-const RECONNECTING_MEDIA = 'Reconnecting media…';
+const reconnectingMedia = () => gettext('Reconnecting media…');
 // A tile off screen this long stops receiving video (its sound goes on); back on screen, at once.
 const OFF_SCREEN_MS = 1_500;
 
@@ -41,15 +42,21 @@ function deviceProblem(error) {
   switch (error?.name) {
     case 'NotAllowedError':
     case 'SecurityError':
-      return 'Camera and microphone are blocked. Allow them for this site and reload to be seen and heard; you can still see and hear the others.';
+      return gettext(
+        'Camera and microphone are blocked. Allow them for this site and reload to be seen and heard; you can still see and hear the others.',
+      );
     case 'NotFoundError':
     case 'OverconstrainedError':
-      return 'No camera or microphone was found. You can still see and hear the others.';
+      return gettext('No camera or microphone was found. You can still see and hear the others.');
     case 'NotReadableError':
     case 'AbortError':
-      return 'Your camera or microphone is in use by another application. You can still see and hear the others.';
+      return gettext(
+        'Your camera or microphone is in use by another application. You can still see and hear the others.',
+      );
     default:
-      return `Could not start your camera or microphone (${error?.message || error}).`;
+      return interpolate(gettext('Could not start your camera or microphone (%(error)s).'), {
+        error: error?.message || error,
+      });
   }
 }
 
@@ -70,11 +77,14 @@ class Tile {
     this.video.autoplay = true;
     this.video.playsInline = true;
     this.video.muted = local; // never play back our own microphone
-    this.video.setAttribute('aria-label', local ? 'Your camera' : `${name}'s video`);
+    this.video.setAttribute(
+      'aria-label',
+      local ? gettext('Your camera') : interpolate(gettext("%(name)s's video"), { name }),
+    );
     this.caption = el('figcaption', 'tile__name', name);
     // Not a live region: the page announces call events once, in its own (room.js).
     this.state = el('p', 'tile__state');
-    this.sound = el('button', 'button button--small tile__sound', 'Turn sound on');
+    this.sound = el('button', 'button button--small tile__sound', gettext('Turn sound on'));
     this.sound.type = 'button';
     this.sound.hidden = true;
     this.sound.addEventListener('click', () => {
@@ -88,17 +98,17 @@ class Tile {
     for (const event of ['loadeddata', 'resize', 'playing', 'emptied']) {
       this.video.addEventListener(event, () => this.#updatePicture());
     }
-    this.muted = el('span', 'tile__muted', 'Muted');
+    this.muted = el('span', 'tile__muted', gettext('Muted'));
     this.muted.hidden = true;
     this.videoOff = false; // the person switched their camera off
     this.silenced = false; // never played back (silence())
     this.root.append(this.avatar, this.video, this.caption, this.muted, this.state, this.sound);
     if (!local) {
       // Pinned: shown large, whoever talks. Its label stays; its pressed state says pinned.
-      this.pin = el('button', 'tile__pin', 'Pin');
+      this.pin = el('button', 'tile__pin', gettext('Pin'));
       this.pin.type = 'button';
       this.pin.setAttribute('aria-pressed', 'false');
-      this.pin.setAttribute('aria-label', `Pin ${name}`);
+      this.pin.setAttribute('aria-label', interpolate(gettext('Pin %(name)s'), { name }));
       this.pin.addEventListener('click', () => this.onPin?.()); // the layout marks it pressed
       this.root.append(this.pin);
     }
@@ -176,7 +186,7 @@ class Tile {
   }
 
   rename(name) {
-    this.pin?.setAttribute('aria-label', `Pin ${name}`);
+    this.pin?.setAttribute('aria-label', interpolate(gettext('Pin %(name)s'), { name }));
     this.caption.textContent = name;
     this.avatar.textContent = [...(name.trim() || '?')][0].toUpperCase();
   }
@@ -291,8 +301,9 @@ class Link {
       }
     });
     pc.addEventListener('connectionstatechange', () => this.#stateChanged(pc));
-    const connecting = this.source === 'screen' ? 'Connecting the screen…' : 'Connecting your camera…';
-    this.tile.setState('connecting', local ? connecting : 'Connecting…');
+    const connecting =
+      this.source === 'screen' ? gettext('Connecting the screen…') : gettext('Connecting your camera…');
+    this.tile.setState('connecting', local ? connecting : gettext('Connecting…'));
     await pc.setLocalDescription(await pc.createOffer());
     const sdp = pc.localDescription.sdp;
     const { source } = this;
@@ -307,7 +318,7 @@ class Link {
     await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
     this.remoteSet = true;
     const timeout = this.failures > 0 ? RECONNECT_TIMEOUT_MS : CONNECT_TIMEOUT_MS;
-    this.#watch(timeout, 'The connection is taking too long. Retrying…');
+    this.#watch(timeout, gettext('The connection is taking too long. Retrying…'));
     if (this.target === 'publish') this.call.sendMediaState();
     for (const candidate of this.pendingCandidates.splice(0)) await this.#add(candidate);
   }
@@ -335,12 +346,12 @@ class Link {
       this.tile.setState('live');
       this.call.connected();
     } else if (state === 'failed') {
-      this.retry('The connection failed. Reconnecting…', { fast: true });
+      this.retry(gettext('The connection failed. Reconnecting…'), { fast: true });
     } else if (state === 'disconnected') {
       // The network dropped or changed (Wi-Fi to mobile, sleep): wait a moment for ICE to
       // recover by itself, then negotiate a new connection.
-      this.tile.setState('connecting', 'Connection interrupted…');
-      this.#watch(DISCONNECTED_GRACE_MS, 'Connection interrupted. Reconnecting…');
+      this.tile.setState('connecting', gettext('Connection interrupted…'));
+      this.#watch(DISCONNECTED_GRACE_MS, gettext('Connection interrupted. Reconnecting…'));
     }
   }
 
@@ -400,7 +411,11 @@ class Link {
     }
     console.warn(`Media connection ${this.target} failed`, error);
     if (error?.code === 'media_unavailable') this.call.notice(error.message);
-    this.retry(error?.message ? `${error.message} Retrying…` : 'Retrying…');
+    this.retry(
+      error?.message
+        ? interpolate(gettext('%(message)s Retrying…'), { message: error.message })
+        : gettext('Retrying…'),
+    );
   }
 
   close() {
@@ -477,13 +492,13 @@ export class Call {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject({ code: 'timeout', message: 'The server did not answer.' });
+        reject({ code: 'timeout', message: gettext('The server did not answer.') });
       }, REQUEST_TIMEOUT_MS);
       this.pending.set(id, { resolve, reject, timer });
       if (!this.socket.send({ ...message, id })) {
         clearTimeout(timer);
         this.pending.delete(id);
-        reject({ code: 'offline', message: 'Not connected to the room.' });
+        reject({ code: 'offline', message: gettext('Not connected to the room.') });
       }
     });
   }
@@ -546,7 +561,9 @@ export class Call {
   preview() {
     if (!navigator.mediaDevices?.getUserMedia) {
       this.notice(
-        'This browser cannot share a camera here (it needs HTTPS or localhost). You can still see and hear the others.',
+        gettext(
+          'This browser cannot share a camera here (it needs HTTPS or localhost). You can still see and hear the others.',
+        ),
         { persist: true },
       );
       this.mediaAsked ??= Promise.resolve(null);
@@ -554,7 +571,7 @@ export class Call {
     this.mediaAsked ??= this.#localMedia().then(
       (stream) => {
         this.localStream = stream;
-        this.localTile ??= new Tile(this.stage, { name: 'You', local: true });
+        this.localTile ??= new Tile(this.stage, { name: gettext('You'), local: true });
         this.localTile.show(stream);
         return stream;
       },
@@ -610,9 +627,9 @@ export class Call {
   #tileOf(id) {
     let tile = this.tiles.get(id);
     if (!tile) {
-      tile = new Tile(this.stage, { name: this.names.get(id) || 'Someone', local: false });
+      tile = new Tile(this.stage, { name: this.names.get(id) || gettext('Someone'), local: false });
       tile.root.dataset.participantId = String(id);
-      tile.clear('No camera');
+      tile.clear(gettext('No camera'));
       this.tiles.set(id, tile);
       this.#watchVisibility(id, tile);
       if (this.sinkId) this.#applySink(tile).catch(() => {}); // the speaker chosen
@@ -647,13 +664,16 @@ export class Call {
   #screenOf(id) {
     let tile = this.screens.get(id);
     if (!tile) {
-      const name = this.names.get(id) || 'Someone';
-      tile = new Tile(this.stage, { name: `${name}'s screen`, local: false });
+      const name = this.names.get(id) || gettext('Someone');
+      tile = new Tile(this.stage, {
+        name: interpolate(gettext("%(name)s's screen"), { name }),
+        local: false,
+      });
       tile.root.classList.add('tile--screen');
       tile.root.dataset.screenOf = String(id);
       tile.root.dataset.tileKey = `screen:${id}`;
-      tile.video.setAttribute('aria-label', `${name}'s shared screen`);
-      tile.clear('Connecting…');
+      tile.video.setAttribute('aria-label', interpolate(gettext("%(name)s's shared screen"), { name }));
+      tile.clear(gettext('Connecting…'));
       this.screens.set(id, tile);
       this.#watchVisibility(`screen:${id}`, tile);
       if (this.sinkId) this.#applySink(tile).catch(() => {});
@@ -706,11 +726,11 @@ export class Call {
     // The browser's own "Stop sharing" ends the track: the same as our button.
     video?.addEventListener('ended', () => this.stopShare());
     this.screenStream = stream;
-    this.screenTile = new Tile(this.stage, { name: 'Your screen', local: true });
+    this.screenTile = new Tile(this.stage, { name: gettext('Your screen'), local: true });
     this.screenTile.root.classList.replace('tile--local', 'tile--own-screen'); // not a mirror
     this.screenTile.root.classList.add('tile--screen');
     this.screenTile.root.dataset.tileKey = 'share';
-    this.screenTile.video.setAttribute('aria-label', 'The screen you share');
+    this.screenTile.video.setAttribute('aria-label', gettext('The screen you share'));
     this.screenTile.show(stream);
     this.layout.presented('share');
     this.onShare(true);
@@ -766,7 +786,7 @@ export class Call {
     if (!link) return;
     link.close();
     this.links.delete(target);
-    if (!link.local && link.source === 'camera') link.tile.clear('No camera');
+    if (!link.local && link.source === 'camera') link.tile.clear(gettext('No camera'));
   }
 
   /**
@@ -781,10 +801,10 @@ export class Call {
     for (const [target, link] of [...this.links]) {
       link.close();
       this.links.delete(target);
-      if (!link.local) link.tile.clear(RECONNECTING_MEDIA);
+      if (!link.local) link.tile.clear(reconnectingMedia());
     }
     if (this.localStream && this.you !== null) {
-      this.localTile?.setState('connecting', RECONNECTING_MEDIA);
+      this.localTile?.setState('connecting', reconnectingMedia());
       this.#link('publish', this.localTile).start();
     }
     if (this.screenStream && this.screenTile && this.you !== null) {
@@ -930,7 +950,7 @@ export class Call {
     this.localTile?.setState('preview', '');
     for (const { reject, timer } of this.pending.values()) {
       clearTimeout(timer);
-      reject({ code: 'offline', message: 'Not connected to the room.' });
+      reject({ code: 'offline', message: gettext('Not connected to the room.') });
     }
     this.pending.clear();
   }

@@ -3,6 +3,7 @@
 // Messages are plain text. They are put on the page as text nodes only; the one thing made of
 // them is a link, for an http(s) address that `new URL` accepts, built as an element whose text
 // is the address as written. Nothing anyone sends ever reaches the page as HTML.
+import { gettext, interpolate, language, ngettext } from './i18n.js';
 import { Requests } from './requests.js';
 
 const URL_PATTERN = /https?:\/\/[^\s<>"]+/gi;
@@ -63,8 +64,9 @@ export function textNodes(text) {
   return nodes;
 }
 
-const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
-const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+// Times as the page's language writes them (and in the browser's own time zone).
+const timeFormat = new Intl.DateTimeFormat(language(), { hour: '2-digit', minute: '2-digit' });
+const dateTimeFormat = new Intl.DateTimeFormat(language(), { dateStyle: 'medium', timeStyle: 'short' });
 
 export class Chat {
   /**
@@ -157,7 +159,7 @@ export class Chat {
       if (this.input.value.trim() === text) this.input.value = '';
       this.add(message);
     } catch (error) {
-      this.notice(error.message || 'Your message was not sent. Please try again.');
+      this.notice(error.message || gettext('Your message was not sent. Please try again.'));
     } finally {
       this.sending = false;
       this.sendButton.disabled = false;
@@ -169,7 +171,7 @@ export class Chat {
       await this.requests.send({ type: 'chat_delete', message_id: messageId });
       this.remove(messageId);
     } catch (error) {
-      this.notice(error.message || 'The message was not deleted. Please try again.');
+      this.notice(error.message || gettext('The message was not deleted. Please try again.'));
     }
   }
 
@@ -180,7 +182,7 @@ export class Chat {
       item.classList.add('is-you');
     }
     const meta = el('p', 'chat-message__meta');
-    const name = message.name?.trim() || 'Someone';
+    const name = message.name?.trim() || gettext('Someone');
     meta.append(el('span', 'chat-message__name', name), ' ');
     const sent = new Date(message.sent_at);
     const time = el('time', 'chat-message__time', timeFormat.format(sent));
@@ -191,9 +193,9 @@ export class Chat {
     text.append(...textNodes(message.text));
     item.append(meta, text);
     if (this.isOwner) {
-      const remove = el('button', 'chat-message__delete', 'Delete');
+      const remove = el('button', 'chat-message__delete', gettext('Delete'));
       remove.type = 'button';
-      remove.setAttribute('aria-label', `Delete this message of ${name}`);
+      remove.setAttribute('aria-label', interpolate(gettext('Delete this message of %(name)s'), { name }));
       meta.append(remove);
     }
     return item;
@@ -210,9 +212,10 @@ export class Chat {
   #setUnread(count) {
     this.unread = count;
     this.unreadBadge.hidden = count === 0;
-    this.unreadBadge.replaceChildren(
-      String(count > 99 ? '99+' : count),
-      el('span', 'visually-hidden', count === 1 ? ' unread message' : ' unread messages'),
-    );
+    // The figure shows; screen readers hear the whole phrase (its word order is the language's).
+    const figure = el('span', null, String(count > 99 ? '99+' : count));
+    figure.setAttribute('aria-hidden', 'true');
+    const phrase = ngettext('%(count)s unread message', '%(count)s unread messages', count);
+    this.unreadBadge.replaceChildren(figure, ' ', el('span', 'visually-hidden', interpolate(phrase, { count })));
   }
 }

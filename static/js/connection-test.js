@@ -5,33 +5,46 @@
 // everything: when the picture has come back for a few seconds, when the person clicks Stop or
 // Join, or after TEST_MS at most.
 
-// Every string the person sees, in one place (a JavaScript translation catalog comes later).
+import { gettext, interpolate } from './i18n.js';
+
+// Every string the person sees, in one place, from Django's JavaScript catalog (i18n.js).
 const TEXT = {
-  start: 'Test camera and connection',
-  stop: 'Stop test',
-  video: 'Your picture, back from the media server',
-  starting: 'Testing: sending your camera to the media server and back…',
-  noMedia: 'There is no camera or microphone to test. Allow them for this site, then reload the page.',
-  picture: 'Picture back: {value}',
-  roundTrip: 'Round trip: {value}',
-  route: 'Connection: {value}',
-  yes: 'yes',
-  no: 'no',
-  unknown: '–',
-  milliseconds: '{ms} ms',
-  underOneMillisecond: 'under 1 ms',
-  direct: 'direct',
-  relay: 'through a relay (TURN)',
-  passed: 'Test passed: your picture came back through the media server. Round trip {rtt}; connection {route}.',
-  stopped: 'Test stopped.',
-  noPicture: 'Connected, but no picture came back. Check that your camera is on, then try again.',
-  noConnection: 'Could not connect to the media server. A firewall may be blocking video calls on this network.',
-  lostSocket: 'The test was interrupted: the connection to the server closed. Please try again.',
+  start: () => gettext('Test camera and connection'),
+  stop: () => gettext('Stop test'),
+  video: () => gettext('Your picture, back from the media server'),
+  starting: () => gettext('Testing: sending your camera to the media server and back…'),
+  noMedia: () =>
+    gettext(
+      'There is no camera or microphone to test. Allow them for this site, then reload the page.',
+    ),
+  picture: () => gettext('Picture back: %(value)s'),
+  roundTrip: () => gettext('Round trip: %(value)s'),
+  route: () => gettext('Connection: %(value)s'),
+  yes: () => gettext('yes'),
+  no: () => gettext('no'),
+  unknown: () => '–', // no words: a dash
+  milliseconds: () => gettext('%(ms)s ms'),
+  underOneMillisecond: () => gettext('under 1 ms'),
+  direct: () => gettext('direct'),
+  relay: () => gettext('through a relay (TURN)'),
+  passed: () =>
+    gettext(
+      'Test passed: your picture came back through the media server. Round trip %(rtt)s; connection %(route)s.',
+    ),
+  stopped: () => gettext('Test stopped.'),
+  noPicture: () =>
+    gettext('Connected, but no picture came back. Check that your camera is on, then try again.'),
+  noConnection: () =>
+    gettext(
+      'Could not connect to the media server. A firewall may be blocking video calls on this network.',
+    ),
+  lostSocket: () =>
+    gettext('The test was interrupted: the connection to the server closed. Please try again.'),
 };
 
-/** A user-visible string, with its `{name}` placeholders filled in. */
+/** A user-visible string, in the person's language, with its `%(name)s` placeholders filled in. */
 function t(key, values = {}) {
-  return TEXT[key].replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ''));
+  return interpolate(TEXT[key](), values);
 }
 
 const WS_PATH = '/ws/connection-test/';

@@ -1,4 +1,6 @@
 // Copy buttons: <button data-copy-target="input-id" data-copy-feedback="region-id"> copies a value.
+import { gettext } from './i18n.js';
+
 const FEEDBACK_MS = 4_000;
 
 async function copy(input) {
@@ -27,7 +29,9 @@ for (const button of document.querySelectorAll('[data-copy-target]')) {
   button.addEventListener('click', async () => {
     const copied = await copy(input);
     clearTimeout(timer);
-    feedback.textContent = copied ? 'Copied' : 'Selected: press Ctrl+C (⌘C on a Mac) to copy';
+    feedback.textContent = copied
+      ? gettext('Copied')
+      : gettext('Selected: press Ctrl+C (⌘C on a Mac) to copy');
     timer = setTimeout(() => {
       feedback.textContent = '';
     }, FEEDBACK_MS);

@@ -4,25 +4,27 @@
 // browser (localStorage, by deviceId; a remembered device that is gone gives way to the default),
 // and a device in use that disappears gives way to another one of its kind, with a notice.
 
-// Every string the person sees, in one place (a JavaScript translation catalog comes later).
+import { gettext, interpolate } from './i18n.js';
+
+// Every string the person sees, in one place, from Django's JavaScript catalog (i18n.js).
 const TEXT = {
-  unnamedVideo: 'Camera {n}',
-  unnamedAudio: 'Microphone {n}',
-  unnamedSpeaker: 'Speaker {n}',
-  yourVideo: 'Your camera',
-  yourAudio: 'Your microphone',
-  noneFound: 'None found',
-  systemDefault: 'System default',
-  switched: '{old} was disconnected. Now using {new}.',
-  noOtherVideo: '{old} was disconnected, and there is no other camera.',
-  noOtherAudio: '{old} was disconnected, and there is no other microphone.',
-  switchFailed: 'Could not switch to {device}.',
-  speakerFailed: 'Could not play the sound through {device}.',
+  unnamedVideo: () => gettext('Camera %(n)s'),
+  unnamedAudio: () => gettext('Microphone %(n)s'),
+  unnamedSpeaker: () => gettext('Speaker %(n)s'),
+  yourVideo: () => gettext('Your camera'),
+  yourAudio: () => gettext('Your microphone'),
+  noneFound: () => gettext('None found'),
+  systemDefault: () => gettext('System default'),
+  switched: () => gettext('%(old)s was disconnected. Now using %(new)s.'),
+  noOtherVideo: () => gettext('%(old)s was disconnected, and there is no other camera.'),
+  noOtherAudio: () => gettext('%(old)s was disconnected, and there is no other microphone.'),
+  switchFailed: () => gettext('Could not switch to %(device)s.'),
+  speakerFailed: () => gettext('Could not play the sound through %(device)s.'),
 };
 
-/** A user-visible string, with its `{name}` placeholders filled in. */
+/** A user-visible string, in the person's language, with its `%(name)s` placeholders filled in. */
 function t(key, values = {}) {
-  return TEXT[key].replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ''));
+  return interpolate(TEXT[key](), values);
 }
 
 // Per kind of choice: what enumerateDevices calls it, and its words.

@@ -1,13 +1,22 @@
 // Raised hands: your own toggle (the button, or H), a ✋ on the tile of everyone whose hand is
 // up, and the order hands went up for the people list. The room's owner can lower anyone's.
+import { gettext, interpolate, language, pgettext } from './i18n.js';
 import { Requests } from './requests.js';
 
 // Talking this long with your hand up lowers it: you have the floor.
 const LOWER_AFTER_SPEAKING_MS = 4_000;
-const ORDINALS = new Intl.PluralRules('en', { type: 'ordinal' });
-const SUFFIXES = { one: 'st', two: 'nd', few: 'rd', other: 'th' };
+// 1st, 2nd…: the ordinal rules of the page's language (English's are the msgids' own).
+const ORDINALS = new Intl.PluralRules(language() || 'en', { type: 'ordinal' });
+const ORDINAL_FORMS = {
+  zero: () => pgettext('ordinal, zero', '%(n)sth'),
+  one: () => pgettext('ordinal, one', '%(n)sst'),
+  two: () => pgettext('ordinal, two', '%(n)snd'),
+  few: () => pgettext('ordinal, few', '%(n)srd'),
+  many: () => pgettext('ordinal, many', '%(n)sth'),
+  other: () => pgettext('ordinal, other', '%(n)sth'),
+};
 
-const ordinal = (n) => `${n}${SUFFIXES[ORDINALS.select(n)]}`;
+const ordinal = (n) => interpolate((ORDINAL_FORMS[ORDINALS.select(n)] ?? ORDINAL_FORMS.other)(), { n });
 
 export class Hands {
   /**
@@ -55,7 +64,7 @@ export class Hands {
       this.raised.set(id, at);
       this.#sort();
     } else if (this.raised.delete(id) && id === this.you && !this.lowering) {
-      this.notice('The room’s owner lowered your hand.');
+      this.notice(gettext('The room’s owner lowered your hand.'));
     }
     this.#update();
   }
@@ -82,7 +91,7 @@ export class Hands {
       const reply = await this.requests.send({ type: 'hand', raised });
       this.handChanged({ participant_id: this.you, raised: reply.raised, raised_at: reply.raised_at });
     } catch (error) {
-      this.notice(error.message || 'Your hand did not change. Please try again.');
+      this.notice(error.message || gettext('Your hand did not change. Please try again.'));
       this.#update();
     } finally {
       this.lowering = false;
@@ -94,7 +103,7 @@ export class Hands {
     try {
       await this.requests.send({ type: 'hand_lower', participant_id: id });
     } catch (error) {
-      this.notice(error.message || 'The hand was not lowered. Please try again.');
+      this.notice(error.message || gettext('The hand was not lowered. Please try again.'));
     }
   }
 
@@ -105,7 +114,7 @@ export class Hands {
     this.speakingTimer = setTimeout(() => {
       if (!this.ownRaised) return;
       this.#setOwn(false);
-      this.notice('Your hand was lowered: you are speaking.');
+      this.notice(gettext('Your hand was lowered: you are speaking.'));
     }, LOWER_AFTER_SPEAKING_MS);
   }
 
@@ -123,16 +132,17 @@ export class Hands {
     const mark = document.createElement('span');
     mark.className = 'participant__hand';
     mark.textContent = `✋ ${place}`;
-    mark.title = `Hand raised (${ordinal(place)})`;
+    mark.title = interpolate(gettext('Hand raised (%(place)s)'), { place: ordinal(place) });
     mark.setAttribute('role', 'img');
-    mark.setAttribute('aria-label', `Hand raised, ${ordinal(place)}`);
+    mark.setAttribute('aria-label', interpolate(gettext('Hand raised, %(place)s'), { place: ordinal(place) }));
     item.querySelector('.participant__text')?.after(mark);
     if (this.isOwner && participant.id !== this.you) {
       const lower = document.createElement('button');
       lower.type = 'button';
       lower.className = 'button button--secondary button--small participant__lower';
-      lower.textContent = 'Lower hand';
-      lower.setAttribute('aria-label', `Lower the hand of ${participant.name || 'Someone'}`);
+      lower.textContent = gettext('Lower hand');
+      const name = participant.name || gettext('Someone');
+      lower.setAttribute('aria-label', interpolate(gettext('Lower the hand of %(name)s'), { name }));
       lower.addEventListener('click', () => this.lowerFor(participant.id));
       item.append(lower);
     }
@@ -149,7 +159,7 @@ export class Hands {
 
   #update() {
     this.button.setAttribute('aria-pressed', String(this.ownRaised));
-    this.button.title = this.ownRaised ? 'Lower your hand (H)' : 'Raise your hand (H)';
+    this.button.title = this.ownRaised ? gettext('Lower your hand (H)') : gettext('Raise your hand (H)');
     if (!this.ownRaised) clearTimeout(this.speakingTimer);
     this.#markTiles();
     this.changed();
@@ -167,7 +177,7 @@ export class Hands {
         mark.className = 'tile__hand';
         mark.textContent = '✋';
         mark.setAttribute('role', 'img');
-        mark.setAttribute('aria-label', 'Hand raised');
+        mark.setAttribute('aria-label', gettext('Hand raised'));
         tile.append(mark);
       } else if (!raised && mark) {
         mark.remove();

@@ -10,6 +10,8 @@
 // pages. Tiles off the page are not displayed, so their video is switched off (call.js watches
 // which tiles are on screen): a 30-person call costs only the pictures on the page.
 
+import { gettext, interpolate } from './i18n.js';
+
 const LANDSCAPE = 16 / 9;
 const PORTRAIT = 3 / 4;
 const GAP_PX = 8;
@@ -227,7 +229,10 @@ export class StageLayout {
     if (!this.pager) return;
     this.pager.root.hidden = pages <= 1;
     this.pager.where.textContent = `${this.page + 1} / ${pages}`;
-    this.pager.where.setAttribute('aria-label', `Page ${this.page + 1} of ${pages}`);
+    this.pager.where.setAttribute(
+      'aria-label',
+      interpolate(gettext('Page %(page)s of %(pages)s'), { page: this.page + 1, pages }),
+    );
     this.pager.previous.disabled = this.page === 0;
     this.pager.next.disabled = this.page >= pages - 1;
   }

@@ -2,14 +2,20 @@
 // connection, from the browser's own statistics every few seconds, summed up as good, fair or
 // poor (the numbers on hover and focus).
 
+import { gettext, interpolate } from './i18n.js';
+
 const POLL_MS = 2_000;
 const TEXT = {
-  good: 'Connection: good',
-  fair: 'Connection: fair',
-  poor: 'Connection: poor',
+  good: () => gettext('Connection: good'),
+  fair: () => gettext('Connection: fair'),
+  poor: () => gettext('Connection: poor'),
   figures: (q) =>
-    `${Math.round(q.kbps)} kbps, ${q.loss.toFixed(1)} % lost, ` +
-    `${Math.round(q.rtt)} ms round trip, ${Math.round(q.jitter)} ms jitter`,
+    interpolate(gettext('%(kbps)s kbps, %(loss)s lost, %(rtt)s ms round trip, %(jitter)s ms jitter'), {
+      kbps: Math.round(q.kbps),
+      loss: `${q.loss.toFixed(1)} %`,
+      rtt: Math.round(q.rtt),
+      jitter: Math.round(q.jitter),
+    }),
 };
 
 /** good, fair or poor, from loss (%), round trip (ms) and jitter (ms). */
@@ -85,7 +91,7 @@ export class QualityMonitor {
         const quality = await read(pc, this.#previous);
         if (!quality) continue; // the first reading only sets the baseline
         const grade = level(quality);
-        tile.setQuality(grade, `${TEXT[grade]}. ${TEXT.figures(quality)}`);
+        tile.setQuality(grade, `${TEXT[grade]()}. ${TEXT.figures(quality)}`);
       } catch {
         // a connection closed while being read: the next poll skips it
       }

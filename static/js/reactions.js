@@ -1,6 +1,8 @@
 // Reactions: a few emoji that float up over the sender's tile, for everyone (you included).
 // The server allows only its own few (the buttons of #reactions-menu) and limits how often.
 
+import { gettext } from './i18n.js';
+
 const FLOAT_MS = 3_000; // as long as the animation in app.css (.reaction-float)
 const PAUSE_AFTER_LIMIT_MS = 2_000;
 const MAX_FLOATING_PER_TILE = 6; // a burst of reactions does not bury the picture
@@ -59,14 +61,14 @@ export class Reactions {
   send(emoji) {
     const id = `reaction${++this.serial}`;
     if (!this.socket.send({ type: 'reaction', emoji, id })) {
-      this.notice('Not connected to the room.');
+      this.notice(gettext('Not connected to the room.'));
     }
   }
 
   /** The server refused a reaction (too many): say so, and pause the buttons a moment. */
   #refused({ id, message, code }) {
     if (typeof id !== 'string' || !id.startsWith('reaction')) return;
-    this.notice(message || 'Your reaction was not sent.');
+    this.notice(message || gettext('Your reaction was not sent.'));
     if (code !== 'rate_limited') return;
     const buttons = this.menu.querySelectorAll('button');
     for (const button of buttons) button.disabled = true;

@@ -1,6 +1,8 @@
 // Requests over the room socket that wait for their reply: the server echoes a request's `id`
 // in its reply, or in an `error` (docs/protocol.md). Used by chat.js, hands.js and reactions.js.
 
+import { gettext } from './i18n.js';
+
 const REQUEST_TIMEOUT_MS = 10_000;
 
 export class Requests {
@@ -23,7 +25,7 @@ export class Requests {
     // A closed socket answers nothing: whatever waits fails now, not after the timeout.
     socket.addEventListener('close', () => {
       for (const id of [...this.#pending.keys()]) {
-        this.#settle({ type: 'error', id, code: 'offline', message: 'Not connected to the room.' });
+        this.#settle({ type: 'error', id, code: 'offline', message: gettext('Not connected to the room.') });
       }
     });
   }
@@ -34,13 +36,13 @@ export class Requests {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
-        reject({ code: 'timeout', message: 'The server did not answer. Please try again.' });
+        reject({ code: 'timeout', message: gettext('The server did not answer. Please try again.') });
       }, REQUEST_TIMEOUT_MS);
       this.#pending.set(id, { resolve, reject, timer });
       if (!this.#socket.send({ ...message, id })) {
         clearTimeout(timer);
         this.#pending.delete(id);
-        reject({ code: 'offline', message: 'Not connected to the room.' });
+        reject({ code: 'offline', message: gettext('Not connected to the room.') });
       }
     });
   }

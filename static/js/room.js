@@ -5,6 +5,7 @@ import { ConnectionTest } from './connection-test.js';
 import { ControlBar } from './controls.js';
 import { Devices } from './devices.js';
 import { Hands } from './hands.js';
+import { gettext, interpolate, ngettext } from './i18n.js';
 import { Reactions } from './reactions.js';
 import { RoomSocket } from './room-socket.js';
 
@@ -81,7 +82,7 @@ function el(tag, className, text) {
   return node;
 }
 
-const nameOf = (participant) => participant.name?.trim() || 'Someone';
+const nameOf = (participant) => participant.name?.trim() || gettext('Someone');
 
 /** Show a state in the status line; outside a live connection the list empties and Leave greys out. */
 function setStatus(next, text, { retry = false } = {}) {
@@ -167,10 +168,11 @@ function setStatusQuietly(text) {
 
 function showCountdown(delay) {
   let seconds = Math.max(1, Math.round(delay / 1000));
-  setStatus('reconnecting', `Reconnecting in ${seconds} s…`);
+  const inSeconds = () => interpolate(gettext('Reconnecting in %(seconds)s s…'), { seconds });
+  setStatus('reconnecting', inSeconds());
   countdown = setInterval(() => {
     seconds -= 1;
-    setStatusQuietly(seconds > 0 ? `Reconnecting in ${seconds} s…` : 'Reconnecting…');
+    setStatusQuietly(seconds > 0 ? inSeconds() : gettext('Reconnecting…'));
     if (seconds <= 0) clearInterval(countdown);
   }, 1000);
 }
@@ -185,24 +187,24 @@ function participantItem(participant) {
   text.append(el('span', 'participant__name', name));
   if (participant.id === you) {
     item.classList.add('is-you');
-    text.append(el('span', 'participant__you', '(you)'));
+    text.append(el('span', 'participant__you', gettext('(you)')));
   } else if (participant.user_id === config.userId) {
     // Another tab or device of yours (or, briefly, a connection of yours that just dropped).
-    text.append(el('span', 'participant__you', '(also you)'));
+    text.append(el('span', 'participant__you', gettext('(also you)')));
   }
   item.append(avatar, text);
   // What they send: your own from this tab, the others' as they told the room.
   const media = participant.id === you ? ownMedia() : participant;
   if (media.publishing && media.audio === false) {
-    item.append(el('span', 'badge badge--muted', 'muted'));
+    item.append(el('span', 'badge badge--muted', gettext('muted')));
   }
   if (media.publishing && media.video === false) {
-    item.append(el('span', 'badge badge--camera-off', 'camera off'));
+    item.append(el('span', 'badge badge--camera-off', gettext('camera off')));
   }
   if (participant.id === you ? call.sharing : participant.sharing) {
-    item.append(el('span', 'badge badge--sharing', 'presenting'));
+    item.append(el('span', 'badge badge--sharing', gettext('presenting')));
   }
-  if (participant.is_owner) item.append(el('span', 'badge badge--owner', 'owner'));
+  if (participant.is_owner) item.append(el('span', 'badge badge--owner', gettext('owner')));
   item.classList.toggle('is-speaking', talking.has(participant.id));
   hands.decorate(item, participant);
   return item;
@@ -235,7 +237,7 @@ function updatePerson(id, changes) {
 
 function renderParticipants() {
   ui.list.replaceChildren(...hands.ordered(people.values()).map(participantItem));
-  ui.count.textContent = `In the room (${people.size})`;
+  ui.count.textContent = interpolate(gettext('In the room (%(count)s)'), { count: people.size });
   ui.count.dataset.count = String(people.size);
   ui.peopleCount.textContent = String(people.size);
   ui.topCount.textContent = String(people.size);
@@ -246,18 +248,18 @@ function showRoom(room) {
   currentRoom = room;
   updateShareButton();
   ui.name.textContent = room.name;
-  document.title = `${room.name} · Conference`;
+  document.title = interpolate(gettext('%(room)s · Conference'), { room: room.name });
   ui.description.textContent = room.description;
   ui.description.hidden = !room.description;
   const isPrivate = room.visibility === 'private';
   ui.badges.replaceChildren(
-    el('span', `badge badge--${isPrivate ? 'private' : 'public'}`, isPrivate ? 'Private' : 'Public'),
+    el('span', `badge badge--${isPrivate ? 'private' : 'public'}`, isPrivate ? gettext('Private') : gettext('Public')),
   );
-  if (room.locked) ui.badges.append(el('span', 'badge badge--locked', 'Locked'));
+  if (room.locked) ui.badges.append(el('span', 'badge badge--locked', gettext('Locked')));
   ui.capacity.textContent = String(room.max_participants);
   if (ui.lockForm) {
     ui.lockForm.elements.namedItem('locked').value = room.locked ? 'false' : 'true';
-    ui.lockButton.textContent = room.locked ? 'Unlock room' : 'Lock room';
+    ui.lockButton.textContent = room.locked ? gettext('Unlock room') : gettext('Lock room');
   }
 }
 
@@ -287,8 +289,8 @@ const call = new Call({
   stage: ui.stage,
   notice: (text, options) => showNotice(text, options),
   healed: () => {
-    showNotice('Media is back.');
-    announce('Media is back.');
+    showNotice(gettext('Media is back.'));
+    announce(gettext('Media is back.'));
   },
   speaking: (id, speaking) => speakingChanged(id, speaking),
   pager: { root: $('pager'), previous: $('pager-previous'), next: $('pager-next'), where: $('pager-where') },
@@ -343,10 +345,10 @@ const reactions = new Reactions({
 
 on('connecting', ({ attempt }) => {
   if (attempt === 0) {
-    setStatus('joining', 'Joining…');
+    setStatus('joining', gettext('Joining…'));
   } else {
     clearInterval(countdown); // the countdown may be cut short (the browser came back online)
-    setStatusQuietly('Reconnecting…');
+    setStatusQuietly(gettext('Reconnecting…'));
   }
 });
 
@@ -363,7 +365,7 @@ on('snapshot', (message) => {
   hands.setSnapshot(message.hands ?? [], you);
   reactions.setYou(you);
   showRoom(message.room);
-  setStatus('connected', 'Connected');
+  setStatus('connected', gettext('Connected'));
   renderParticipants();
   call.setIce(message.ice);
   call.start(you, message.participants).then(updateDeviceButtons);
@@ -383,27 +385,28 @@ on('participant_media', (message) => {
 
 // The media server let the room down; the call heals without a reload (docs/protocol.md).
 const RESET_REASONS = {
-  session_lost: 'The media server restarted. Reconnecting media…',
-  server_down: 'The media server was lost; moving the call to another one. Reconnecting media…',
+  session_lost: () => gettext('The media server restarted. Reconnecting media…'),
+  server_down: () =>
+    gettext('The media server was lost; moving the call to another one. Reconnecting media…'),
 };
 
 on('media_reset', ({ reason }) => {
   // Shown until every connection is back (call.healed), or for a while if someone never is.
-  showNotice(RESET_REASONS[reason] || 'Reconnecting media…', { persist: true });
+  showNotice(RESET_REASONS[reason]?.() || gettext('Reconnecting media…'), { persist: true });
   setTimeout(() => {
-    if (call.healing) showNotice('Some pictures are still reconnecting…');
+    if (call.healing) showNotice(gettext('Some pictures are still reconnecting…'));
   }, 15_000);
-  announce('Reconnecting media…');
+  announce(gettext('Reconnecting media…'));
   call.reset();
 });
 
 on('media_interrupted', () => {
-  showNotice('The media server cannot be reached. Reconnecting media…', { persist: true });
-  announce('Media interrupted. Reconnecting…');
+  showNotice(gettext('The media server cannot be reached. Reconnecting media…'), { persist: true });
+  announce(gettext('Media interrupted. Reconnecting…'));
 });
 
 on('media_restored', () => {
-  showNotice('Media is back.');
+  showNotice(gettext('Media is back.'));
   call.kick();
 });
 
@@ -411,7 +414,9 @@ on('participant_published', ({ participant_id: id, source }) => {
   if (source === 'screen') {
     call.subscribeScreen(id);
     updatePerson(id, { sharing: true });
-    if (id !== you) announce(`${nameOf(people.get(id) ?? {})} is sharing their screen`);
+    if (id !== you) {
+      announce(interpolate(gettext('%(name)s is sharing their screen'), { name: nameOf(people.get(id) ?? {}) }));
+    }
     return;
   }
   call.subscribe(id);
@@ -433,7 +438,9 @@ on('participant_joined', ({ participant }) => {
   people.set(participant.id, participant);
   call.joined(participant);
   renderParticipants();
-  if (!known && you !== null && participant.id !== you) announce(`${nameOf(participant)} joined`);
+  if (!known && you !== null && participant.id !== you) {
+    announce(interpolate(gettext('%(name)s joined'), { name: nameOf(participant) }));
+  }
 });
 
 on('participant_left', ({ participant_id: id, reason }) => {
@@ -443,14 +450,16 @@ on('participant_left', ({ participant_id: id, reason }) => {
   if (!participant) return;
   people.delete(id);
   renderParticipants();
-  if (reason !== 'removed' && id !== you) announce(`${nameOf(participant)} left`);
+  if (reason !== 'removed' && id !== you) {
+    announce(interpolate(gettext('%(name)s left'), { name: nameOf(participant) }));
+  }
 });
 
 on('room_updated', ({ room }) => showRoom(room));
 
 on('room_closed', ({ message }) => {
   call.stop();
-  setStatus('closed', `This room has been closed: ${message}`);
+  setStatus('closed', interpolate(gettext('This room has been closed: %(message)s'), { message }));
 });
 
 on('refused', ({ reason, message }) => {
@@ -465,7 +474,7 @@ on('error', ({ code, message }) => {
 on('reconnecting', ({ delay }) => showCountdown(delay));
 
 on('gaveup', () => {
-  setStatus('error', 'Could not reconnect to the room. Check your connection, then try again.', {
+  setStatus('error', gettext('Could not reconnect to the room. Check your connection, then try again.'), {
     retry: true,
   });
 });
@@ -475,8 +484,12 @@ on('close', ({ code, final }) => {
   // The camera stays on (a refused person may try again); leaving turns it off.
   call.stopLinks();
   if (!final || !ACTIVE.has(state)) return; // a reconnect follows, or the page already says why
-  if (code === config.closeCodes.left) setStatus('left', 'You left the room.');
-  else setStatus('error', `You were disconnected from the room (code ${code}).`, { retry: true });
+  if (code === config.closeCodes.left) {
+    setStatus('left', gettext('You left the room.'));
+  } else {
+    const text = interpolate(gettext('You were disconnected from the room (code %(code)s).'), { code });
+    setStatus('error', text, { retry: true });
+  }
 });
 
 // --- Buttons and page life ------------------------------------------------------------------
@@ -484,7 +497,7 @@ on('close', ({ code, final }) => {
 ui.leave.addEventListener('click', async () => {
   ui.leave.disabled = true;
   call.stop();
-  setStatus('left', 'You left the room.');
+  setStatus('left', gettext('You left the room.'));
   await socket.leave();
   location.assign(config.lobbyUrl);
 });
@@ -503,7 +516,7 @@ ui.lockForm?.addEventListener('submit', async (event) => {
     });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
   } catch (error) {
-    showNotice('Could not change the lock. Please try again.');
+    showNotice(gettext('Could not change the lock. Please try again.'));
     console.warn('Lock request failed', error);
   } finally {
     ui.lockButton.disabled = false;
@@ -550,7 +563,9 @@ ui.share.addEventListener('click', async () => {
   } catch (error) {
     // Cancelled in the browser's picker: nothing to say.
     if (error?.name !== 'NotAllowedError' && error?.name !== 'AbortError') {
-      showNotice(`Could not share the screen (${error?.message || error}).`);
+      showNotice(
+        interpolate(gettext('Could not share the screen (%(error)s).'), { error: error?.message || error }),
+      );
     }
   } finally {
     ui.share.disabled = false;
@@ -559,7 +574,7 @@ ui.share.addEventListener('click', async () => {
 
 call.onShare = (sharing) => {
   ui.share.setAttribute('aria-pressed', String(sharing));
-  announce(sharing ? 'You are sharing your screen.' : 'You stopped sharing your screen.');
+  announce(sharing ? gettext('You are sharing your screen.') : gettext('You stopped sharing your screen.'));
   updateShareButton();
   renderParticipants();
 };
@@ -626,7 +641,7 @@ for (const close of document.querySelectorAll('[data-close-panel]')) {
 ui.fullscreen.hidden = !document.fullscreenEnabled;
 ui.fullscreen.addEventListener('click', () => {
   if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
-  else ui.root.requestFullscreen?.().catch(() => showNotice('Full screen is not available here.'));
+  else ui.root.requestFullscreen?.().catch(() => showNotice(gettext('Full screen is not available here.')));
 });
 document.addEventListener('fullscreenchange', () => {
   ui.fullscreen.setAttribute('aria-pressed', String(Boolean(document.fullscreenElement)));
@@ -639,7 +654,7 @@ window.addEventListener('pagehide', () => {
   call.stop();
   if (!ACTIVE.has(state)) return;
   socket.leave(); // best effort: the page may be gone before the server hears it
-  setStatus('left', 'You left the room.');
+  setStatus('left', gettext('You left the room.'));
 });
 
 function join() {
@@ -701,11 +716,20 @@ function showPresence({ names = [], more = 0, you_elsewhere: elsewhere = false }
   ui.alsoYou.hidden = !youElsewhere;
   const line = ui.alreadyHere.querySelector('p');
   if (!names.length) {
-    line.textContent = 'Nobody is in the room yet.';
+    line.textContent = gettext('Nobody is in the room yet.');
     return;
   }
-  const others = more ? ` and ${more} ${more === 1 ? 'other' : 'others'}` : '';
-  line.textContent = `In the room now: ${names.join(', ')}${others}`;
+  const values = { names: names.join(', '), count: more };
+  line.textContent = more
+    ? interpolate(
+        ngettext(
+          'In the room now: %(names)s and %(count)s other',
+          'In the room now: %(names)s and %(count)s others',
+          more,
+        ),
+        values,
+      )
+    : interpolate(gettext('In the room now: %(names)s'), values);
 }
 
 window.addEventListener('pageshow', (event) => {
@@ -714,7 +738,7 @@ window.addEventListener('pageshow', (event) => {
 });
 
 function showPreJoin() {
-  setStatus('ready', 'Check your camera and microphone, then join.');
+  setStatus('ready', gettext('Check your camera and microphone, then join.'));
   ui.join.disabled = false;
   call.preview().then(updateDeviceButtons);
   stopWatchingPresence();
