@@ -48,8 +48,11 @@ P = TypeVar("P", bound="Person")
 class Person:
     """One person in their own browser session (cookies are not shared between people)."""
 
+    locale: str | None = None  # the browser's language (Accept-Language), e.g. "ko-KR"
+
     def __init__(self, chromium, product, username: str, display_name: str) -> None:
-        self.context = chromium.new_context(base_url=product.url)
+        options = {"locale": self.locale} if self.locale else {}
+        self.context = chromium.new_context(base_url=product.url, **options)
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))

@@ -30,9 +30,12 @@ GUESTS = [
 ]
 
 
+SUFFIX = {"value": ""}
+
+
 def shoot(page, name: str) -> Path:
     time.sleep(1.5)  # the layout's transitions settle, pictures arrive
-    path = OUT / f"{name}.png"
+    path = OUT / f"{name}{SUFFIX['value']}.png"
     page.screenshot(path=str(path))
     print(f"wrote {path.relative_to(ROOT)}")
     return path
@@ -41,7 +44,11 @@ def shoot(page, name: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--guests", type=int, default=len(GUESTS), help="people without a camera")
+    parser.add_argument("--locale", default=None, help="the browsers' language, e.g. ko-KR")
     args = parser.parse_args()
+    suffix = f"-{args.locale.split('-')[0]}" if args.locale else ""
+    Caller.locale = Guest.locale = args.locale
+    SUFFIX["value"] = suffix
     from playwright.sync_api import sync_playwright
 
     OUT.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """A Korean speaker's whole way through the product, in real Chromium set to ko-KR: sign-up,
-the lobby, a new room, the pre-join screen, and a two-person call with its panels open. On
+the lobby, a new room, the pre-join screen, a two-person call with its panels open, the
+account's and the room's pages, a missing page, a room closed under a caller, log-in. On
 every page, nothing a person can read, or hear from a screen reader, is English: the visible
 text, and every label, title and placeholder. People's and rooms' names, the brand and a few
 technical words are allowed."""
@@ -16,9 +17,11 @@ pytestmark = pytest.mark.browser
 
 # What may stay in Latin letters: the brand, people's and rooms' names chosen in this test,
 # and technical terms a Korean interface writes as they are.
-ALLOWED = {"Conference", "Ada", "Lovelace", "Grace", "Hopper", "English", "TURN", "HTTPS"}
+ALLOWED = {"Conference", "Ada", "Lovelace", "Grace", "Hopper", "hanada", "hangrace"}
+ALLOWED |= {"English", "TURN", "HTTPS"}
 ALLOWED |= {"localhost", "http", "https", "rooms", "invite", "ms", "kbps", "Mb", "fake", "device"}
 ALLOWED |= {"Fake", "Default", "Audio", "Input", "Output", "Weekly", "sync"}  # device, room names
+ALLOWED |= {"Enter", "Shift", "Esc"}  # keys, as their keycaps say
 
 # Everything a person reads or a screen reader says: text in the page, and the attributes that
 # become names and descriptions. Hidden elements (a closed panel) are skipped by innerText but
@@ -98,6 +101,30 @@ def test_a_korean_speaker_meets_no_english_from_sign_up_to_a_call(chromium, prod
         ada.click("#reactions-button")
         assert_korean(ada, "the reactions menu")
         ada.keyboard.press("Escape")
+
+        # Around the call: the account's pages, the room's settings, a missing page.
+        (context, *_) = people[0]
+        other = context.new_page()
+        for path, where in (
+            ("/accounts/profile/", "the profile"),
+            ("/accounts/password/", "the password form"),
+            (room_url + "edit/", "the room's settings"),
+            (room_url + "delete/", "the delete question"),
+            ("/rooms/no-such-room-zzzzzz/", "the missing page"),
+        ):
+            other.goto(path)
+            assert_korean(other, where)
+        # The owner deletes the room: Grace's call ends, and her page says so in Korean.
+        other.goto(room_url + "delete/")
+        other.click("#main button[type=submit]")
+        grace.wait_for_selector("#room-status[data-state=closed]", timeout=WAIT_MS)
+        assert_korean(grace, "the page after the room closed")
+        other.close()
+        # Logged out: the log-in page.
+        grace.goto("/")
+        grace.click(".site-nav__logout button")
+        grace.goto("/accounts/login/")
+        assert_korean(grace, "the log-in form")
         for _, page, errors in people:
             assert errors == [], errors
     finally:
