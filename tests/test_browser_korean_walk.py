@@ -125,7 +125,7 @@ def test_a_korean_speaker_meets_no_english_from_sign_up_to_a_call(chromium, prod
         grace.click(".site-nav__logout button")
         grace.goto("/accounts/login/")
         assert_korean(grace, "the log-in form")
-        for _, page, errors in people:
+        for *_, errors in people:
             assert errors == [], errors
     finally:
         for context, *_ in people:
