@@ -2,7 +2,7 @@
 
 Services call these after their writes commit. Each room has a group; every connection in the
 room is a member and forwards the event, as is, to its browser (the wire format is in
-docs/protocol.md); `room_closed` ends their connections.
+docs/protocol.md); `room_closed` ends their connections, `participant_removed` the removed one's.
 """
 
 import logging
@@ -136,4 +136,28 @@ async def apublish_reaction(*, room_id: int, participant_id: int, emoji: str) ->
     """A reaction is not stored: it goes out at once, from the socket that sent it."""
     await apublish_room_event(
         room_id, {"type": "reaction", "participant_id": participant_id, "emoji": emoji}
+    )
+
+
+def publish_moderators_changed(room_id: int, user_ids: set[int]) -> None:
+    _publish(room_id, {"type": "moderators_changed", "user_ids": sorted(user_ids)})
+
+
+def publish_media_blocked(participant: Participant, *, kind: str, blocked: bool) -> None:
+    _publish(
+        participant.room_id,
+        {
+            "type": "media_blocked",
+            "participant_id": participant.pk,
+            "kind": kind,
+            "blocked": blocked,
+        },
+    )
+
+
+def publish_participant_removed(participant: Participant, *, message: str) -> None:
+    """`message` is in English (gettext_noop): the removed person's connection translates it."""
+    _publish(
+        participant.room_id,
+        {"type": "participant_removed", "participant_id": participant.pk, "message": message},
     )

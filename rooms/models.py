@@ -91,7 +91,8 @@ class Participant(models.Model):
         CONNECTED = "connected", _("Connected")
         LEFT = "left", _("Left")  # said goodbye
         DROPPED = "dropped", _("Dropped")  # connection vanished without a goodbye
-        REMOVED = "removed", _("Removed")  # the room was closed or deleted around them
+        # the room was closed or deleted around them, the meeting ended, or a moderator removed them
+        REMOVED = "removed", _("Removed")
 
     room = models.ForeignKey(
         Room, on_delete=models.CASCADE, related_name="participants", verbose_name=_("room")
@@ -112,6 +113,14 @@ class Participant(models.Model):
     left_at = models.DateTimeField(_("left at"), null=True, blank=True)
     # While the hand is up; cleared when it goes down and when the connection ends.
     hand_raised_at = models.DateTimeField(_("hand raised at"), null=True, blank=True)
+    # A moderator stopped this participant's microphone or camera reaching anyone (the media
+    # server no longer forwards it); only a moderator's allow turns it back on.
+    muted_audio_by_moderator = models.BooleanField(
+        _("microphone blocked by a moderator"), default=False
+    )
+    muted_video_by_moderator = models.BooleanField(
+        _("camera blocked by a moderator"), default=False
+    )
 
     class Meta:
         verbose_name = _("participant")
@@ -121,6 +130,73 @@ class Participant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.display_name} in {self.room}"
+
+
+class RoomModerator(models.Model):
+    """A user the room's owner made a moderator of the room (the owner always is one)."""
+
+    room = models.ForeignKey(
+        Room, on_delete=models.CASCADE, related_name="moderators", verbose_name=_("room")
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="moderated_rooms",
+        verbose_name=_("user"),
+    )
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("granted by"),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("room moderator")
+        verbose_name_plural = _("room moderators")
+        constraints = [
+            models.UniqueConstraint(fields=("room", "user"), name="one_moderator_row_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} moderates {self.room}"
+
+
+class RoomRemoval(models.Model):
+    """A user a moderator removed from the room's meeting: their joins are refused until the
+    room is empty again (then the row is deleted)."""
+
+    room = models.ForeignKey(
+        Room, on_delete=models.CASCADE, related_name="removals", verbose_name=_("room")
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("user"),
+    )
+    removed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("removed by"),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("removal from a meeting")
+        verbose_name_plural = _("removals from meetings")
+        constraints = [
+            models.UniqueConstraint(fields=("room", "user"), name="one_removal_row_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} removed from {self.room}"
 
 
 CHAT_MESSAGE_MAX_LENGTH = 1000

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from rooms.invites import invite_is_valid
-from rooms.models import ChatMessage, Participant, Room
+from rooms.models import ChatMessage, Participant, Room, RoomModerator, RoomRemoval
 
 
 def presence_cutoff() -> datetime:
@@ -113,6 +113,22 @@ def room_allows_sharing(*, room: Room, user: AbstractBaseUser | AnonymousUser) -
     return user.is_authenticated and room.screen_sharing == Room.ScreenSharing.EVERYONE
 
 
+def room_moderates(*, room: Room, user: AbstractBaseUser | AnonymousUser) -> bool:
+    """Whether the user may run the room's meeting (mute, remove, end it): its owner, a user
+    the owner made a moderator of this room, or staff."""
+    if not user.is_authenticated:
+        return False
+    if room.owner_id == user.pk or user.is_staff:
+        return True
+    return RoomModerator.objects.filter(room=room, user_id=user.pk).exists()
+
+
+def room_moderator_ids(*, room: Room) -> set[int]:
+    """The user ids of the room's moderators: its owner and those the owner made moderators."""
+    granted = RoomModerator.objects.filter(room=room).values_list("user_id", flat=True)
+    return {room.owner_id, *granted}
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why someone may not enter a room: a stable code for programs, a sentence for people."""
@@ -140,10 +156,19 @@ def room_access_refusal(
 def room_entry_refusal(
     *, room: Room, user: AbstractBaseUser | AnonymousUser, invite: str | None = None
 ) -> Refusal | None:
-    """Whether the user may join now: access, then the lock and the room's capacity."""
+    """Whether the user may join now: access, a moderator's removal, then the lock and the
+    room's capacity."""
     refusal = room_access_refusal(room=room, user=user, invite=invite)
     if refusal is not None:
         return refusal
+    if room.owner_id != user.pk and RoomRemoval.objects.filter(room=room, user_id=user.pk).exists():
+        return Refusal(
+            "removed",
+            gettext(
+                "A moderator removed you from this meeting. You can join again once it has "
+                "ended, or when a moderator lets you back in."
+            ),
+        )
     if room.locked and room.owner_id != user.pk:
         return Refusal("locked", gettext("This room is locked: nobody new can join right now."))
     if participants_live_count(room=room) >= room.max_participants:

@@ -13,8 +13,22 @@ from django.utils.text import slugify
 from django.utils.translation import gettext, gettext_noop
 
 from rooms import events
-from rooms.models import CHAT_MESSAGE_MAX_LENGTH, ChatMessage, Participant, Room
-from rooms.selectors import Refusal, presence_cutoff, room_entry_refusal, room_is_managed_by
+from rooms.models import (
+    CHAT_MESSAGE_MAX_LENGTH,
+    ChatMessage,
+    Participant,
+    Room,
+    RoomModerator,
+    RoomRemoval,
+)
+from rooms.selectors import (
+    Refusal,
+    presence_cutoff,
+    room_entry_refusal,
+    room_is_managed_by,
+    room_moderates,
+    room_moderator_ids,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +117,16 @@ def _remove_everyone(room: Room, *, reason: str, message: str) -> int:
     removed = Participant.objects.filter(room=room, state=Participant.State.CONNECTED).update(
         state=Participant.State.REMOVED, left_at=now, hand_raised_at=None
     )
+    RoomRemoval.objects.filter(room=room).delete()  # the meeting is over: a fresh start
     events.publish_room_closed(room.pk, reason=reason, message=message)
     return removed
+
+
+def _forget_removals_if_empty(room_id: int) -> None:
+    """Once nobody is connected, the meeting is over: whoever a moderator removed may join the
+    next one."""
+    if not Participant.objects.filter(room_id=room_id, state=Participant.State.CONNECTED).exists():
+        RoomRemoval.objects.filter(room_id=room_id).delete()
 
 
 def room_close(*, room: Room, message: str = gettext_noop("This room has been closed.")) -> int:
@@ -142,6 +164,7 @@ def _end_dropped(participant: Participant, *, left_at: datetime) -> None:
     participant.hand_raised_at = None
     participant.save(update_fields=["state", "left_at", "hand_raised_at"])
     events.publish_participant_left(participant)
+    _forget_removals_if_empty(participant.room_id)
 
 
 def _reap_stale(queryset) -> int:
@@ -170,12 +193,13 @@ def participants_reap_stale(*, room_id: int | None = None) -> int:
         return _reap_stale(queryset)
 
 
-def _end_replaced(*, room: Room, user: AbstractBaseUser, participant_id: int) -> None:
+def _end_replaced(*, room: Room, user: AbstractBaseUser, participant_id: int) -> Participant | None:
     previous = Participant.objects.filter(
         pk=participant_id, room=room, user=user, state=Participant.State.CONNECTED
     ).first()
     if previous is not None:
         _end_dropped(previous, left_at=timezone.now())
+    return previous
 
 
 def participant_join(
@@ -198,8 +222,9 @@ def participant_join(
         if room is None:
             raise JoinRefused(Refusal("not_found", gettext("This room no longer exists.")))
         _reap_stale(Participant.objects.filter(room=room))
+        previous = None
         if replaces is not None:
-            _end_replaced(room=room, user=user, participant_id=replaces)
+            previous = _end_replaced(room=room, user=user, participant_id=replaces)
         refusal = room_entry_refusal(room=room, user=user, invite=invite)
         if refusal is not None:
             raise JoinRefused(refusal)
@@ -209,6 +234,9 @@ def participant_join(
             display_name=user.shown_name,
             connection_id=connection_id,
             last_seen_at=timezone.now(),
+            # A reconnecting tab keeps what a moderator blocked: reloading does not undo it.
+            muted_audio_by_moderator=previous is not None and previous.muted_audio_by_moderator,
+            muted_video_by_moderator=previous is not None and previous.muted_video_by_moderator,
         )
         events.publish_participant_joined(participant)
     logger.info("participant %s (user %s) joined room %s", participant.pk, user.pk, room.slug)
@@ -225,6 +253,7 @@ def participant_leave(*, participant_id: int, state: str = Participant.State.LEF
             return False
         participant = Participant.objects.get(pk=participant_id)
         events.publish_participant_left(participant)
+        _forget_removals_if_empty(participant.room_id)
     logger.info("participant %s left room %s (%s)", participant_id, participant.room_id, state)
     return True
 
@@ -331,3 +360,147 @@ def hand_lower_for(*, room_id: int, participant_id: int, by_user: AbstractBaseUs
         events.publish_hand_changed(participant)
     logger.info("hand of participant %s lowered by user %s", participant_id, by_user.pk)
     return True
+
+
+# --- Running a meeting: moderators and what they may do -------------------------------------
+MEDIA_KINDS = ("audio", "video")
+
+
+def _moderated_room(*, room_id: int, by_user: AbstractBaseUser, action: str) -> Room:
+    room = Room.objects.filter(pk=room_id).first()
+    if room is None:
+        raise ActionRefused("not_found", gettext("This room no longer exists."))
+    if not room_moderates(room=room, user=by_user):
+        logger.warning(
+            "user %s may not %s in room %s: not a moderator", by_user.pk, action, room_id
+        )
+        raise ActionRefused("forbidden", gettext("Only the room's moderators can do that."))
+    return room
+
+
+def _moderated_participant(*, room: Room, participant_id: int) -> Participant:
+    """A participant present in the room, whom a moderator may act on (not the owner)."""
+    participant = Participant.objects.filter(
+        pk=participant_id, room=room, state=Participant.State.CONNECTED
+    ).first()
+    if participant is None:
+        raise ActionRefused("not_found", gettext("That person is not in this room."))
+    if participant.user_id == room.owner_id:
+        raise ActionRefused("forbidden", gettext("The room's owner cannot be muted or removed."))
+    return participant
+
+
+def moderator_grant(*, room_id: int, user_id: int, by_user: AbstractBaseUser) -> bool:
+    """The owner makes a user present in the room a moderator of it (kept for later meetings
+    too). False when they already were one."""
+    with transaction.atomic():
+        room = _managed_room(room_id=room_id, by_user=by_user, action="grant moderation")
+        present = Participant.objects.filter(
+            room=room, user_id=user_id, state=Participant.State.CONNECTED
+        ).exists()
+        if not present:
+            raise ActionRefused("not_found", gettext("That person is not in this room."))
+        if user_id == room.owner_id:
+            return False
+        _row, created = RoomModerator.objects.get_or_create(
+            room=room, user_id=user_id, defaults={"granted_by": by_user}
+        )
+        if created:
+            events.publish_moderators_changed(room.pk, room_moderator_ids(room=room))
+    logger.info("user %s made user %s a moderator of room %s", by_user.pk, user_id, room_id)
+    return created
+
+
+def moderator_revoke(*, room_id: int, user_id: int, by_user: AbstractBaseUser) -> bool:
+    """The owner takes a user's moderation of the room back. False when they had none."""
+    with transaction.atomic():
+        room = _managed_room(room_id=room_id, by_user=by_user, action="revoke moderation")
+        deleted, _counts = RoomModerator.objects.filter(room=room, user_id=user_id).delete()
+        if not deleted:
+            return False
+        events.publish_moderators_changed(room.pk, room_moderator_ids(room=room))
+    logger.info("user %s revoked user %s's moderation of room %s", by_user.pk, user_id, room_id)
+    return True
+
+
+def participant_moderate_media(
+    *, room_id: int, participant_id: int, kind: str, blocked: bool, by_user: AbstractBaseUser
+) -> bool:
+    """A moderator blocks (or allows again) a participant's microphone (`kind` "audio") or
+    camera ("video") for everyone. Only the flag: the caller has the media server stop (or
+    resume) forwarding it (signaling.media.moderation). False when it was so already."""
+    if kind not in MEDIA_KINDS:
+        raise ActionRefused("invalid", f"'kind' must be one of {', '.join(MEDIA_KINDS)}.")
+    field = f"muted_{kind}_by_moderator"
+    with transaction.atomic():
+        room = _moderated_room(room_id=room_id, by_user=by_user, action=f"block {kind}")
+        participant = _moderated_participant(room=room, participant_id=participant_id)
+        if getattr(participant, field) == blocked:
+            return False
+        setattr(participant, field, blocked)
+        participant.save(update_fields=[field])
+        events.publish_media_blocked(participant, kind=kind, blocked=blocked)
+    logger.info(
+        "user %s %s the %s of participant %s in room %s",
+        by_user.pk,
+        "blocked" if blocked else "allowed",
+        kind,
+        participant_id,
+        room_id,
+    )
+    return True
+
+
+def participant_remove(*, room_id: int, participant_id: int, by_user: AbstractBaseUser) -> None:
+    """A moderator removes a participant from the meeting: its presence ends (`removed`), its
+    connection is told and closed (signaling.consumers), and the user cannot join again until
+    the room is empty or a moderator readmits them. The caller releases its media."""
+    with transaction.atomic():
+        room = _moderated_room(room_id=room_id, by_user=by_user, action="remove someone")
+        participant = _moderated_participant(room=room, participant_id=participant_id)
+        if participant.user_id == by_user.pk:
+            raise ActionRefused("invalid", gettext("To leave the meeting, use Leave."))
+        RoomRemoval.objects.get_or_create(
+            room=room, user_id=participant.user_id, defaults={"removed_by": by_user}
+        )
+        participant.state = Participant.State.REMOVED
+        participant.left_at = timezone.now()
+        participant.hand_raised_at = None
+        participant.save(update_fields=["state", "left_at", "hand_raised_at"])
+        events.publish_participant_removed(
+            participant, message=gettext_noop("A moderator removed you from this meeting.")
+        )
+        events.publish_participant_left(participant)
+    logger.info(
+        "user %s removed participant %s (user %s) from room %s",
+        by_user.pk,
+        participant_id,
+        participant.user_id,
+        room_id,
+    )
+
+
+def removal_lift(*, room_id: int, user_id: int, by_user: AbstractBaseUser) -> bool:
+    """A moderator lets a removed user join the meeting again. False when they were not
+    removed."""
+    with transaction.atomic():
+        room = _moderated_room(room_id=room_id, by_user=by_user, action="readmit someone")
+        deleted, _counts = RoomRemoval.objects.filter(room=room, user_id=user_id).delete()
+    if deleted:
+        logger.info("user %s readmitted user %s to room %s", by_user.pk, user_id, room_id)
+    return bool(deleted)
+
+
+def meeting_end(*, room_id: int, by_user: AbstractBaseUser) -> int:
+    """A moderator ends the meeting for everyone: all are told (`room_closed`, reason `ended`)
+    and disconnected; the room stays open for the next meeting. Returns the participants ended.
+    The caller releases the room's media."""
+    with transaction.atomic():
+        room = _moderated_room(room_id=room_id, by_user=by_user, action="end the meeting")
+        ended = _remove_everyone(
+            room, reason="ended", message=gettext_noop("A moderator ended the meeting.")
+        )
+    logger.info(
+        "user %s ended the meeting in room %s (%d participants)", by_user.pk, room_id, ended
+    )
+    return ended

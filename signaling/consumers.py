@@ -1,5 +1,5 @@
-"""The room WebSocket: presence (who is here), call signaling, and chat, hands and reactions
-(signaling.collaboration).
+"""The room WebSocket: presence (who is here), call signaling, chat, hands and reactions
+(signaling.collaboration), and running the meeting (signaling.moderation).
 
 Thin by design: it parses and validates what the browser sends, asks the rooms and media
 services to act, and forwards room events from the channel layer to the browser. The inbound
@@ -31,6 +31,7 @@ from rooms.models import Participant
 from rooms.selectors import Refusal
 from signaling import media, protocol, turn
 from signaling.collaboration import Collaboration
+from signaling.moderation import Moderation
 from signaling.selectors import publishing_sync, sharing_sync
 from signaling.sockets import TypedSocketConsumer
 
@@ -56,6 +57,7 @@ def _snapshot(participant: Participant, ref: str | int | None = None) -> protoco
     room = selectors.room_by_slug(slug=participant.room.slug) or participant.room
     publishing = publishing_sync(room.pk)
     sharing = sharing_sync(room.pk)
+    moderators = selectors.room_moderator_ids(room=room)
     return protocol.Snapshot(
         you=participant.pk,
         ice=turn.ice_servers_for(participant.pk),
@@ -66,11 +68,14 @@ def _snapshot(participant: Participant, ref: str | int | None = None) -> protoco
                 "publishing": p.pk in publishing,
                 "sharing": p.pk in sharing,
                 **publishing.get(p.pk, {"audio": False, "video": False}),
+                "audio_blocked": p.muted_audio_by_moderator,
+                "video_blocked": p.muted_video_by_moderator,
             }
             for p in selectors.participants_live(room=room)
         ],
         hands=[events.hand_payload(p) for p in selectors.hands_raised(room=room)],
         chat=[events.chat_message_payload(m) for m in selectors.chat_recent(room=room)],
+        moderators=sorted(moderators),
         id=ref,
     )
 
@@ -113,6 +118,11 @@ class RoomConsumer(TypedSocketConsumer):
     def collaboration(self) -> Collaboration:
         """Chat, hands and reactions of this connection, with their own rate limits."""
         return Collaboration(self)
+
+    @functools.cached_property
+    def moderation(self) -> Moderation:
+        """A moderator's actions from this connection, with their own rate limit."""
+        return Moderation(self)
 
     async def release_after_failure(self) -> None:
         """The participant ends like a dropped one: presence, media, group."""
@@ -184,6 +194,8 @@ class RoomConsumer(TypedSocketConsumer):
                 await self.close(code=protocol.CLOSE_LEFT)
             case protocol.CollaborationMessage():
                 await self.collaboration.handle(message)
+            case protocol.ModerationMessage():
+                await self.moderation.handle(message)
             case _:
                 await self._handle_media(message)
 
@@ -245,12 +257,20 @@ class RoomConsumer(TypedSocketConsumer):
             return
         if isinstance(event, protocol.MediaReset) and self.media is not None:
             self.media.forget_all()  # the room's media is being rebuilt: those endpoints are gone
-        if isinstance(event, protocol.RoomClosed):
+        if isinstance(event, protocol.RoomClosed | protocol.ParticipantRemoved):
             # Published once in English (gettext_noop): told in this connection's language.
             event = dataclasses.replace(event, message=gettext(event.message))
         await self.send_message(event)
         if isinstance(event, protocol.RoomClosed):
+            await self._end_presence(Participant.State.REMOVED)  # recorded already: releases
             await self.close(code=protocol.CLOSE_ROOM_CLOSED)
+        elif (
+            isinstance(event, protocol.ParticipantRemoved)
+            and self.participant is not None
+            and event.participant_id == self.participant.pk
+        ):
+            await self._end_presence(Participant.State.REMOVED)  # recorded already: releases
+            await self.close(code=protocol.CLOSE_REMOVED)
 
     # --- helpers ----------------------------------------------------------------------------
     async def _end_presence(self, state: str) -> None:

@@ -207,3 +207,37 @@ def test_a_closed_room_ends_the_call_and_says_where_to_go(chromium, product):
         assert grace.page.locator(".site-header").is_visible()
         grace.page.click("#lobby-link")
         grace.page.wait_for_url(re.compile(r"/rooms/$"))
+
+
+def test_removed_or_ended_by_a_moderator_the_page_says_so_and_stays_put(chromium, product):
+    import json
+
+    from tests.browser import Guest
+
+    with people_of(Caller, chromium, product) as make:
+        grace, alan = make("movegrace", "Grace Hopper"), make("movealan", "Alan Turing")
+        ada = Guest(chromium, product, "moveada", "Ada Lovelace")  # the owner, on a plain socket
+        try:
+            room_url = ada.new_room("Moderated")
+            ada.enter(room_url)
+            for person in (grace, alan):
+                person.open(room_url)
+                person.wait_connected()
+            # Ada removes Grace: Grace's call ends with the reason, and no reconnecting.
+            grace_id = int(grace.participant_id)
+            ada.socket.send(json.dumps({"type": "remove", "participant_id": grace_id}))
+            grace.page.wait_for_selector("#room-status[data-state=removed]", timeout=WAIT_MS)
+            grace.page.wait_for_selector(".call-controls", state="hidden")
+            assert grace.page.is_hidden("#retry-button")
+            assert grace.page.inner_text("#ended-message").strip()
+            alan.wait_not_sees("Grace Hopper")
+            time.sleep(2)  # a page that reconnected would be back by now
+            assert grace.page.get_attribute("#room-status", "data-state") == "removed"
+            # Ada ends the meeting: Alan's page says so; the room is still there.
+            ada.socket.send(json.dumps({"type": "end_meeting"}))
+            alan.page.wait_for_selector("#room-status[data-state=closed]", timeout=WAIT_MS)
+            assert alan.page.inner_text("#ended-message").strip()
+            alan.page.goto(room_url)
+            assert alan.page.locator("#join-button").is_visible()
+        finally:
+            ada.close()

@@ -12,6 +12,7 @@ Server from the embedded mediaserver/. Its modules, by concern:
 - `pipelines`: each room's pipeline, made without holding a lock across the network;
 - `negotiation`: publish, subscribe, unsubscribe, unpublish, media state;
 - `ice`: candidates both ways;
+- `moderation`: a moderator's block of someone's microphone or camera, on the media server;
 - `sweeping`: releasing what departed participants and emptied rooms held;
 - `healing`: rebuilding rooms when their media server restarted or stays away;
 - `loopback`: the pre-join connection test (one endpoint connected to itself, in a pipeline of
@@ -23,6 +24,7 @@ from signaling.media import healing  # noqa: F401  (it watches the clients)
 from signaling.media.clients import close_clients, media_client
 from signaling.media.errors import MediaError
 from signaling.media.ice import add_ice_candidate, start_ice
+from signaling.media.moderation import block_media
 from signaling.media.negotiation import (
     announce_published,
     publish,
@@ -40,6 +42,7 @@ __all__ = [
     "ParticipantMedia",
     "add_ice_candidate",
     "announce_published",
+    "block_media",
     "close_clients",
     "media_client",
     "publish",

@@ -42,22 +42,43 @@ class _Plan:
     pipeline: RoomPipeline | None  # the room's, if it has one
     previous: MediaEndpoint | None  # the participant's endpoint for this target, if any
     source: MediaEndpoint | None  # subscribing: the publisher's endpoint
+    # Subscribing to a camera: what of it a moderator blocked ("AUDIO", "VIDEO").
+    blocked: frozenset[str] = frozenset()
+
+
+def moderator_blocked(publisher: Participant) -> frozenset[str]:
+    """The media types of a publisher's camera and microphone that a moderator blocked."""
+    return frozenset(
+        kind
+        for kind, on in (
+            ("AUDIO", publisher.muted_audio_by_moderator),
+            ("VIDEO", publisher.muted_video_by_moderator),
+        )
+        if on
+    )
 
 
 def _plan_sync(participant: Participant, publisher_id: Target, kind: Source) -> _Plan:
     endpoints = MediaEndpoint.objects.select_related("pipeline")
     source = None
+    blocked: frozenset[str] = frozenset()
     if publisher_id is not None:
-        source = endpoints.filter(
-            owner_id=publisher_id,
-            publisher__isnull=True,
-            source=kind,
-            owner__room_id=participant.room_id,
-            owner__state=CONNECTED,
-        ).first()
+        source = (
+            endpoints.select_related("owner")
+            .filter(
+                owner_id=publisher_id,
+                publisher__isnull=True,
+                source=kind,
+                owner__room_id=participant.room_id,
+                owner__state=CONNECTED,
+            )
+            .first()
+        )
         if source is None:
             what = "sharing a screen" if kind == SCREEN else "sending media"
             raise MediaError("not_publishing", f"That participant is not {what}.")
+        if kind == CAMERA:
+            blocked = moderator_blocked(source.owner)
     elif kind == SCREEN:
         room = participant.room
         if not selectors.room_allows_sharing(room=room, user=participant.user):
@@ -68,7 +89,18 @@ def _plan_sync(participant: Participant, publisher_id: Target, kind: Source) -> 
             owner_id=participant.pk, publisher_id=publisher_id, source=kind
         ).first(),
         source=source,
+        blocked=blocked,
     )
+
+
+def _media_types(*, video: bool, blocked: frozenset[str]) -> list[str | None]:
+    """The media types to connect from a publisher's endpoint to a new receiving one: None for
+    all; none at all when a moderator blocked everything that was wanted."""
+    wanted = {"AUDIO", "VIDEO"} if video else {"AUDIO"}
+    allowed = wanted - blocked
+    if allowed == {"AUDIO", "VIDEO"}:
+        return [None]
+    return sorted(allowed)
 
 
 def endpoint_row_sync(owner_id: int, publisher_id: Target, source: Source) -> MediaEndpoint | None:
@@ -168,7 +200,8 @@ async def _negotiate(
         sender = WebRtcEndpoint(
             clients.media_client(plan.source.pipeline.server_url), plan.source.endpoint_id
         )
-        steps.append(sender.connect(endpoint, None if video else "AUDIO"))
+        for media_type in _media_types(video=video, blocked=plan.blocked):
+            steps.append(sender.connect(endpoint, media_type))
     outcomes = await asyncio.gather(*steps, return_exceptions=True)
     row = outcomes[0]
     failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
@@ -256,9 +289,11 @@ def _pair_sync(
     """The participant's receiving endpoint for a publisher's source, and the publisher's own."""
     endpoints = MediaEndpoint.objects.select_related("pipeline")
     receiver = endpoints.filter(owner_id=owner_id, publisher_id=publisher_id, source=kind).first()
-    source = endpoints.filter(
-        owner_id=publisher_id, publisher__isnull=True, source=kind, owner__state=CONNECTED
-    ).first()
+    source = (
+        endpoints.select_related("owner")
+        .filter(owner_id=publisher_id, publisher__isnull=True, source=kind, owner__state=CONNECTED)
+        .first()
+    )
     return None if receiver is None or source is None else (receiver, source)
 
 
@@ -268,7 +303,8 @@ async def set_receiving_video(
     """Turn on or off the video the participant receives from a publisher; its audio goes on.
 
     The media server stops carrying it (a disconnect of the VIDEO media type), so a tile that is
-    off screen costs neither the participant's bandwidth nor the server's forwarding.
+    off screen costs neither the participant's bandwidth nor the server's forwarding. A camera a
+    moderator blocked stays disconnected.
     """
     pair = await database_sync_to_async(_pair_sync)(media.participant.pk, publisher_id, source)
     if pair is None:
@@ -276,6 +312,8 @@ async def set_receiving_video(
     receiver, sending = pair
     sender = WebRtcEndpoint(clients.media_client(sending.pipeline.server_url), sending.endpoint_id)
     sink = WebRtcEndpoint(clients.media_client(receiver.pipeline.server_url), receiver.endpoint_id)
+    if on and source == CAMERA and "VIDEO" in moderator_blocked(sending.owner):
+        return
     try:
         if on:
             await sender.connect(sink, "VIDEO")

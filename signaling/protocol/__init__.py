@@ -1,6 +1,6 @@
 """The room signaling protocol, both ways: what browsers may send (`client`), what the server
-sends (`server`), chat, hands and reactions both ways (`collaboration`), and the socket's close
-codes (`close_codes`); and the pre-join connection
+sends (`server`), chat, hands and reactions both ways (`collaboration`), running a meeting both
+ways (`moderation`), and the socket's close codes (`close_codes`); and the pre-join connection
 test's socket, which shares its conventions. docs/protocol.md describes both for browser
 authors."""
 
@@ -29,6 +29,7 @@ from signaling.protocol.close_codes import (
     CLOSE_FOR_REFUSAL,
     CLOSE_INTERNAL_ERROR,
     CLOSE_LEFT,
+    CLOSE_REMOVED,
     CLOSE_ROOM_CLOSED,
     CLOSE_STALE,
 )
@@ -47,6 +48,22 @@ from signaling.protocol.collaboration import (
     HandSet,
     Reaction,
     ReactionShown,
+)
+from signaling.protocol.moderation import (
+    EndMeeting,
+    MediaBlocked,
+    MediaModerated,
+    MeetingEnded,
+    ModerateMedia,
+    ModerationMessage,
+    Moderator,
+    ModeratorsChanged,
+    ModeratorSet,
+    ParticipantRemoved,
+    Readmit,
+    Readmitted,
+    Remove,
+    Removed,
 )
 from signaling.protocol.server import (
     Error,
@@ -79,6 +96,7 @@ __all__ = [
     "CLOSE_FOR_REFUSAL",
     "CLOSE_INTERNAL_ERROR",
     "CLOSE_LEFT",
+    "CLOSE_REMOVED",
     "CLOSE_ROOM_CLOSED",
     "CLOSE_STALE",
     "REACTION_EMOJI",
@@ -89,6 +107,7 @@ __all__ = [
     "ChatSent",
     "ClientMessage",
     "CollaborationMessage",
+    "EndMeeting",
     "Error",
     "Hand",
     "HandChanged",
@@ -105,12 +124,21 @@ __all__ = [
     "LoopbackStarted",
     "LoopbackStop",
     "LoopbackStopped",
+    "MediaBlocked",
     "MediaInterrupted",
+    "MediaModerated",
     "MediaReset",
     "MediaRestored",
     "MediaState",
+    "MeetingEnded",
+    "ModerateMedia",
+    "ModerationMessage",
+    "Moderator",
+    "ModeratorSet",
+    "ModeratorsChanged",
     "ParticipantMedia",
     "ParticipantPublished",
+    "ParticipantRemoved",
     "ParticipantUnpublished",
     "Ping",
     "Pong",
@@ -119,7 +147,11 @@ __all__ = [
     "Published",
     "Reaction",
     "ReactionShown",
+    "Readmit",
+    "Readmitted",
     "Refused",
+    "Remove",
+    "Removed",
     "RoomClosed",
     "ServerMessage",
     "Snapshot",

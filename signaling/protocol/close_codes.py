@@ -5,12 +5,14 @@ from __future__ import annotations
 
 CLOSE_LEFT = 4000  # the browser said `leave`
 CLOSE_STALE = 4408  # the connection's presence expired while it lived: reconnect
-CLOSE_ROOM_CLOSED = 4410  # the room was closed or deleted around the connection
+CLOSE_ROOM_CLOSED = 4410  # the room was closed or deleted, or the meeting ended
+CLOSE_REMOVED = 4406  # a moderator removed the participant (a rejoin is refused the same way)
 CLOSE_INTERNAL_ERROR = 1011  # an unexpected error ended the connection: reconnect
 CLOSE_FOR_REFUSAL = {
     "login_required": 4401,
     "private": 4403,
     "not_found": 4404,
+    "removed": CLOSE_REMOVED,
     "full": 4409,
     "closed": 4410,
     "locked": 4423,

@@ -66,6 +66,8 @@ class Snapshot(Reply):
     # chat messages, oldest first (signaling.protocol.collaboration).
     hands: list = dataclasses.field(default_factory=list)
     chat: list = dataclasses.field(default_factory=list)
+    # The user ids of the room's moderators, its owner included (signaling.protocol.moderation).
+    moderators: list = dataclasses.field(default_factory=list)
 
 
 @_message
@@ -200,7 +202,8 @@ class RoomUpdated(ServerMessage):
 @_message
 @dataclass(frozen=True, kw_only=True)
 class RoomClosed(ServerMessage):
-    """The room was closed or deleted: the connection closes after this (CLOSE_ROOM_CLOSED)."""
+    """The room was closed or deleted, or a moderator ended the meeting (`reason`: closed,
+    deleted, ended): the connection closes after this (CLOSE_ROOM_CLOSED)."""
 
     type_name: ClassVar[str] = "room_closed"
     reason: str

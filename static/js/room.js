@@ -457,9 +457,21 @@ on('participant_left', ({ participant_id: id, reason }) => {
 
 on('room_updated', ({ room }) => showRoom(room));
 
-on('room_closed', ({ message }) => {
+on('room_closed', ({ reason, message }) => {
   call.stop();
-  setStatus('closed', interpolate(gettext('This room has been closed: %(message)s'), { message }));
+  // A meeting a moderator ended: the room stays, and the server's message says so.
+  const text =
+    reason === 'ended'
+      ? message
+      : interpolate(gettext('This room has been closed: %(message)s'), { message });
+  setStatus('closed', text);
+});
+
+// A moderator removed you: the call ends here, with the server's reason; no retry.
+on('participant_removed', ({ participant_id: id, message }) => {
+  if (id !== you) return;
+  call.stop();
+  setStatus('removed', message);
 });
 
 on('refused', ({ reason, message }) => {

@@ -1,0 +1,66 @@
+"""What a moderator blocks, enforced on the media server: a publisher's microphone or camera is
+disconnected (that media type only) from every endpoint that receives it, so nothing of it
+reaches anyone, whatever the publisher's browser keeps sending. Allowing it connects it again.
+New receiving endpoints honour the block as they are made (negotiation._media_types)."""
+
+from __future__ import annotations
+
+import logging
+
+from channels.db import database_sync_to_async
+
+from signaling.kurento import KurentoError, MediaServerUnavailable, ObjectNotFound, WebRtcEndpoint
+from signaling.media import clients
+from signaling.media.session import CAMERA
+from signaling.models import MediaEndpoint
+
+logger = logging.getLogger(__name__)
+
+MEDIA_TYPES = {"audio": "AUDIO", "video": "VIDEO"}
+
+
+def _camera_rows_sync(publisher_id: int) -> tuple[MediaEndpoint | None, list[MediaEndpoint]]:
+    """The publisher's camera endpoint and every endpoint receiving it."""
+    endpoints = MediaEndpoint.objects.select_related("pipeline").filter(source=CAMERA)
+    sending = endpoints.filter(owner_id=publisher_id, publisher__isnull=True).first()
+    return sending, list(endpoints.filter(publisher_id=publisher_id))
+
+
+async def block_media(*, publisher_id: int, kind: str, blocked: bool) -> int:
+    """Disconnect (`blocked`) or connect again the publisher's `kind` ("audio" or "video") to
+    every endpoint receiving its camera. Returns how many were changed; an endpoint being
+    released meanwhile is skipped, a media server that fails is logged (the block stays
+    recorded, and new receivers honour it)."""
+    media_type = MEDIA_TYPES[kind]
+    sending, sinks = await database_sync_to_async(_camera_rows_sync)(publisher_id)
+    if sending is None:
+        return 0
+    sender = WebRtcEndpoint(clients.media_client(sending.pipeline.server_url), sending.endpoint_id)
+    changed = 0
+    for row in sinks:
+        sink = WebRtcEndpoint(clients.media_client(row.pipeline.server_url), row.endpoint_id)
+        try:
+            if blocked:
+                await sender.disconnect(sink, media_type)
+            else:
+                await sender.connect(sink, media_type)
+        except ObjectNotFound:
+            continue
+        except (KurentoError, MediaServerUnavailable):
+            logger.exception(
+                "could not %s the %s of participant %s for endpoint %s",
+                "block" if blocked else "allow",
+                kind,
+                publisher_id,
+                row.endpoint_id,
+            )
+            continue
+        changed += 1
+    logger.info(
+        "%s of participant %s %s for %d receivers",
+        kind,
+        publisher_id,
+        "blocked" if blocked else "allowed",
+        changed,
+    )
+    return changed

@@ -1,0 +1,100 @@
+"""Running a meeting on the room socket: one connection's side of a moderator's actions.
+
+The consumer hands every `ModerationMessage` to its connection's `Moderation`, which applies
+this connection's rate limit, asks the rooms services to act (they check that the sender may,
+in the sender's own room, store, and publish to the room) and the media service to enforce it
+on the media server, and replies. A refusal comes back as an `error` reply (`forbidden`,
+`not_found`, `invalid`, `rate_limited`); the socket stays open.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from channels.db import database_sync_to_async
+from django.utils.translation import gettext
+
+from rooms import services
+from rooms.models import Participant
+from signaling import media, protocol
+from signaling.collaboration import Connection
+from signaling.ratelimit import TokenBucket
+
+logger = logging.getLogger(__name__)
+
+# Per connection: (tokens a second on average, burst). A moderator muting a few people in a
+# row stays well inside.
+MODERATION_RATE = (2.0, 10)
+
+
+class Moderation:
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.limit = TokenBucket(*MODERATION_RATE)
+
+    async def handle(self, message: protocol.ModerationMessage) -> None:
+        participant = self.connection.participant
+        if participant is None:  # ended meanwhile: nobody to act for
+            return
+        try:
+            if not self.limit.take():
+                raise services.ActionRefused(
+                    "rate_limited", gettext("Too many changes at once; wait a moment.")
+                )
+            reply = await self._act(participant, message)
+        except services.ActionRefused as refused:
+            await self.connection.reply_error(
+                protocol.ProtocolError(refused.code, refused.message, message.id)
+            )
+            return
+        await self.connection.send_message(reply)
+
+    async def _act(
+        self, participant: Participant, message: protocol.ModerationMessage
+    ) -> protocol.ServerMessage:
+        """Act on the message for this connection's participant, in its own room only."""
+        room_id, by_user = participant.room_id, participant.user
+        match message:
+            case protocol.Moderator(user_id=user_id, on=on):
+                change = services.moderator_grant if on else services.moderator_revoke
+                await database_sync_to_async(change)(
+                    room_id=room_id, user_id=user_id, by_user=by_user
+                )
+                return protocol.ModeratorSet(user_id=user_id, on=on, id=message.id)
+            case protocol.ModerateMedia(participant_id=other, kind=kind, blocked=blocked):
+                await database_sync_to_async(services.participant_moderate_media)(
+                    room_id=room_id,
+                    participant_id=other,
+                    kind=kind,
+                    blocked=blocked,
+                    by_user=by_user,
+                )
+                # Also when the flag was so already: a block the media server missed is redone.
+                await media.block_media(publisher_id=other, kind=kind, blocked=blocked)
+                return protocol.MediaModerated(
+                    participant_id=other, kind=kind, blocked=blocked, id=message.id
+                )
+            case protocol.Remove(participant_id=other):
+                await database_sync_to_async(services.participant_remove)(
+                    room_id=room_id, participant_id=other, by_user=by_user
+                )
+                await self._release_departed(room_id)
+                return protocol.Removed(participant_id=other, id=message.id)
+            case protocol.Readmit(user_id=user_id):
+                await database_sync_to_async(services.removal_lift)(
+                    room_id=room_id, user_id=user_id, by_user=by_user
+                )
+                return protocol.Readmitted(user_id=user_id, id=message.id)
+            case protocol.EndMeeting():
+                await database_sync_to_async(services.meeting_end)(room_id=room_id, by_user=by_user)
+                await self._release_departed(room_id)
+                return protocol.MeetingEnded(id=message.id)
+        raise AssertionError(f"no handler for {message.type_name}")  # a message added, not here
+
+    async def _release_departed(self, room_id: int) -> None:
+        """Release the media of whoever the action ended, without waiting for their connections
+        (on any worker, or none) to close; they sweep too."""
+        try:
+            await media.sweep_room(room_id)
+        except Exception:
+            logger.exception("releasing departed media in room %s failed", room_id)

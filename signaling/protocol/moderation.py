@@ -1,0 +1,152 @@
+"""Messages of running a meeting, both ways: moderators, blocking someone's microphone or camera,
+removing someone, ending the meeting for everyone.
+
+They register into the same registries as the room socket's other messages, like
+`collaboration`. docs/protocol.md ("Running a meeting: moderators") describes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from signaling.protocol import client, server
+
+MediaKind = Literal["audio", "video"]
+
+
+@dataclass(frozen=True)
+class ModerationMessage(client.ClientMessage):
+    """What a browser sends to run the meeting (signaling.moderation acts on them)."""
+
+
+# --- from the browser ---------------------------------------------------------------------------
+@client._message
+@dataclass(frozen=True)
+class Moderator(ModerationMessage):
+    """Make a user present in the room a moderator of it (`on`: true) or take it back (the
+    room's owner); the reply is `moderator_set`."""
+
+    type_name: ClassVar[str] = "moderator"
+    user_id: int
+    on: bool
+
+
+@client._message
+@dataclass(frozen=True)
+class ModerateMedia(ModerationMessage):
+    """Block (`blocked`: true) or allow again a participant's microphone (`kind` "audio") or
+    camera ("video") for everyone (a moderator); the reply is `media_moderated`."""
+
+    type_name: ClassVar[str] = "moderate_media"
+    participant_id: int
+    kind: MediaKind
+    blocked: bool
+
+
+@client._message
+@dataclass(frozen=True)
+class Remove(ModerationMessage):
+    """Remove a participant from the meeting (a moderator); the reply is `removed`."""
+
+    type_name: ClassVar[str] = "remove"
+    participant_id: int
+
+
+@client._message
+@dataclass(frozen=True)
+class Readmit(ModerationMessage):
+    """Let a removed user join the meeting again (a moderator); the reply is `readmitted`."""
+
+    type_name: ClassVar[str] = "readmit"
+    user_id: int
+
+
+@client._message
+@dataclass(frozen=True)
+class EndMeeting(ModerationMessage):
+    """End the meeting for everyone (a moderator); the reply is `meeting_ended`, then everyone
+    gets `room_closed` with the reason `ended`."""
+
+    type_name: ClassVar[str] = "end_meeting"
+
+
+# --- replies --------------------------------------------------------------------------------------
+@server._message
+@dataclass(frozen=True, kw_only=True)
+class ModeratorSet(server.Reply):
+    """`user_id` is now a moderator of the room (`on`) or no longer is."""
+
+    type_name: ClassVar[str] = "moderator_set"
+    user_id: int
+    on: bool
+
+
+@server._message
+@dataclass(frozen=True, kw_only=True)
+class MediaModerated(server.Reply):
+    """The `kind` of `participant_id` is now blocked for everyone, or allowed."""
+
+    type_name: ClassVar[str] = "media_moderated"
+    participant_id: int
+    kind: str
+    blocked: bool
+
+
+@server._message
+@dataclass(frozen=True, kw_only=True)
+class Removed(server.Reply):
+    """`participant_id` was removed from the meeting."""
+
+    type_name: ClassVar[str] = "removed"
+    participant_id: int
+
+
+@server._message
+@dataclass(frozen=True, kw_only=True)
+class Readmitted(server.Reply):
+    """`user_id` may join again (they may not have been removed)."""
+
+    type_name: ClassVar[str] = "readmitted"
+    user_id: int
+
+
+@server._message
+@dataclass(frozen=True, kw_only=True)
+class MeetingEnded(server.Reply):
+    """The meeting is ended; `room_closed` follows for everyone, you too."""
+
+    type_name: ClassVar[str] = "meeting_ended"
+
+
+# --- to everyone in the room ---------------------------------------------------------------------
+@server._message
+@dataclass(frozen=True, kw_only=True)
+class ModeratorsChanged(server.ServerMessage):
+    """The room's moderators (user ids, its owner included) after a change."""
+
+    type_name: ClassVar[str] = "moderators_changed"
+    user_ids: list
+
+
+@server._message
+@dataclass(frozen=True, kw_only=True)
+class MediaBlocked(server.ServerMessage):
+    """A moderator blocked (or allowed again) the microphone or camera of `participant_id`."""
+
+    type_name: ClassVar[str] = "media_blocked"
+    participant_id: int
+    kind: str
+    blocked: bool
+
+
+@server._message
+@dataclass(frozen=True, kw_only=True)
+class ParticipantRemoved(server.ServerMessage):
+    """A moderator removed `participant_id`; its connection closes (CLOSE_REMOVED) after this,
+    and `participant_left` (reason `removed`) follows for the others. `message` is what the
+    removed person is told."""
+
+    type_name: ClassVar[str] = "participant_removed"
+    participant_id: int
+    message: str
