@@ -5,6 +5,7 @@ import { ConnectionTest } from './connection-test.js';
 import { ControlBar } from './controls.js';
 import { Devices } from './devices.js';
 import { Hands } from './hands.js';
+import { Moderation } from './moderation.js';
 import { gettext, interpolate, ngettext } from './i18n.js';
 import { Reactions } from './reactions.js';
 import { RoomSocket } from './room-socket.js';
@@ -207,6 +208,7 @@ function participantItem(participant) {
   if (participant.is_owner) item.append(el('span', 'badge badge--owner', gettext('owner')));
   item.classList.toggle('is-speaking', talking.has(participant.id));
   hands.decorate(item, participant);
+  moderation.decorate(item, participant);
   return item;
 }
 
@@ -335,6 +337,15 @@ const hands = new Hands({
   notice: (text) => showNotice(text),
   changed: () => renderParticipants(),
 });
+const moderation = new Moderation({
+  socket,
+  userId: config.userId,
+  isOwner: Boolean(config.isOwner),
+  endButton: $('end-meeting-button'),
+  notice: (text) => showNotice(text),
+  announce: (text) => announce(text),
+  changed: () => renderParticipants(),
+});
 const reactions = new Reactions({
   socket,
   button: ui.reactions,
@@ -363,6 +374,7 @@ on('snapshot', (message) => {
   for (const participant of message.participants) people.set(participant.id, participant);
   chat.setHistory(message.chat ?? [], you);
   hands.setSnapshot(message.hands ?? [], you);
+  moderation.setSnapshot(message, you);
   reactions.setYou(you);
   showRoom(message.room);
   setStatus('connected', gettext('Connected'));
@@ -376,6 +388,8 @@ on('ice_servers', ({ ice }) => call.setIce(ice));
 on('chat_message', ({ message }) => chat.add(message));
 on('chat_deleted', ({ message_id: id }) => chat.remove(id));
 on('hand_changed', (message) => hands.handChanged(message));
+on('moderators_changed', (message) => moderation.moderatorsChanged(message));
+on('media_blocked', (message) => moderation.mediaBlocked(message));
 on('reaction', (message) => reactions.show(message));
 
 on('participant_media', (message) => {
@@ -446,6 +460,7 @@ on('participant_joined', ({ participant }) => {
 on('participant_left', ({ participant_id: id, reason }) => {
   call.left(id);
   hands.left(id);
+  moderation.left(id);
   const participant = people.get(id);
   if (!participant) return;
   people.delete(id);
