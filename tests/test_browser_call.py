@@ -20,6 +20,7 @@ from tests.browser import (
     Caller,
     media_server_pipelines,
     people_of,
+    wait_until,
 )
 
 pytestmark = pytest.mark.browser
@@ -81,7 +82,8 @@ def test_three_people_see_and_hear_each_other_and_everything_is_released(callers
     edsger = callers("calledsger", "Edsger Dijkstra")
     edsger.create_room("Other room")
     edsger.page.wait_for_selector(".tile--local", timeout=WAIT_MS)
-    assert len(media_server_pipelines(product.media_url)) == 2
+    # His room gets a pipeline of its own once he publishes (a moment after he is connected).
+    wait_until("a second pipeline", lambda: len(media_server_pipelines(product.media_url)) == 2)
     time.sleep(1)
     assert edsger.remote_tiles() == 0
     assert ada.remote_tiles() == 2
