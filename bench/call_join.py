@@ -188,7 +188,7 @@ def join_once(guest: Person, room_url: str, host: Page, errors: list[str]) -> Ti
     finally:
         page.close()
     # The host sees the guest gone (its endpoints are released on the server by then or soon).
-    host.wait_for_selector("#participant-count[data-count='1']", timeout=10_000)
+    host.wait_for_selector("#participant-count[data-count='1']", state="attached", timeout=10_000)
     return times
 
 
