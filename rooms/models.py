@@ -132,34 +132,49 @@ class Participant(models.Model):
         return f"{self.display_name} in {self.room}"
 
 
-class RoomModerator(models.Model):
-    """A user the room's owner made a moderator of the room (the owner always is one)."""
-
-    room = models.ForeignKey(
-        Room, on_delete=models.CASCADE, related_name="moderators", verbose_name=_("room")
+def _room_link(related_name: str) -> models.ForeignKey:
+    return models.ForeignKey(
+        Room, on_delete=models.CASCADE, related_name=related_name, verbose_name=_("room")
     )
-    user = models.ForeignKey(
+
+
+def _user_link(related_name: str = "+") -> models.ForeignKey:
+    return models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
-        related_name="moderated_rooms",
+        related_name=related_name,
         verbose_name=_("user"),
     )
-    granted_by = models.ForeignKey(
+
+
+def _by_link(verbose_name: str) -> models.ForeignKey:
+    """Who did it (a moderator, say): the record stays when their account goes."""
+    return models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
         null=True,
         blank=True,
         related_name="+",
-        verbose_name=_("granted by"),
+        verbose_name=verbose_name,
     )
+
+
+def _one_row_per_user(name: str) -> models.UniqueConstraint:
+    return models.UniqueConstraint(fields=("room", "user"), name=name)
+
+
+class RoomModerator(models.Model):
+    """A user the room's owner made a moderator of the room (the owner always is one)."""
+
+    room = _room_link("moderators")
+    user = _user_link("moderated_rooms")
+    granted_by = _by_link(_("granted by"))
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         verbose_name = _("room moderator")
         verbose_name_plural = _("room moderators")
-        constraints = [
-            models.UniqueConstraint(fields=("room", "user"), name="one_moderator_row_per_user")
-        ]
+        constraints = [_one_row_per_user("one_moderator_row_per_user")]
 
     def __str__(self) -> str:
         return f"{self.user} moderates {self.room}"
@@ -169,31 +184,15 @@ class RoomRemoval(models.Model):
     """A user a moderator removed from the room's meeting: their joins are refused until the
     room is empty again (then the row is deleted)."""
 
-    room = models.ForeignKey(
-        Room, on_delete=models.CASCADE, related_name="removals", verbose_name=_("room")
-    )
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.CASCADE,
-        related_name="+",
-        verbose_name=_("user"),
-    )
-    removed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        verbose_name=_("removed by"),
-    )
+    room = _room_link("removals")
+    user = _user_link()
+    removed_by = _by_link(_("removed by"))
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         verbose_name = _("removal from a meeting")
         verbose_name_plural = _("removals from meetings")
-        constraints = [
-            models.UniqueConstraint(fields=("room", "user"), name="one_removal_row_per_user")
-        ]
+        constraints = [_one_row_per_user("one_removal_row_per_user")]
 
     def __str__(self) -> str:
         return f"{self.user} removed from {self.room}"

@@ -1,15 +1,9 @@
-"""Chat, raised hands and reactions on the room socket: one connection's side of them.
-
-The consumer hands every `CollaborationMessage` to its connection's `Collaboration`, which
-applies this connection's own rate limits, asks the rooms services to act (they store, check
-who may, and publish to the room), and replies. What a participant may not do comes back as an
-`error` reply with a clear code; the socket stays open.
-"""
+"""Chat, raised hands and reactions on the room socket: one connection's side of them (the
+rate limits, the service calls and the replies; signaling.actions has the common part)."""
 
 from __future__ import annotations
 
 import logging
-from typing import Protocol
 
 from channels.db import database_sync_to_async
 from django.utils.translation import gettext
@@ -17,7 +11,7 @@ from django.utils.translation import gettext
 from rooms import events, services
 from rooms.models import Participant
 from signaling import protocol
-from signaling.ratelimit import TokenBucket
+from signaling.actions import RoomActions
 
 logger = logging.getLogger(__name__)
 
@@ -29,46 +23,15 @@ HAND_RATE = (0.5, 6)  # raising and lowering your own
 MODERATION_RATE = (2.0, 10)  # the owner deleting messages and lowering others' hands
 
 
-class Connection(Protocol):
-    """What of the room socket's consumer this needs."""
+class Collaboration(RoomActions[protocol.CollaborationMessage]):
+    RATES = {
+        "chat": CHAT_RATE,
+        "reaction": REACTION_RATE,
+        "hand": HAND_RATE,
+        "moderation": MODERATION_RATE,
+    }
 
-    participant: Participant | None
-
-    async def send_message(self, message: protocol.ServerMessage) -> None: ...
-
-    async def reply_error(self, error: protocol.ProtocolError) -> None: ...
-
-
-class Collaboration:
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self.limits = {
-            kind: TokenBucket(rate, burst)
-            for kind, (rate, burst) in (
-                ("chat", CHAT_RATE),
-                ("reaction", REACTION_RATE),
-                ("hand", HAND_RATE),
-                ("moderation", MODERATION_RATE),
-            )
-        }
-
-    async def handle(self, message: protocol.CollaborationMessage) -> None:
-        participant = self.connection.participant
-        if participant is None:  # ended meanwhile: nobody to act for
-            return
-        try:
-            self._take(message)
-            reply = await self._act(participant, message)
-        except services.ActionRefused as refused:
-            await self.connection.reply_error(
-                protocol.ProtocolError(refused.code, refused.message, message.id)
-            )
-            return
-        if reply is not None:
-            await self.connection.send_message(reply)
-
-    def _take(self, message: protocol.CollaborationMessage) -> None:
-        """Take a token of the message's kind, or refuse it as `rate_limited`."""
+    def limit_of(self, message: protocol.CollaborationMessage) -> tuple[str, str]:
         match message:
             case protocol.ChatSend():
                 kind, text = "chat", gettext("You are sending messages too fast; wait a moment.")
@@ -78,13 +41,11 @@ class Collaboration:
                 kind, text = "hand", gettext("Too many hand changes; wait a moment.")
             case _:
                 kind, text = "moderation", gettext("Too many changes at once; wait a moment.")
-        if not self.limits[kind].take():
-            raise services.ActionRefused("rate_limited", text)
+        return kind, text
 
-    async def _act(
+    async def act(
         self, participant: Participant, message: protocol.CollaborationMessage
     ) -> protocol.ServerMessage | None:
-        """Act on the message for this connection's participant, in its own room only."""
         match message:
             case protocol.ChatSend(text=text):
                 posted = await database_sync_to_async(services.chat_post)(

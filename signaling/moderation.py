@@ -1,11 +1,6 @@
-"""Running a meeting on the room socket: one connection's side of a moderator's actions.
-
-The consumer hands every `ModerationMessage` to its connection's `Moderation`, which applies
-this connection's rate limit, asks the rooms services to act (they check that the sender may,
-in the sender's own room, store, and publish to the room) and the media service to enforce it
-on the media server, and replies. A refusal comes back as an `error` reply (`forbidden`,
-`not_found`, `invalid`, `rate_limited`); the socket stays open.
-"""
+"""Running a meeting on the room socket: one connection's side of a moderator's actions. The
+rooms services check that the sender may, in the sender's own room, store and publish; the
+media service enforces it on the media server (signaling.actions has the common part)."""
 
 from __future__ import annotations
 
@@ -17,8 +12,7 @@ from django.utils.translation import gettext
 from rooms import services
 from rooms.models import Participant
 from signaling import media, protocol
-from signaling.collaboration import Connection
-from signaling.ratelimit import TokenBucket
+from signaling.actions import RoomActions
 
 logger = logging.getLogger(__name__)
 
@@ -27,32 +21,15 @@ logger = logging.getLogger(__name__)
 MODERATION_RATE = (2.0, 10)
 
 
-class Moderation:
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self.limit = TokenBucket(*MODERATION_RATE)
+class Moderation(RoomActions[protocol.ModerationMessage]):
+    RATES = {"moderation": MODERATION_RATE}
 
-    async def handle(self, message: protocol.ModerationMessage) -> None:
-        participant = self.connection.participant
-        if participant is None:  # ended meanwhile: nobody to act for
-            return
-        try:
-            if not self.limit.take():
-                raise services.ActionRefused(
-                    "rate_limited", gettext("Too many changes at once; wait a moment.")
-                )
-            reply = await self._act(participant, message)
-        except services.ActionRefused as refused:
-            await self.connection.reply_error(
-                protocol.ProtocolError(refused.code, refused.message, message.id)
-            )
-            return
-        await self.connection.send_message(reply)
+    def limit_of(self, message: protocol.ModerationMessage) -> tuple[str, str]:
+        return "moderation", gettext("Too many changes at once; wait a moment.")
 
-    async def _act(
+    async def act(
         self, participant: Participant, message: protocol.ModerationMessage
     ) -> protocol.ServerMessage:
-        """Act on the message for this connection's participant, in its own room only."""
         room_id, by_user = participant.room_id, participant.user
         match message:
             case protocol.Moderator(user_id=user_id, on=on):

@@ -287,6 +287,36 @@ def media_server_objects(url: str) -> dict[str, list[str]]:
         return pool.submit(asyncio.run, ask()).result(timeout=30)
 
 
+def media_connections(url: str, media_type: str) -> int:
+    """How many connections of that media type ("AUDIO", "VIDEO") the media server's elements
+    make, over the Kurento Protocol."""
+
+    async def count() -> int:
+        client = KurentoClient(url, request_timeout=5, connect_timeout=5)
+        total = 0
+        try:
+            for pipeline in await ServerManager(client).get_pipelines():
+                for element in await client.invoke(pipeline, "getChildren") or []:
+                    sinks = await client.invoke(element, "getSinkConnections", mediaType=media_type)
+                    total += len(sinks or [])
+        finally:
+            await client.close()
+        return total
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright owns this thread's loop
+        return pool.submit(asyncio.run, count()).result(timeout=30)
+
+
+def audio_connections(url: str) -> int:
+    """How many AUDIO connections the media server's elements make."""
+    return media_connections(url, "AUDIO")
+
+
+def video_connections(url: str) -> int:
+    """How many VIDEO connections the media server's elements make."""
+    return media_connections(url, "VIDEO")
+
+
 def wait_until(what: str, condition: Callable[[], Any], timeout: float = 15.0) -> Any:
     """Poll `condition` until it returns something truthy; fail with `what` after `timeout`."""
     deadline = time.monotonic() + timeout

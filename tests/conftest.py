@@ -117,6 +117,26 @@ def make_room(django_db_blocker) -> Callable[..., Room]:
     return make
 
 
+@pytest.fixture
+def ada(make_user) -> User:
+    return make_user("ada", display_name="Ada Lovelace")
+
+
+@pytest.fixture
+def grace(make_user) -> User:
+    return make_user("grace", display_name="Grace Hopper")
+
+
+@pytest.fixture
+def alan(make_user) -> User:
+    return make_user("alan", display_name="Alan Turing")
+
+
+@pytest.fixture
+def room(make_room, ada) -> Room:
+    return make_room(ada, "Weekly sync")
+
+
 def record_participant(
     room: Room, user: User, *, seen_ago: float = 0, state: str = "connected", name: str = ""
 ) -> Participant:
@@ -178,6 +198,14 @@ class RoomClient:
         if self.communicator.future.done():
             return
         await self.communicator.disconnect()
+
+
+async def enter_room(room_client, user: User, room: Room) -> tuple[RoomClient, dict]:
+    """Open a room client for that user and read its first message, the room's snapshot."""
+    client = await room_client(user, room)
+    snapshot = await client.receive()
+    assert snapshot["type"] == "snapshot", snapshot
+    return client, snapshot
 
 
 @pytest.fixture

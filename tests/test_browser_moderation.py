@@ -5,34 +5,11 @@ and ends the meeting for everyone."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-
 import pytest
 
-from signaling.kurento import KurentoClient, ServerManager
-from tests.browser import WAIT_MS, Caller, people_of, wait_until
+from tests.browser import WAIT_MS, Caller, audio_connections, people_of, wait_until
 
 pytestmark = pytest.mark.browser
-
-
-def audio_connections(url: str) -> int:
-    """How many AUDIO connections the media server's elements make."""
-
-    async def count() -> int:
-        client = KurentoClient(url, request_timeout=5, connect_timeout=5)
-        total = 0
-        try:
-            for pipeline in await ServerManager(client).get_pipelines():
-                for element in await client.invoke(pipeline, "getChildren") or []:
-                    sinks = await client.invoke(element, "getSinkConnections", mediaType="AUDIO")
-                    total += len(sinks or [])
-        finally:
-            await client.close()
-        return total
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright owns this thread's loop
-        return pool.submit(asyncio.run, count()).result(timeout=30)
 
 
 def open_actions(page, participant_id: str) -> None:

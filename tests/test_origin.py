@@ -22,16 +22,6 @@ PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 
 @pytest.fixture
-def ada(make_user) -> User:
-    return make_user("ada", display_name="Ada Lovelace")
-
-
-@pytest.fixture
-def room(make_room, ada) -> Room:
-    return make_room(ada, "Weekly sync")
-
-
-@pytest.fixture
 def refusals(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     """The refusal messages logged. The `signaling` logger does not propagate to the root
     logger (where caplog listens), so caplog's handler goes onto the module's logger."""

@@ -13,36 +13,9 @@ from rooms import services
 from rooms.models import ChatMessage, Participant
 from signaling import collaboration
 from signaling.collaboration import CHAT_RATE, HAND_RATE, REACTION_RATE
-from tests.conftest import RoomClient
+from tests.conftest import RoomClient, enter_room
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def ada(make_user):
-    return make_user("ada", display_name="Ada Lovelace")
-
-
-@pytest.fixture
-def grace(make_user):
-    return make_user("grace", display_name="Grace Hopper")
-
-
-@pytest.fixture
-def alan(make_user):
-    return make_user("alan", display_name="Alan Turing")
-
-
-@pytest.fixture
-def room(make_room, ada):
-    return make_room(ada, "Weekly sync")
-
-
-async def _enter(room_client, user, room) -> tuple[RoomClient, dict]:
-    client = await room_client(user, room)
-    snapshot = await client.receive()
-    assert snapshot["type"] == "snapshot", snapshot
-    return client, snapshot
 
 
 async def _still_works(client: RoomClient) -> None:
@@ -61,9 +34,9 @@ async def _error(client: RoomClient, payload: dict) -> dict:
 async def test_a_chat_message_reaches_everyone_and_a_late_joiner_sees_the_history(
     room_client, room, ada, grace, alan, make_user
 ):
-    ada_socket, _ = await _enter(room_client, ada, room)
-    grace_socket, grace_snapshot = await _enter(room_client, grace, room)
-    alan_socket, alan_snapshot = await _enter(room_client, alan, room)
+    ada_socket, _ = await enter_room(room_client, ada, room)
+    grace_socket, grace_snapshot = await enter_room(room_client, grace, room)
+    alan_socket, alan_snapshot = await enter_room(room_client, alan, room)
     assert grace_snapshot["chat"] == [] and grace_snapshot["hands"] == []
 
     await grace_socket.send({"type": "chat_send", "id": "c1", "text": "  Agenda: https://x.org \n"})
@@ -99,7 +72,7 @@ async def test_a_chat_message_reaches_everyone_and_a_late_joiner_sees_the_histor
         "raised_at": alan_hand["raised_at"],
     }
     katherine_user = await sync_to_async(make_user)("katherine")
-    katherine, snapshot = await _enter(room_client, katherine_user, room)
+    katherine, snapshot = await enter_room(room_client, katherine_user, room)
     assert snapshot["chat"] == [message]
     ids = {p["user_id"]: p["id"] for p in snapshot["participants"]}
     assert [h["participant_id"] for h in snapshot["hands"]] == [ids[alan.pk], ids[ada.pk]]
@@ -114,7 +87,7 @@ async def test_history_is_the_last_hundred_oldest_first(room_client, room, ada):
     for n in range(103):
         await sync_to_async(services.chat_post)(participant_id=speaker.pk, text=f"line {n}")
     await sync_to_async(services.participant_leave)(participant_id=speaker.pk)
-    _, snapshot = await _enter(room_client, ada, room)
+    _, snapshot = await enter_room(room_client, ada, room)
     assert [m["text"] for m in snapshot["chat"]] == [f"line {n}" for n in range(3, 103)]
     # A participant that has left keeps its messages; its hand is down.
     assert snapshot["chat"][0]["participant_id"] == speaker.pk
@@ -122,8 +95,8 @@ async def test_history_is_the_last_hundred_oldest_first(room_client, room, ada):
 
 
 async def test_leaving_lowers_the_hand(room_client, room, ada, grace):
-    ada_socket, _ = await _enter(room_client, ada, room)
-    grace_socket, _ = await _enter(room_client, grace, room)
+    ada_socket, _ = await enter_room(room_client, ada, room)
+    grace_socket, _ = await enter_room(room_client, grace, room)
     await grace_socket.send({"type": "hand", "raised": True})
     await ada_socket.receive_until("hand_changed")
     await grace_socket.send({"type": "leave"})
@@ -133,8 +106,8 @@ async def test_leaving_lowers_the_hand(room_client, room, ada, grace):
 
 
 async def test_limits_and_refusals_are_clean_errors(room_client, room, ada, grace):
-    owner, _ = await _enter(room_client, ada, room)
-    socket, snapshot = await _enter(room_client, grace, room)
+    owner, _ = await enter_room(room_client, ada, room)
+    socket, snapshot = await enter_room(room_client, grace, room)
 
     too_long = await _error(socket, {"type": "chat_send", "id": 1, "text": "x" * 1001})
     assert too_long["code"] == "too_long" and "1000" in too_long["message"]
@@ -194,11 +167,12 @@ async def test_chat_and_reactions_are_rate_limited_per_connection(
 ):
     # The bursts as configured; refills slowed down, so that a slow machine cannot refill a
     # token while the test sends its burst.
-    monkeypatch.setattr(collaboration, "CHAT_RATE", (0.001, CHAT_RATE[1]))
-    monkeypatch.setattr(collaboration, "REACTION_RATE", (0.001, REACTION_RATE[1]))
-    monkeypatch.setattr(collaboration, "HAND_RATE", (0.001, HAND_RATE[1]))
-    socket, snapshot = await _enter(room_client, ada, room)
-    other, _ = await _enter(room_client, grace, room)
+    rates = collaboration.Collaboration.RATES
+    monkeypatch.setitem(rates, "chat", (0.001, CHAT_RATE[1]))
+    monkeypatch.setitem(rates, "reaction", (0.001, REACTION_RATE[1]))
+    monkeypatch.setitem(rates, "hand", (0.001, HAND_RATE[1]))
+    socket, snapshot = await enter_room(room_client, ada, room)
+    other, _ = await enter_room(room_client, grace, room)
     burst = CHAT_RATE[1]
     for n in range(burst):
         await socket.send({"type": "chat_send", "id": f"c{n}", "text": f"message {n}"})
@@ -234,9 +208,9 @@ async def test_chat_and_reactions_are_rate_limited_per_connection(
 async def test_a_participant_acts_only_in_its_own_room(room_client, make_room, ada, grace, alan):
     room_a = await sync_to_async(make_room)(ada, "Room A")
     room_b = await sync_to_async(make_room)(ada, "Room B")
-    ada_in_a, _ = await _enter(room_client, ada, room_a)
-    grace_in_a, _ = await _enter(room_client, grace, room_a)
-    alan_in_b, snapshot_b = await _enter(room_client, alan, room_b)
+    ada_in_a, _ = await enter_room(room_client, ada, room_a)
+    grace_in_a, _ = await enter_room(room_client, grace, room_a)
+    alan_in_b, snapshot_b = await enter_room(room_client, alan, room_b)
 
     await alan_in_b.send({"type": "chat_send", "id": 1, "text": "Only for room B"})
     message_b = (await alan_in_b.receive_until("chat_sent"))["message"]
@@ -285,7 +259,7 @@ async def test_a_participant_acts_only_in_its_own_room(room_client, make_room, a
     ],
 )
 async def test_hostile_values_are_invalid(room_client, room, ada, payload):
-    socket, _ = await _enter(room_client, ada, room)
+    socket, _ = await enter_room(room_client, ada, room)
     error = await _error(socket, {**payload, "id": "bad"})
     assert error["code"] == "invalid", error
     await _still_works(socket)
@@ -293,7 +267,7 @@ async def test_hostile_values_are_invalid(room_client, room, ada, payload):
 
 
 async def test_the_largest_ids_are_simply_not_found(room_client, room, ada):
-    socket, _ = await _enter(room_client, ada, room)
+    socket, _ = await enter_room(room_client, ada, room)
     for payload in (
         {"type": "chat_delete", "id": 1, "message_id": 2**63 - 1},
         {"type": "hand_lower", "id": 2, "participant_id": 2**63 - 1},

@@ -18,26 +18,6 @@ from tests.conftest import record_participant
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def ada(make_user):
-    return make_user("ada", display_name="Ada Lovelace")
-
-
-@pytest.fixture
-def grace(make_user):
-    return make_user("grace", display_name="Grace Hopper")
-
-
-@pytest.fixture
-def alan(make_user):
-    return make_user("alan", display_name="Alan Turing")
-
-
-@pytest.fixture
-def room(make_room, ada):
-    return make_room(ada, "Weekly sync")
-
-
 async def _refresh(obj):
     await sync_to_async(obj.refresh_from_db)()
     return obj

@@ -13,24 +13,10 @@ from asgiref.sync import sync_to_async
 from rooms import selectors, services
 from rooms.models import Participant, Room, RoomModerator, RoomRemoval
 from signaling import protocol
-from tests.conftest import RoomClient
+from signaling.moderation import Moderation
+from tests.conftest import RoomClient, enter_room
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def ada(make_user):
-    return make_user("ada", display_name="Ada Lovelace")
-
-
-@pytest.fixture
-def grace(make_user):
-    return make_user("grace", display_name="Grace Hopper")
-
-
-@pytest.fixture
-def alan(make_user):
-    return make_user("alan", display_name="Alan Turing")
 
 
 @pytest.fixture
@@ -39,20 +25,8 @@ def edsger(make_user):
 
 
 @pytest.fixture
-def room(make_room, ada):
-    return make_room(ada, "Weekly sync")
-
-
-@pytest.fixture
 def other_room(make_room, alan):
     return make_room(alan, "Alan's room")
-
-
-async def _enter(room_client, user, room) -> tuple[RoomClient, dict]:
-    client = await room_client(user, room)
-    snapshot = await client.receive()
-    assert snapshot["type"] == "snapshot", snapshot
-    return client, snapshot
 
 
 async def _ask(client: RoomClient, payload: dict) -> dict:
@@ -86,8 +60,8 @@ def _state() -> tuple:
 async def test_the_owner_grants_and_revokes_moderation_and_late_joiners_see_it(
     room_client, room, ada, grace, alan
 ):
-    ada_socket, ada_snapshot = await _enter(room_client, ada, room)
-    grace_socket, grace_snapshot = await _enter(room_client, grace, room)
+    ada_socket, ada_snapshot = await enter_room(room_client, ada, room)
+    grace_socket, grace_snapshot = await enter_room(room_client, grace, room)
     assert ada_snapshot["moderators"] == [ada.pk]
     shown = {p["id"]: p for p in grace_snapshot["participants"]}
     assert shown[grace_snapshot["you"]]["audio_blocked"] is False
@@ -97,7 +71,7 @@ async def test_the_owner_grants_and_revokes_moderation_and_late_joiners_see_it(
     assert reply == {"type": "moderator_set", "user_id": grace.pk, "on": True, "id": 1}
     changed = await grace_socket.receive_until("moderators_changed")
     assert changed == {"type": "moderators_changed", "user_ids": sorted([ada.pk, grace.pk])}
-    _, alan_snapshot = await _enter(room_client, alan, room)
+    _, alan_snapshot = await enter_room(room_client, alan, room)
     assert alan_snapshot["moderators"] == sorted([ada.pk, grace.pk])
 
     # Grace, a moderator now, blocks Alan's microphone: the room is told, and a late joiner.
@@ -125,7 +99,7 @@ async def test_the_owner_grants_and_revokes_moderation_and_late_joiners_see_it(
         "kind": "audio",
         "blocked": True,
     }
-    ada_again, snapshot = await _enter(room_client, ada, room)
+    ada_again, snapshot = await enter_room(room_client, ada, room)
     shown = {p["id"]: p for p in snapshot["participants"]}
     assert (
         shown[alan_snapshot["you"]]["audio_blocked"],
@@ -157,12 +131,12 @@ async def test_the_authorisation_matrix(
 ):
     """A plain participant, and a moderator (the owner, even) of another room, are refused every
     action; nobody reaches a participant of another room; nothing changes."""
-    monkeypatch.setattr("signaling.moderation.MODERATION_RATE", (1000.0, 1000))
-    ada_socket, ada_snapshot = await _enter(room_client, ada, room)
-    grace_socket, grace_snapshot = await _enter(room_client, grace, room)
-    alan_socket, alan_snapshot = await _enter(room_client, alan, room)
-    other_socket, _ = await _enter(room_client, edsger, other_room)
-    alan_home, alan_home_snapshot = await _enter(room_client, alan, other_room)
+    monkeypatch.setitem(Moderation.RATES, "moderation", (1000.0, 1000))
+    ada_socket, ada_snapshot = await enter_room(room_client, ada, room)
+    grace_socket, grace_snapshot = await enter_room(room_client, grace, room)
+    alan_socket, alan_snapshot = await enter_room(room_client, alan, room)
+    other_socket, _ = await enter_room(room_client, edsger, other_room)
+    alan_home, alan_home_snapshot = await enter_room(room_client, alan, other_room)
     await sync_to_async(RoomModerator.objects.create)(room=other_room, user=edsger)
     ada_id, alan_id = ada_snapshot["you"], alan_snapshot["you"]
     before = await sync_to_async(_state)()
@@ -235,9 +209,9 @@ async def test_the_authorisation_matrix(
 async def test_a_removed_participant_is_told_closed_and_kept_out_until_the_room_empties(
     room_client, room, ada, grace, alan
 ):
-    ada_socket, _ = await _enter(room_client, ada, room)
-    grace_socket, _ = await _enter(room_client, grace, room)
-    alan_socket, alan_snapshot = await _enter(room_client, alan, room)
+    ada_socket, _ = await enter_room(room_client, ada, room)
+    grace_socket, _ = await enter_room(room_client, grace, room)
+    alan_socket, alan_snapshot = await enter_room(room_client, alan, room)
     alan_id = alan_snapshot["you"]
 
     reply = await _ask(ada_socket, {"type": "remove", "id": "r", "participant_id": alan_id})
@@ -264,7 +238,7 @@ async def test_a_removed_participant_is_told_closed_and_kept_out_until_the_room_
     # A moderator lets him back in.
     reply = await _ask(ada_socket, {"type": "readmit", "id": "b", "user_id": alan.pk})
     assert reply == {"type": "readmitted", "user_id": alan.pk, "id": "b"}
-    back, back_snapshot = await _enter(room_client, alan, room)
+    back, back_snapshot = await enter_room(room_client, alan, room)
     reply = await _ask(
         ada_socket, {"type": "remove", "id": "r2", "participant_id": back_snapshot["you"]}
     )
@@ -276,18 +250,18 @@ async def test_a_removed_participant_is_told_closed_and_kept_out_until_the_room_
         await socket.send({"type": "leave"})
         assert await socket.expect_close() == protocol.CLOSE_LEFT
     assert not await sync_to_async(RoomRemoval.objects.exists)()
-    await _enter(room_client, alan, room)
+    await enter_room(room_client, alan, room)
 
 
 async def test_a_tab_that_reconnects_keeps_what_a_moderator_blocked(room_client, room, ada, grace):
-    ada_socket, _ = await _enter(room_client, ada, room)
-    _, grace_snapshot = await _enter(room_client, grace, room)
+    ada_socket, _ = await enter_room(room_client, ada, room)
+    _, grace_snapshot = await enter_room(room_client, grace, room)
     grace_id = grace_snapshot["you"]
     for kind in ("audio", "video"):
         payload = {"type": "moderate_media", "participant_id": grace_id, "kind": kind}
         reply = await _ask(ada_socket, {**payload, "blocked": True, "id": kind})
         assert reply["type"] == "media_moderated"
-    _, snapshot = await _enter(room_client, grace, f"{room.slug}/?resume={grace_id}")
+    _, snapshot = await enter_room(room_client, grace, f"{room.slug}/?resume={grace_id}")
     shown = {p["id"]: p for p in snapshot["participants"]}
     assert grace_id not in shown
     assert (shown[snapshot["you"]]["audio_blocked"], shown[snapshot["you"]]["video_blocked"]) == (
@@ -299,9 +273,9 @@ async def test_a_tab_that_reconnects_keeps_what_a_moderator_blocked(room_client,
 async def test_ending_the_meeting_tells_everyone_and_the_room_stays_open(
     room_client, room, ada, grace, alan
 ):
-    ada_socket, _ = await _enter(room_client, ada, room)
-    grace_socket, _ = await _enter(room_client, grace, room)
-    _, alan_snapshot = await _enter(room_client, alan, room)
+    ada_socket, _ = await enter_room(room_client, ada, room)
+    grace_socket, _ = await enter_room(room_client, grace, room)
+    _, alan_snapshot = await enter_room(room_client, alan, room)
     await sync_to_async(RoomModerator.objects.create)(room=room, user=grace)
     reply = await _ask(
         ada_socket, {"type": "remove", "id": "r", "participant_id": alan_snapshot["you"]}
@@ -323,7 +297,7 @@ async def test_ending_the_meeting_tells_everyone_and_the_room_stays_open(
     fresh = await sync_to_async(Room.objects.get)(pk=room.pk)
     assert fresh.closed_at is None
     # The next meeting: anyone may join, the one removed from the last too; moderators stay.
-    _, snapshot = await _enter(room_client, alan, room)
+    _, snapshot = await enter_room(room_client, alan, room)
     assert snapshot["moderators"] == sorted([ada.pk, grace.pk])
 
 
@@ -333,8 +307,8 @@ async def test_staff_moderate_any_room(room_client, edsger, room, grace):
     await sync_to_async(staff.save)(update_fields=["is_staff"])
     assert await sync_to_async(selectors.room_moderates)(room=room, user=staff)
     assert not await sync_to_async(selectors.room_moderates)(room=room, user=grace)
-    staff_socket, _ = await _enter(room_client, staff, room)
-    _, grace_snapshot = await _enter(room_client, grace, room)
+    staff_socket, _ = await enter_room(room_client, staff, room)
+    _, grace_snapshot = await enter_room(room_client, grace, room)
     reply = await _ask(
         staff_socket,
         {
@@ -354,8 +328,8 @@ async def test_staff_moderate_any_room(room_client, edsger, room, grace):
 
 
 async def test_moderator_actions_have_a_rate_limit(room_client, room, ada, grace):
-    ada_socket, _ = await _enter(room_client, ada, room)
-    _, grace_snapshot = await _enter(room_client, grace, room)
+    ada_socket, _ = await enter_room(room_client, ada, room)
+    _, grace_snapshot = await enter_room(room_client, grace, room)
     codes = []
     for n in range(14):
         payload = {

@@ -63,6 +63,17 @@ def _message(cls: type[ClientMessage]) -> type[ClientMessage]:
     return cls
 
 
+M = typing.TypeVar("M", bound=ClientMessage)
+
+
+@typing.dataclass_transform(frozen_default=True)
+def message(cls: type[M]) -> type[M]:
+    """Declare a message of the room socket: a frozen dataclass the parser knows by its
+    `type_name`."""
+    _message(dataclass(frozen=True)(cls))
+    return cls
+
+
 def _connection_test_message(cls: type[ClientMessage]) -> type[ClientMessage]:
     _CONNECTION_TEST_TYPES[cls.type_name] = cls
     return cls
@@ -77,16 +88,14 @@ class Ping(ClientMessage):
     type_name: ClassVar[str] = "ping"
 
 
-@_message
-@dataclass(frozen=True)
+@message
 class Sync(ClientMessage):
     """Ask for a fresh room snapshot."""
 
     type_name: ClassVar[str] = "sync"
 
 
-@_message
-@dataclass(frozen=True)
+@message
 class Leave(ClientMessage):
     """Say goodbye: the server records the leave and closes the connection."""
 
@@ -120,8 +129,7 @@ def _sdp_problem(kind: str, sdp: str) -> str | None:
 Source = Literal["camera", "screen"]
 
 
-@_message
-@dataclass(frozen=True)
+@message
 class Publish(ClientMessage):
     """Send your camera and microphone, or your screen (`source`): `sdp` is the offer; the
     reply `published` has the answer."""
@@ -134,8 +142,7 @@ class Publish(ClientMessage):
         return _sdp_problem(self.type_name, self.sdp)
 
 
-@_message
-@dataclass(frozen=True)
+@message
 class Unpublish(ClientMessage):
     """Stop sending a source (your camera, or your screen: stop sharing); the reply is
     `unpublished`."""
@@ -144,8 +151,7 @@ class Unpublish(ClientMessage):
     source: Source = "camera"
 
 
-@_message
-@dataclass(frozen=True)
+@message
 class Subscribe(ClientMessage):
     """Receive a publisher's camera or screen: `sdp` is the offer; the reply `subscribed` has
     the answer."""
@@ -161,8 +167,7 @@ class Subscribe(ClientMessage):
         return _sdp_problem(self.type_name, self.sdp)
 
 
-@_message
-@dataclass(frozen=True)
+@message
 class Video(ClientMessage):
     """Turn the video you receive from a publisher's source on or off (its tile came on or went
     off screen); audio goes on. The reply is `video_set`."""
@@ -173,8 +178,7 @@ class Video(ClientMessage):
     source: Source = "camera"
 
 
-@_message
-@dataclass(frozen=True)
+@message
 class Unsubscribe(ClientMessage):
     """Stop receiving a publisher's source; the reply is `unsubscribed`."""
 
@@ -183,8 +187,7 @@ class Unsubscribe(ClientMessage):
     source: Source = "camera"
 
 
-@_message
-@dataclass(frozen=True)
+@message
 class MediaState(ClientMessage):
     """Your microphone (`audio`) or camera (`video`) was switched on or off; others are told."""
 
@@ -193,8 +196,7 @@ class MediaState(ClientMessage):
     video: bool
 
 
-@_message
-@dataclass(frozen=True)
+@message
 class Ice(ClientMessage):
     """A trickled ICE candidate for your publishing connection of `source` ("publish") or the
     one receiving publisher `target`'s `source`."""

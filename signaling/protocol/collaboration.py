@@ -29,8 +29,7 @@ class CollaborationMessage(client.ClientMessage):
 
 
 # --- from the browser ---------------------------------------------------------------------------
-@client._message
-@dataclass(frozen=True)
+@client.message
 class ChatSend(CollaborationMessage):
     """Post a chat message to everyone in the room; the reply is `chat_sent`."""
 
@@ -38,8 +37,7 @@ class ChatSend(CollaborationMessage):
     text: str = dataclasses.field(metadata={"max_length": _MAX_CHAT_FRAME_TEXT})
 
 
-@client._message
-@dataclass(frozen=True)
+@client.message
 class ChatDelete(CollaborationMessage):
     """Delete a message of the room's chat for everyone (the room's owner); the reply is
     `chat_deleted`."""
@@ -48,8 +46,7 @@ class ChatDelete(CollaborationMessage):
     message_id: int
 
 
-@client._message
-@dataclass(frozen=True)
+@client.message
 class Hand(CollaborationMessage):
     """Raise (`raised`: true) or lower your hand; the reply is `hand_set`."""
 
@@ -57,8 +54,7 @@ class Hand(CollaborationMessage):
     raised: bool
 
 
-@client._message
-@dataclass(frozen=True)
+@client.message
 class HandLower(CollaborationMessage):
     """Lower someone's hand (the room's owner); the reply is `hand_lowered`."""
 
@@ -66,8 +62,7 @@ class HandLower(CollaborationMessage):
     participant_id: int
 
 
-@client._message
-@dataclass(frozen=True)
+@client.message
 class Reaction(CollaborationMessage):
     """Show an emoji over your tile for everyone (one of REACTION_EMOJI); no reply."""
 
@@ -81,8 +76,7 @@ class Reaction(CollaborationMessage):
 
 
 # --- replies --------------------------------------------------------------------------------------
-@server._message
-@dataclass(frozen=True, kw_only=True)
+@server.message
 class ChatSent(server.Reply):
     """Your chat message was posted, as everyone gets it (`chat_message` follows, for you too)."""
 
@@ -90,8 +84,7 @@ class ChatSent(server.Reply):
     message: dict
 
 
-@server._message
-@dataclass(frozen=True, kw_only=True)
+@server.message
 class HandSet(server.Reply):
     """Your hand is now up (since `raised_at`) or down."""
 
@@ -100,8 +93,7 @@ class HandSet(server.Reply):
     raised_at: str | None
 
 
-@server._message
-@dataclass(frozen=True, kw_only=True)
+@server.message
 class HandLowered(server.Reply):
     """The hand of `participant_id` is down (it may have been down already)."""
 
@@ -110,15 +102,13 @@ class HandLowered(server.Reply):
 
 
 # --- to everyone in the room ---------------------------------------------------------------------
-@server._message
-@dataclass(frozen=True, kw_only=True)
+@server.message
 class ChatMessagePosted(server.ServerMessage):
     type_name: ClassVar[str] = "chat_message"
     message: dict  # {id, participant_id, user_id, name, text, sent_at}
 
 
-@server._message
-@dataclass(frozen=True, kw_only=True)
+@server.message
 class ChatDeleted(server.Reply):
     """A chat message was deleted for everyone. Also the reply to `chat_delete` (with its id)."""
 
@@ -126,8 +116,7 @@ class ChatDeleted(server.Reply):
     message_id: int
 
 
-@server._message
-@dataclass(frozen=True, kw_only=True)
+@server.message
 class HandChanged(server.ServerMessage):
     type_name: ClassVar[str] = "hand_changed"
     participant_id: int
@@ -135,8 +124,7 @@ class HandChanged(server.ServerMessage):
     raised_at: str | None
 
 
-@server._message
-@dataclass(frozen=True, kw_only=True)
+@server.message
 class ReactionShown(server.ServerMessage):
     type_name: ClassVar[str] = "reaction"
     participant_id: int

@@ -21,8 +21,7 @@ class ModerationMessage(client.ClientMessage):
 
 
 # --- from the browser ---------------------------------------------------------------------------
-@client._message
-@dataclass(frozen=True)
+@client.message
 class Moderator(ModerationMessage):
     """Make a user present in the room a moderator of it (`on`: true) or take it back (the
     room's owner); the reply is `moderator_set`."""
@@ -32,8 +31,7 @@ class Moderator(ModerationMessage):
     on: bool
 
 
-@client._message
-@dataclass(frozen=True)
+@client.message
 class ModerateMedia(ModerationMessage):
     """Block (`blocked`: true) or allow again a participant's microphone (`kind` "audio") or
     camera ("video") for everyone (a moderator); the reply is `media_moderated`."""
@@ -44,8 +42,7 @@ class ModerateMedia(ModerationMessage):
     blocked: bool
 
 
-@client._message
-@dataclass(frozen=True)
+@client.message
 class Remove(ModerationMessage):
     """Remove a participant from the meeting (a moderator); the reply is `removed`."""
 
@@ -53,8 +50,7 @@ class Remove(ModerationMessage):
     participant_id: int
 
 
-@client._message
-@dataclass(frozen=True)
+@client.message
 class Readmit(ModerationMessage):
     """Let a removed user join the meeting again (a moderator); the reply is `readmitted`."""
 
@@ -62,8 +58,7 @@ class Readmit(ModerationMessage):
     user_id: int
 
 
-@client._message
-@dataclass(frozen=True)
+@client.message
 class EndMeeting(ModerationMessage):
     """End the meeting for everyone (a moderator); the reply is `meeting_ended`, then everyone
     gets `room_closed` with the reason `ended`."""
@@ -72,8 +67,7 @@ class EndMeeting(ModerationMessage):
 
 
 # --- replies --------------------------------------------------------------------------------------
-@server._message
-@dataclass(frozen=True, kw_only=True)
+@server.message
 class ModeratorSet(server.Reply):
     """`user_id` is now a moderator of the room (`on`) or no longer is."""
 
@@ -82,8 +76,7 @@ class ModeratorSet(server.Reply):
     on: bool
 
 
-@server._message
-@dataclass(frozen=True, kw_only=True)
+@server.message
 class MediaModerated(server.Reply):
     """The `kind` of `participant_id` is now blocked for everyone, or allowed."""
 
@@ -93,8 +86,7 @@ class MediaModerated(server.Reply):
     blocked: bool
 
 
-@server._message
-@dataclass(frozen=True, kw_only=True)
+@server.message
 class Removed(server.Reply):
     """`participant_id` was removed from the meeting."""
 
@@ -102,8 +94,7 @@ class Removed(server.Reply):
     participant_id: int
 
 
-@server._message
-@dataclass(frozen=True, kw_only=True)
+@server.message
 class Readmitted(server.Reply):
     """`user_id` may join again (they may not have been removed)."""
 
@@ -111,8 +102,7 @@ class Readmitted(server.Reply):
     user_id: int
 
 
-@server._message
-@dataclass(frozen=True, kw_only=True)
+@server.message
 class MeetingEnded(server.Reply):
     """The meeting is ended; `room_closed` follows for everyone, you too."""
 
@@ -120,8 +110,7 @@ class MeetingEnded(server.Reply):
 
 
 # --- to everyone in the room ---------------------------------------------------------------------
-@server._message
-@dataclass(frozen=True, kw_only=True)
+@server.message
 class ModeratorsChanged(server.ServerMessage):
     """The room's moderators (user ids, its owner included) after a change."""
 
@@ -129,8 +118,7 @@ class ModeratorsChanged(server.ServerMessage):
     user_ids: list
 
 
-@server._message
-@dataclass(frozen=True, kw_only=True)
+@server.message
 class MediaBlocked(server.ServerMessage):
     """A moderator blocked (or allowed again) the microphone or camera of `participant_id`."""
 
@@ -140,8 +128,7 @@ class MediaBlocked(server.ServerMessage):
     blocked: bool
 
 
-@server._message
-@dataclass(frozen=True, kw_only=True)
+@server.message
 class ParticipantRemoved(server.ServerMessage):
     """A moderator removed `participant_id`; its connection closes (CLOSE_REMOVED) after this,
     and `participant_left` (reason `removed`) follows for the others. `message` is what the

@@ -10,6 +10,7 @@ so nothing reaches a browser that docs/protocol.md does not describe.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -45,15 +46,24 @@ def _message(cls: type[ServerMessage]) -> type[ServerMessage]:
     return cls
 
 
+M = typing.TypeVar("M", bound=ServerMessage)
+
+
+@typing.dataclass_transform(frozen_default=True, kw_only_default=True)
+def message(cls: type[M]) -> type[M]:
+    """Declare a message the server sends: a frozen, keyword-only dataclass that
+    `server_message` checks events against by its `type_name`."""
+    _message(dataclass(frozen=True, kw_only=True)(cls))
+    return cls
+
+
 # --- replies ---------------------------------------------------------------------------------
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class Pong(Reply):
     type_name: ClassVar[str] = "pong"
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class Snapshot(Reply):
     """The room as it is now: sent on joining and in answer to `sync`."""
 
@@ -70,31 +80,27 @@ class Snapshot(Reply):
     moderators: list = dataclasses.field(default_factory=list)
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class Error(Reply):
     type_name: ClassVar[str] = "error"
     code: str
     message: str
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class Published(Reply):
     type_name: ClassVar[str] = "published"
     sdp: str
     source: str = "camera"
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class Unpublished(Reply):
     type_name: ClassVar[str] = "unpublished"
     source: str = "camera"
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class Subscribed(Reply):
     type_name: ClassVar[str] = "subscribed"
     publisher: int
@@ -102,16 +108,14 @@ class Subscribed(Reply):
     source: str = "camera"
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class Unsubscribed(Reply):
     type_name: ClassVar[str] = "unsubscribed"
     publisher: int
     source: str = "camera"
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class VideoSet(Reply):
     """The video from `publisher`'s `source` is now on or off, as asked."""
 
@@ -122,23 +126,20 @@ class VideoSet(Reply):
 
 
 # --- to this connection ----------------------------------------------------------------------
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class Refused(ServerMessage):
     type_name: ClassVar[str] = "refused"
     reason: str
     message: str
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class IceServers(ServerMessage):
     type_name: ClassVar[str] = "ice_servers"
     ice: dict
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class IceCandidate(ServerMessage):
     """A candidate of one of this connection's endpoints on the media server: the one
     publishing `source` (`target` "publish") or the one receiving publisher `target`'s."""
@@ -150,23 +151,20 @@ class IceCandidate(ServerMessage):
 
 
 # --- to everyone in the room -----------------------------------------------------------------
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class ParticipantJoined(ServerMessage):
     type_name: ClassVar[str] = "participant_joined"
     participant: dict
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class ParticipantLeft(ServerMessage):
     type_name: ClassVar[str] = "participant_left"
     participant_id: int
     reason: str
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class ParticipantPublished(ServerMessage):
     """A participant sends a source: its camera, or a shared screen."""
 
@@ -175,16 +173,14 @@ class ParticipantPublished(ServerMessage):
     source: str = "camera"
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class ParticipantUnpublished(ServerMessage):
     type_name: ClassVar[str] = "participant_unpublished"
     participant_id: int
     source: str = "camera"
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class ParticipantMedia(ServerMessage):
     type_name: ClassVar[str] = "participant_media"
     participant_id: int
@@ -192,15 +188,13 @@ class ParticipantMedia(ServerMessage):
     video: bool
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class RoomUpdated(ServerMessage):
     type_name: ClassVar[str] = "room_updated"
     room: dict
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class RoomClosed(ServerMessage):
     """The room was closed or deleted, or a moderator ended the meeting (`reason`: closed,
     deleted, ended): the connection closes after this (CLOSE_ROOM_CLOSED)."""
@@ -210,8 +204,7 @@ class RoomClosed(ServerMessage):
     message: str
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class MediaReset(ServerMessage):
     """The room's media was rebuilt (`reason`: session_lost, server_down, pipeline_gone): every
     connection to the media server is gone; publish and subscribe afresh."""
@@ -220,16 +213,14 @@ class MediaReset(ServerMessage):
     reason: str
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class MediaInterrupted(ServerMessage):
     """The room's media server cannot be reached and there is no other one to move to."""
 
     type_name: ClassVar[str] = "media_interrupted"
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class MediaRestored(ServerMessage):
     """The room's media server is back, with the room's media intact."""
 
@@ -238,8 +229,7 @@ class MediaRestored(ServerMessage):
 
 # --- the connection-test socket (ws/connection-test/) ----------------------------------------
 # It also sends `ice_candidate` (target "loopback"), `pong`, `error` and `refused`.
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class LoopbackReady(ServerMessage):
     """The connection-test socket is open: the ICE configuration for the test's connection (as
     in `snapshot`, with TURN credentials of the user's own) and the test's time limit."""
@@ -249,8 +239,7 @@ class LoopbackReady(ServerMessage):
     time_limit: float  # seconds a test may run before the server stops it
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class LoopbackStarted(Reply):
     """The answer to `loopback_start`: the media server sends the browser's media back."""
 
@@ -258,8 +247,7 @@ class LoopbackStarted(Reply):
     sdp: str
 
 
-@_message
-@dataclass(frozen=True, kw_only=True)
+@message
 class LoopbackStopped(Reply):
     """The test's media is released (`reason`: requested, time_limit)."""
 

@@ -3,6 +3,7 @@
 import { gettext, interpolate } from './i18n.js';
 import { StageLayout } from './layout.js';
 import { QualityMonitor } from './quality.js';
+import { Requests } from './requests.js';
 import { SpeakingMonitor } from './speaking.js';
 
 // A connection whose media path broke is made again with new endpoints (the media server has no
@@ -474,12 +475,10 @@ export class Call {
     this.onShare = () => {}; // told when this tab starts or stops sharing (true / false)
     this.names = new Map(); // participant id -> name
     this.you = null;
-    this.serial = 0;
-    this.pending = new Map(); // request id -> {resolve, reject, timer}
+    // Every media request's reply (`video` is answered by `video_set`).
+    const replies = ['published', 'subscribed', 'unsubscribed', 'unpublished', 'video_set'];
+    this.requests = new Requests(socket, 'm', replies, REQUEST_TIMEOUT_MS);
     this.mediaAsked = null;
-    for (const type of ['published', 'subscribed', 'unsubscribed', 'unpublished', 'error']) {
-      socket.addEventListener(type, (event) => this.#reply(event.detail));
-    }
     socket.addEventListener('ice_candidate', (event) => {
       const { target, candidate, source } = event.detail;
       this.links.get(linkKey(target, source))?.addCandidate(candidate);
@@ -488,28 +487,7 @@ export class Call {
 
   /** Send a request and wait for its reply; rejects with {code, message} on an error reply. */
   request(message) {
-    const id = `m${++this.serial}`;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject({ code: 'timeout', message: gettext('The server did not answer.') });
-      }, REQUEST_TIMEOUT_MS);
-      this.pending.set(id, { resolve, reject, timer });
-      if (!this.socket.send({ ...message, id })) {
-        clearTimeout(timer);
-        this.pending.delete(id);
-        reject({ code: 'offline', message: gettext('Not connected to the room.') });
-      }
-    });
-  }
-
-  #reply(message) {
-    const waiting = this.pending.get(message.id);
-    if (!waiting) return;
-    this.pending.delete(message.id);
-    clearTimeout(waiting.timer);
-    if (message.type === 'error') waiting.reject(message);
-    else waiting.resolve(message);
+    return this.requests.send(message);
   }
 
   /** What to ask getUserMedia for one kind ('audio' or 'video'): the chosen device, if any. */
@@ -948,11 +926,7 @@ export class Call {
     this.tiles.clear();
     this.screens.clear();
     this.localTile?.setState('preview', '');
-    for (const { reject, timer } of this.pending.values()) {
-      clearTimeout(timer);
-      reject({ code: 'offline', message: gettext('Not connected to the room.') });
-    }
-    this.pending.clear();
+    this.requests.failAll();
   }
 
   /** Leave for good: connections closed, camera and microphone released, tiles gone. */

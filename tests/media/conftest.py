@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from mediaserver.server import MediaServer
 from signaling import media
+from tests.media.callers import Caller
 from tests.mediaserver.conftest import checked_media_server
 
 
@@ -61,3 +62,26 @@ async def kms(media_server: MediaServer, settings) -> AsyncIterator[MediaServer]
     yield media_server
     await media.close_clients()
     assert media_objects(media_server) == [], "the room media service left media objects behind"
+
+
+@pytest.fixture
+def people(make_user):
+    """Four people, the first of whom owns the test module's `room`."""
+    return [make_user(name) for name in ("ada", "grace", "alan", "edsger")]
+
+
+@pytest.fixture
+async def join(kms, room_client) -> AsyncIterator[Callable[..., Awaitable[Caller]]]:
+    """`await join(user, room)`: a caller (tests.media.callers.Caller) in that room, past its
+    snapshot; their peers are closed at the end."""
+    callers: list[Caller] = []
+
+    async def join_as(user, target) -> Caller:
+        socket = await room_client(user, target)
+        snapshot = await socket.receive_until("snapshot")
+        callers.append(Caller(socket, snapshot))
+        return callers[-1]
+
+    yield join_as
+    for caller in callers:
+        await caller.close_peers()

@@ -24,28 +24,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def people(make_user):
-    return [make_user(name) for name in ("ada", "grace", "alan", "edsger")]
-
-
-@pytest.fixture
 def room(make_room, people):
     return make_room(people[0], "Board meeting")
-
-
-@pytest.fixture
-async def join(kms, room_client):
-    callers: list[Caller] = []
-
-    async def join_as(user, target) -> Caller:
-        socket = await room_client(user, target)
-        snapshot = await socket.receive_until("snapshot")
-        callers.append(Caller(socket, snapshot))
-        return callers[-1]
-
-    yield join_as
-    for caller in callers:
-        await caller.close_peers()
 
 
 async def _pump_all(callers: list[Caller], seconds: float) -> None:

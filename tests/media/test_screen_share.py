@@ -13,7 +13,6 @@ from asgiref.sync import sync_to_async
 
 from rooms.models import Room
 from signaling.models import MediaEndpoint
-from tests.media.callers import Caller
 from tests.mediaserver.peers import Peer
 
 from .conftest import media_objects
@@ -22,28 +21,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def people(make_user):
-    return [make_user(name) for name in ("ada", "grace", "alan", "edsger")]
-
-
-@pytest.fixture
 def room(make_room, people):
     return make_room(people[0], "Design review")
-
-
-@pytest.fixture
-async def join(kms, room_client):
-    callers: list[Caller] = []
-
-    async def join_as(user, target) -> Caller:
-        socket = await room_client(user, target)
-        snapshot = await socket.receive_until("snapshot")
-        callers.append(Caller(socket, snapshot))
-        return callers[-1]
-
-    yield join_as
-    for caller in callers:
-        await caller.close_peers()
 
 
 async def _sources() -> list[tuple[int, int | None, str]]:
