@@ -3,6 +3,8 @@
 Services call these after their writes commit. Each room has a group; every connection in the
 room is a member and forwards the event, as is, to its browser (the wire format is in
 docs/protocol.md); `room_closed` ends their connections, `participant_removed` the removed one's.
+The connections of people waiting to be let in (`Room.ask_to_join`) are in the room's waiting
+group instead: they hear the moderators' decisions (`join_decided`) and `room_closed`.
 """
 
 import logging
@@ -12,13 +14,17 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from rooms.models import ChatMessage, Participant, Room
+from rooms.models import ChatMessage, JoinRequest, Participant, Room
 
 logger = logging.getLogger(__name__)
 
 
 def room_group(room_id: int) -> str:
     return f"room-{room_id}"
+
+
+def waiting_group(room_id: int) -> str:
+    return f"room-{room_id}-waiting"
 
 
 def participant_payload(participant: Participant) -> dict[str, Any]:
@@ -28,6 +34,9 @@ def participant_payload(participant: Participant) -> dict[str, Any]:
         "user_id": participant.user_id,
         "is_owner": participant.user_id == participant.room.owner_id,
         "joined_at": participant.joined_at.isoformat(),
+        # What a moderator blocked ("everyone joins muted" blocks the microphone on joining).
+        "audio_blocked": participant.muted_audio_by_moderator,
+        "video_blocked": participant.muted_video_by_moderator,
     }
 
 
@@ -41,6 +50,9 @@ def room_payload(room: Room) -> dict[str, Any]:
         "max_participants": room.max_participants,
         "owner_id": room.owner_id,
         "screen_sharing": room.screen_sharing,
+        "ask_to_join": room.ask_to_join,
+        "join_muted": room.join_muted,
+        "self_unmute": room.self_unmute,
     }
 
 
@@ -61,15 +73,26 @@ def hand_payload(participant: Participant) -> dict[str, Any]:
     return {"participant_id": participant.pk, "raised_at": participant.hand_raised_at.isoformat()}
 
 
-def _publish(room_id: int, event: dict[str, Any]) -> None:
-    message: dict[str, Any] = {"type": "room.event", "event": event}
+def join_request_payload(request: JoinRequest) -> dict[str, Any]:
+    """Someone waiting to be let in, as moderators see them."""
+    return {
+        "user_id": request.user_id,
+        "name": request.display_name,
+        "asked_at": request.asked_at.isoformat(),
+    }
+
+
+def _publish(room_id: int, event: dict[str, Any], *, waiting: bool = False) -> None:
+    """After the transaction commits: to the room's group, or to its waiting group."""
+    group = waiting_group(room_id) if waiting else room_group(room_id)
+    message: dict[str, Any] = {"type": "waiting.event" if waiting else "room.event", "event": event}
 
     def send() -> None:
         layer = get_channel_layer()
         if layer is None:
             return
         try:
-            async_to_sync(layer.group_send)(room_group(room_id), message)
+            async_to_sync(layer.group_send)(group, message)
         except Exception:
             # The write already happened; a dead layer must not turn it into an error page.
             logger.exception("could not publish %s to room %s", event.get("type"), room_id)
@@ -108,7 +131,10 @@ def publish_room_updated(room: Room) -> None:
 
 
 def publish_room_closed(room_id: int, *, reason: str, message: str) -> None:
-    _publish(room_id, {"type": "room_closed", "reason": reason, "message": message})
+    event = {"type": "room_closed", "reason": reason, "message": message}
+    _publish(room_id, event)
+    if reason != "ended":  # a meeting that ended leaves the room: those waiting go on waiting
+        _publish(room_id, event, waiting=True)
 
 
 def publish_chat_message(message: ChatMessage) -> None:
@@ -161,3 +187,25 @@ def publish_participant_removed(participant: Participant, *, message: str) -> No
         participant.room_id,
         {"type": "participant_removed", "participant_id": participant.pk, "message": message},
     )
+
+
+def publish_waiting_changed(room_id: int, waiting: list[JoinRequest]) -> None:
+    """Who waits to be let in now (each connection passes it on to moderators only)."""
+    _publish(
+        room_id,
+        {"type": "waiting_changed", "waiting": [join_request_payload(r) for r in waiting]},
+    )
+
+
+def publish_join_decided(room_id: int, *, user_ids: list[int], admitted: bool) -> None:
+    """A moderator let these waiting users in, or turned them away."""
+    _publish(
+        room_id,
+        {"type": "join_decided", "user_ids": user_ids, "admitted": admitted},
+        waiting=True,
+    )
+
+
+def publish_waiting_refresh(room_id: int) -> None:
+    """Tell whoever waits again what they are waiting for (a moderator arrived)."""
+    _publish(room_id, {"type": "waiting_refresh"}, waiting=True)

@@ -17,6 +17,9 @@ class RoomForm(forms.ModelForm):
             "max_participants",
             "locked",
             "screen_sharing",
+            "ask_to_join",
+            "join_muted",
+            "self_unmute",
         )
         widgets = {
             "description": forms.Textarea(attrs={"rows": 3}),

@@ -57,6 +57,27 @@ class Room(models.Model):
         default=ScreenSharing.EVERYONE,
         help_text=_("The owner can always share their screen."),
     )
+    # Running the meeting (docs/protocol.md, "Running a meeting: moderators").
+    ask_to_join = models.BooleanField(
+        _("ask to join"),
+        default=False,
+        help_text=_(
+            "People other than the owner and moderators wait until a moderator lets them in."
+        ),
+    )
+    join_muted = models.BooleanField(
+        _("everyone joins muted"),
+        default=False,
+        help_text=_("Microphones start muted by a moderator for everyone but moderators."),
+    )
+    self_unmute = models.BooleanField(
+        _("people can unmute themselves"),
+        default=True,
+        help_text=_(
+            "After a moderator muted them, people can turn their microphone and camera back on "
+            "themselves. Otherwise they raise their hand and a moderator allows them."
+        ),
+    )
     # Changing the key invalidates every invite link handed out before.
     invite_key = models.CharField(
         _("invite key"), max_length=32, default=_new_invite_key, editable=False
@@ -182,11 +203,15 @@ class RoomModerator(models.Model):
 
 class RoomRemoval(models.Model):
     """A user a moderator removed from the room's meeting: their joins are refused until the
-    room is empty again (then the row is deleted)."""
+    room is empty again (then the row is deleted), or for good when they were banned (until a
+    moderator or an admin lets them back)."""
 
     room = _room_link("removals")
     user = _user_link()
     removed_by = _by_link(_("removed by"))
+    banned = models.BooleanField(
+        _("banned"), default=False, help_text=_("Kept after the meeting: refused every time.")
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
@@ -196,6 +221,40 @@ class RoomRemoval(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} removed from {self.room}"
+
+
+class JoinRequest(models.Model):
+    """A user asking to join a room that asks people to wait (`Room.ask_to_join`), and what a
+    moderator decided. Waiting rows live as long as the person's page keeps asking (refreshed
+    like presence); decided rows last until the meeting is over (the room empties), so a person
+    let in who reconnects does not wait again."""
+
+    class State(models.TextChoices):
+        WAITING = "waiting", _("Waiting")
+        ADMITTED = "admitted", _("Let in")
+        DENIED = "denied", _("Turned away")
+
+    room = _room_link("join_requests")
+    user = _user_link()
+    display_name = models.CharField(_("display name"), max_length=64)
+    state = models.CharField(
+        _("state"), max_length=10, choices=State.choices, default=State.WAITING
+    )
+    connection_id = models.CharField(_("connection"), max_length=200, blank=True)
+    asked_at = models.DateTimeField(_("asked at"))
+    last_seen_at = models.DateTimeField(_("last seen at"))
+    decided_by = _by_link(_("decided by"))
+    decided_at = models.DateTimeField(_("decided at"), null=True, blank=True)
+    denials = models.PositiveSmallIntegerField(_("times turned away"), default=0)
+
+    class Meta:
+        verbose_name = _("request to join")
+        verbose_name_plural = _("requests to join")
+        ordering = ("asked_at", "pk")
+        constraints = [_one_row_per_user("one_join_request_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.display_name} asking to join {self.room}"
 
 
 CHAT_MESSAGE_MAX_LENGTH = 1000

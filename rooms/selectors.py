@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from rooms.invites import invite_is_valid
-from rooms.models import ChatMessage, Participant, Room, RoomModerator, RoomRemoval
+from rooms.models import ChatMessage, JoinRequest, Participant, Room, RoomModerator, RoomRemoval
 
 
 def presence_cutoff() -> datetime:
@@ -101,6 +101,10 @@ def room_by_slug(*, slug: str) -> Room | None:
     return Room.objects.select_related("owner").filter(slug=slug).first()
 
 
+def room_by_id(*, room_id: int) -> Room | None:
+    return Room.objects.select_related("owner").filter(pk=room_id).first()
+
+
 def room_is_managed_by(*, room: Room, user: AbstractBaseUser | AnonymousUser) -> bool:
     return user.is_authenticated and room.owner_id == user.pk
 
@@ -127,6 +131,28 @@ def room_moderator_ids(*, room: Room) -> set[int]:
     """The user ids of the room's moderators: its owner and those the owner made moderators."""
     granted = RoomModerator.objects.filter(room=room).values_list("user_id", flat=True)
     return {room.owner_id, *granted}
+
+
+def room_needs_admission(*, room: Room, user: AbstractBaseUser) -> bool:
+    """Whether the user waits for a moderator to let them in: the room asks people to, and they
+    are not one of its moderators (who let the others in)."""
+    return room.ask_to_join and not room_moderates(room=room, user=user)
+
+
+def join_requests_waiting(*, room: Room) -> QuerySet[JoinRequest]:
+    """Who is waiting to be let in now (their pages still ask), first come first."""
+    return JoinRequest.objects.filter(
+        room=room, state=JoinRequest.State.WAITING, last_seen_at__gte=presence_cutoff()
+    ).order_by("asked_at", "pk")
+
+
+def moderator_present(*, room: Room) -> bool:
+    """Whether someone who can let people in is in the meeting now."""
+    moderators = room_moderator_ids(room=room)
+    return any(
+        p.user_id in moderators or p.user.is_staff
+        for p in participants_live(room=room).select_related("user")
+    )
 
 
 @dataclass(frozen=True)
@@ -161,7 +187,10 @@ def room_entry_refusal(
     refusal = room_access_refusal(room=room, user=user, invite=invite)
     if refusal is not None:
         return refusal
-    if room.owner_id != user.pk and RoomRemoval.objects.filter(room=room, user_id=user.pk).exists():
+    removal = RoomRemoval.objects.filter(room=room, user_id=user.pk).first()
+    if removal is not None and room.owner_id != user.pk:
+        if removal.banned:
+            return Refusal("banned", gettext("A moderator has banned you from this room."))
         return Refusal(
             "removed",
             gettext(

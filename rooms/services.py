@@ -16,6 +16,7 @@ from rooms import events
 from rooms.models import (
     CHAT_MESSAGE_MAX_LENGTH,
     ChatMessage,
+    JoinRequest,
     Participant,
     Room,
     RoomModerator,
@@ -23,11 +24,13 @@ from rooms.models import (
 )
 from rooms.selectors import (
     Refusal,
+    join_requests_waiting,
     presence_cutoff,
     room_entry_refusal,
     room_is_managed_by,
     room_moderates,
     room_moderator_ids,
+    room_needs_admission,
 )
 
 logger = logging.getLogger(__name__)
@@ -39,6 +42,15 @@ class JoinRefused(Exception):
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(refusal.message)
         self.refusal = refusal
+
+
+class JoinWaiting(Exception):
+    """The user waits for a moderator to let them in (the room asks people to): `request` is
+    their place in the queue."""
+
+    def __init__(self, request: JoinRequest) -> None:
+        super().__init__("waiting to be let in")
+        self.request = request
 
 
 class ActionRefused(Exception):
@@ -67,6 +79,9 @@ def room_create(
     max_participants: int = 10,
     locked: bool = False,
     screen_sharing: str = Room.ScreenSharing.EVERYONE,
+    ask_to_join: bool = False,
+    join_muted: bool = False,
+    self_unmute: bool = True,
 ) -> Room:
     for _ in range(5):
         try:
@@ -80,6 +95,9 @@ def room_create(
                     max_participants=max_participants,
                     locked=locked,
                     screen_sharing=screen_sharing,
+                    ask_to_join=ask_to_join,
+                    join_muted=join_muted,
+                    self_unmute=self_unmute,
                 )
         except IntegrityError:  # a slug collision: draw another suffix
             continue
@@ -88,13 +106,23 @@ def room_create(
     raise RuntimeError("could not find a free room slug")
 
 
-_UPDATABLE = frozenset(
-    {"name", "description", "visibility", "max_participants", "locked", "screen_sharing"}
+ROOM_UPDATABLE = frozenset(
+    {
+        "name",
+        "description",
+        "visibility",
+        "max_participants",
+        "locked",
+        "screen_sharing",
+        "ask_to_join",
+        "join_muted",
+        "self_unmute",
+    }
 )
 
 
 def room_update(*, room: Room, **changes: object) -> Room:
-    unknown = set(changes) - _UPDATABLE
+    unknown = set(changes) - ROOM_UPDATABLE
     if unknown:
         raise TypeError(f"room_update cannot change {sorted(unknown)}")
     for field, value in changes.items():
@@ -102,6 +130,8 @@ def room_update(*, room: Room, **changes: object) -> Room:
     with transaction.atomic():
         room.save(update_fields=[*changes, "updated_at"])
         events.publish_room_updated(room)
+        if "ask_to_join" in changes and not room.ask_to_join:
+            _decide(room, list(join_requests_waiting(room=room)), admit=True, by_user=None)
     return room
 
 
@@ -117,16 +147,22 @@ def _remove_everyone(room: Room, *, reason: str, message: str) -> int:
     removed = Participant.objects.filter(room=room, state=Participant.State.CONNECTED).update(
         state=Participant.State.REMOVED, left_at=now, hand_raised_at=None
     )
-    RoomRemoval.objects.filter(room=room).delete()  # the meeting is over: a fresh start
+    _forget_meeting(room.pk)  # the meeting is over: a fresh start
     events.publish_room_closed(room.pk, reason=reason, message=message)
     return removed
 
 
+def _forget_meeting(room_id: int) -> None:
+    """The meeting is over: whoever a moderator removed (not banned) may join the next one, and
+    who was let in or turned away asks again. Who still waits goes on waiting."""
+    RoomRemoval.objects.filter(room_id=room_id, banned=False).delete()
+    JoinRequest.objects.filter(room_id=room_id).exclude(state=JoinRequest.State.WAITING).delete()
+
+
 def _forget_removals_if_empty(room_id: int) -> None:
-    """Once nobody is connected, the meeting is over: whoever a moderator removed may join the
-    next one."""
+    """Once nobody is connected, the meeting is over."""
     if not Participant.objects.filter(room_id=room_id, state=Participant.State.CONNECTED).exists():
-        RoomRemoval.objects.filter(room_id=room_id).delete()
+        _forget_meeting(room_id)
 
 
 def room_close(*, room: Room, message: str = gettext_noop("This room has been closed.")) -> int:
@@ -215,6 +251,9 @@ def participant_join(
     `replaces` names the participant this connection takes over from (a reconnecting tab passes
     its previous id): if that connection is still recorded as present, it belongs to the same
     user and room, so it is ended first instead of lingering as a ghost that holds a seat.
+
+    In a room that asks people to wait (`ask_to_join`), someone who is not a moderator, not let
+    in yet, and not in the meeting already (another tab, a reconnect) raises JoinWaiting.
     """
     with transaction.atomic():
         # The row lock serialises joins to one room, so two joiners cannot both take the last seat.
@@ -228,19 +267,158 @@ def participant_join(
         refusal = room_entry_refusal(room=room, user=user, invite=invite)
         if refusal is not None:
             raise JoinRefused(refusal)
-        participant = Participant.objects.create(
-            room=room,
-            user=user,
-            display_name=user.shown_name,
-            connection_id=connection_id,
-            last_seen_at=timezone.now(),
-            # A reconnecting tab keeps what a moderator blocked: reloading does not undo it.
-            muted_audio_by_moderator=previous is not None and previous.muted_audio_by_moderator,
-            muted_video_by_moderator=previous is not None and previous.muted_video_by_moderator,
+        # Another tab of the user's in the meeting: this one starts as blocked as that one.
+        same_user = (
+            previous
+            or Participant.objects.filter(
+                room=room, user=user, state=Participant.State.CONNECTED
+            ).first()
         )
-        events.publish_participant_joined(participant)
+        waiting = None
+        if same_user is None and room_needs_admission(room=room, user=user):
+            waiting = _ask_to_join(room=room, user=user, connection_id=connection_id)
+        if waiting is None:
+            participant = _enter(room, user, connection_id=connection_id, same_user=same_user)
+    if waiting is not None:
+        raise JoinWaiting(waiting)  # after the commit: the request stays
     logger.info("participant %s (user %s) joined room %s", participant.pk, user.pk, room.slug)
     return participant
+
+
+def _enter(
+    room: Room, user: AbstractBaseUser, *, connection_id: str, same_user: Participant | None
+) -> Participant:
+    if same_user is not None:
+        # Reloading, reconnecting or another tab does not undo what a moderator blocked.
+        audio, video = same_user.muted_audio_by_moderator, same_user.muted_video_by_moderator
+    else:
+        audio = room.join_muted and not room_moderates(room=room, user=user)
+        video = False
+    participant = Participant.objects.create(
+        room=room,
+        user=user,
+        display_name=user.shown_name,
+        connection_id=connection_id,
+        last_seen_at=timezone.now(),
+        muted_audio_by_moderator=audio,
+        muted_video_by_moderator=video,
+    )
+    events.publish_participant_joined(participant)
+    if room.ask_to_join and room_moderates(room=room, user=user):
+        events.publish_waiting_refresh(room.pk)  # those waiting learn someone can let them in
+    return participant
+
+
+# --- The waiting room: rooms that ask people to wait until a moderator lets them in ---------
+MAX_DENIALS = 3  # turned away this often in one meeting: no more asking until it is over
+
+
+def _ask_to_join(*, room: Room, user: AbstractBaseUser, connection_id: str) -> JoinRequest | None:
+    """The user's request to join, made or refreshed (a reconnecting page keeps its place);
+    None when a moderator let them in already. JoinRefused when turned away too often."""
+    now = timezone.now()
+    request = JoinRequest.objects.select_for_update().filter(room=room, user=user).first()
+    if request is not None and request.state == JoinRequest.State.ADMITTED:
+        return None
+    if request is None:
+        request = JoinRequest(room=room, user=user, asked_at=now)
+    elif request.state == JoinRequest.State.DENIED:
+        if request.denials >= MAX_DENIALS:
+            raise JoinRefused(
+                Refusal(
+                    "denied",
+                    gettext("A moderator did not let you in. You can ask again next meeting."),
+                )
+            )
+        request.state, request.asked_at = JoinRequest.State.WAITING, now
+    elif request.last_seen_at < presence_cutoff():  # stopped asking a while ago: a new place
+        request.asked_at = now
+    request.display_name = user.shown_name
+    request.connection_id = connection_id
+    request.last_seen_at = now
+    request.save()
+    events.publish_waiting_changed(room.pk, list(join_requests_waiting(room=room)))
+    logger.info("user %s asks to join room %s", user.pk, room.slug)
+    return request
+
+
+def join_request_touch(*, request_id: int) -> str | None:
+    """A waiting page is still there: refresh its request. Its state (a decision the page may
+    have missed), or None when the request is gone (the meeting ended around a decision)."""
+    with transaction.atomic():
+        JoinRequest.objects.filter(pk=request_id, state=JoinRequest.State.WAITING).update(
+            last_seen_at=timezone.now()
+        )
+        return JoinRequest.objects.filter(pk=request_id).values_list("state", flat=True).first()
+
+
+def join_request_withdraw(*, request_id: int, connection_id: str) -> bool:
+    """The waiting page went away (closed, cancelled): it leaves the queue, unless another
+    connection of the same user asks now. False when there was nothing to withdraw."""
+    with transaction.atomic():
+        request = JoinRequest.objects.filter(
+            pk=request_id, state=JoinRequest.State.WAITING, connection_id=connection_id
+        ).first()
+        if request is None:
+            return False
+        request.delete()
+        events.publish_waiting_changed(
+            request.room_id, list(join_requests_waiting(room=request.room))
+        )
+    return True
+
+
+def join_requests_reap_stale(*, room_id: int) -> int:
+    """Forget requests whose page stopped asking (its worker died with it)."""
+    with transaction.atomic():
+        deleted, _counts = JoinRequest.objects.filter(
+            room_id=room_id, state=JoinRequest.State.WAITING, last_seen_at__lt=presence_cutoff()
+        ).delete()
+        if deleted:
+            room = Room.objects.get(pk=room_id)
+            events.publish_waiting_changed(room_id, list(join_requests_waiting(room=room)))
+    return deleted
+
+
+def _decide(
+    room: Room, requests: list[JoinRequest], *, admit: bool, by_user: AbstractBaseUser | None
+) -> list[int]:
+    now = timezone.now()
+    for request in requests:
+        request.state = JoinRequest.State.ADMITTED if admit else JoinRequest.State.DENIED
+        request.decided_by, request.decided_at = by_user, now
+        request.denials += 0 if admit else 1
+        request.save(update_fields=["state", "decided_by", "decided_at", "denials"])
+    user_ids = [request.user_id for request in requests]
+    if user_ids:
+        events.publish_join_decided(room.pk, user_ids=user_ids, admitted=admit)
+        events.publish_waiting_changed(room.pk, list(join_requests_waiting(room=room)))
+    return user_ids
+
+
+def join_requests_decide(
+    *, room_id: int, user_id: int | None, admit: bool, by_user: AbstractBaseUser
+) -> list[int]:
+    """A moderator lets a waiting user in (`admit`) or turns them away; everyone waiting when
+    `user_id` is None. The user ids decided."""
+    action = "let people in" if admit else "turn people away"
+    with transaction.atomic():
+        room = _moderated_room(room_id=room_id, by_user=by_user, action=action)
+        waiting = join_requests_waiting(room=room).select_for_update()
+        if user_id is not None:
+            waiting = waiting.filter(user_id=user_id)
+        requests = list(waiting)
+        if user_id is not None and not requests:
+            raise ActionRefused("not_found", gettext("That person is not waiting to join."))
+        user_ids = _decide(room, requests, admit=admit, by_user=by_user)
+    logger.info(
+        "user %s %s users %s in room %s",
+        by_user.pk,
+        "admitted" if admit else "denied",
+        user_ids,
+        room_id,
+    )
+    return user_ids
 
 
 def participant_leave(*, participant_id: int, state: str = Participant.State.LEFT) -> bool:
@@ -451,25 +629,75 @@ def participant_moderate_media(
     return True
 
 
-def participant_remove(*, room_id: int, participant_id: int, by_user: AbstractBaseUser) -> None:
+def participants_mute_all(*, room_id: int, kind: str, by_user: AbstractBaseUser) -> list[int]:
+    """A moderator blocks the microphone (or camera) of everyone present who is not a moderator.
+    The participant ids newly blocked; the caller has the media server enforce it."""
+    if kind not in MEDIA_KINDS:
+        raise ActionRefused("invalid", f"'kind' must be one of {', '.join(MEDIA_KINDS)}.")
+    field = f"muted_{kind}_by_moderator"
+    with transaction.atomic():
+        room = _moderated_room(room_id=room_id, by_user=by_user, action=f"block everyone's {kind}")
+        moderators = room_moderator_ids(room=room)
+        blocked = []
+        for participant in Participant.objects.filter(
+            room=room, state=Participant.State.CONNECTED, **{field: False}
+        ).select_related("user"):
+            if participant.user_id in moderators or participant.user.is_staff:
+                continue
+            setattr(participant, field, True)
+            participant.save(update_fields=[field])
+            events.publish_media_blocked(participant, kind=kind, blocked=True)
+            blocked.append(participant.pk)
+    logger.info("user %s blocked the %s of %s in room %s", by_user.pk, kind, blocked, room_id)
+    return blocked
+
+
+def participant_unblock_self(*, participant_id: int, kind: str) -> bool:
+    """A participant turns back on what a moderator blocked, in a room that lets people do so
+    (`self_unmute`). False when it was not blocked; the caller has the media server forward it."""
+    if kind not in MEDIA_KINDS:
+        raise ActionRefused("invalid", f"'kind' must be one of {', '.join(MEDIA_KINDS)}.")
+    field = f"muted_{kind}_by_moderator"
+    with transaction.atomic():
+        participant = _present(participant_id)
+        if not getattr(participant, field):
+            return False
+        if not participant.room.self_unmute:
+            raise ActionRefused(
+                "forbidden",
+                gettext("Only a moderator can allow it again. Raise your hand to ask."),
+            )
+        setattr(participant, field, False)
+        participant.save(update_fields=[field])
+        events.publish_media_blocked(participant, kind=kind, blocked=False)
+    return True
+
+
+def participant_remove(
+    *, room_id: int, participant_id: int, by_user: AbstractBaseUser, ban: bool = False
+) -> None:
     """A moderator removes a participant from the meeting: its presence ends (`removed`), its
     connection is told and closed (signaling.consumers), and the user cannot join again until
-    the room is empty or a moderator readmits them. The caller releases its media."""
+    the room is empty or a moderator readmits them; never again when `ban`ned (until readmitted).
+    The caller releases its media."""
     with transaction.atomic():
         room = _moderated_room(room_id=room_id, by_user=by_user, action="remove someone")
         participant = _moderated_participant(room=room, participant_id=participant_id)
         if participant.user_id == by_user.pk:
             raise ActionRefused("invalid", gettext("To leave the meeting, use Leave."))
-        RoomRemoval.objects.get_or_create(
-            room=room, user_id=participant.user_id, defaults={"removed_by": by_user}
+        RoomRemoval.objects.update_or_create(
+            room=room, user_id=participant.user_id, defaults={"removed_by": by_user, "banned": ban}
         )
         participant.state = Participant.State.REMOVED
         participant.left_at = timezone.now()
         participant.hand_raised_at = None
         participant.save(update_fields=["state", "left_at", "hand_raised_at"])
-        events.publish_participant_removed(
-            participant, message=gettext_noop("A moderator removed you from this meeting.")
+        message = (
+            gettext_noop("A moderator removed you from this meeting and banned you from the room.")
+            if ban
+            else gettext_noop("A moderator removed you from this meeting.")
         )
+        events.publish_participant_removed(participant, message=message)
         events.publish_participant_left(participant)
     logger.info(
         "user %s removed participant %s (user %s) from room %s",

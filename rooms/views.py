@@ -173,6 +173,7 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
         )
     # Who is already in, for the pre-join screen (the page's live list takes over once joined).
     presence = selectors.room_presence(room=room, user=request.user)
+    asks_to_join = selectors.room_needs_admission(room=room, user=request.user)
     return render(
         request,
         "rooms/room_detail.html",
@@ -183,6 +184,7 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "already_here": presence.others_shown,
             "already_here_more": presence.others_more,
             "also_here_yourself": presence.you_elsewhere,
+            "asks_to_join": asks_to_join,
             # A public room's address, to share from the room's details (private: invite_url).
             "room_url": (
                 None if room.is_private else request.build_absolute_uri(room.get_absolute_url())
@@ -196,6 +198,7 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
                 "lobbyUrl": reverse("rooms:lobby"),
                 "userId": request.user.pk,
                 "isOwner": is_owner,
+                "asksToJoin": asks_to_join,
             },
         },
     )

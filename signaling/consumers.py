@@ -1,5 +1,6 @@
 """The room WebSocket: presence (who is here), call signaling, chat, hands and reactions
-(signaling.collaboration), and running the meeting (signaling.moderation).
+(signaling.collaboration), running the meeting (signaling.moderation), and waiting to be let in
+(a room that asks people to: the connection waits, then joins without reconnecting).
 
 Thin by design: it parses and validates what the browser sends, asks the rooms and media
 services to act, and forwards room events from the channel layer to the browser. The inbound
@@ -27,7 +28,7 @@ from django.utils.translation import gettext
 
 from conference import metrics
 from rooms import events, selectors, services
-from rooms.models import Participant
+from rooms.models import JoinRequest, Participant
 from rooms.selectors import Refusal
 from signaling import media, protocol, turn
 from signaling.collaboration import Collaboration
@@ -52,8 +53,34 @@ def _join(
     )
 
 
+def _waiting_sync(room_id: int) -> list[dict[str, Any]]:
+    room = selectors.room_by_id(room_id=room_id)
+    if room is None:
+        return []
+    return [events.join_request_payload(r) for r in selectors.join_requests_waiting(room=room)]
+
+
 @database_sync_to_async
-def _snapshot(participant: Participant, ref: str | int | None = None) -> protocol.Snapshot:
+def _moderates(participant: Participant) -> bool:
+    return selectors.room_moderates(room=participant.room, user=participant.user)
+
+
+@database_sync_to_async
+def _waiting_message(room_id: int) -> protocol.Waiting:
+    room = selectors.room_by_id(room_id=room_id)
+    present = room is not None and selectors.moderator_present(room=room)
+    text = (
+        gettext("Please wait: someone in the meeting will let you in soon.")
+        if present
+        else gettext("Please wait: no moderator is in the meeting yet to let you in.")
+    )
+    return protocol.Waiting(message=text, moderator_present=present)
+
+
+@database_sync_to_async
+def _snapshot(
+    participant: Participant, *, moderating: bool, ref: str | int | None = None
+) -> protocol.Snapshot:
     room = selectors.room_by_slug(slug=participant.room.slug) or participant.room
     publishing = publishing_sync(room.pk)
     sharing = sharing_sync(room.pk)
@@ -68,14 +95,13 @@ def _snapshot(participant: Participant, ref: str | int | None = None) -> protoco
                 "publishing": p.pk in publishing,
                 "sharing": p.pk in sharing,
                 **publishing.get(p.pk, {"audio": False, "video": False}),
-                "audio_blocked": p.muted_audio_by_moderator,
-                "video_blocked": p.muted_video_by_moderator,
             }
             for p in selectors.participants_live(room=room)
         ],
         hands=[events.hand_payload(p) for p in selectors.hands_raised(room=room)],
         chat=[events.chat_message_payload(m) for m in selectors.chat_recent(room=room)],
         moderators=sorted(moderators),
+        waiting=_waiting_sync(room.pk) if moderating else [],
         id=ref,
     )
 
@@ -103,6 +129,10 @@ class RoomConsumer(TypedSocketConsumer):
     group: str | None = None
     heartbeat: asyncio.Task[None] | None = None
     ice_refresh: asyncio.Task[None] | None = None
+    # Waiting to be let in: the request, and how to join once let in.
+    waiting: JoinRequest | None = None
+    join_args: dict[str, Any] | None = None
+    moderating = False  # whether this participant may run the meeting (sees who waits)
 
     parse = staticmethod(protocol.parse_client_message)
 
@@ -112,7 +142,7 @@ class RoomConsumer(TypedSocketConsumer):
 
     @property
     def serving(self) -> bool:
-        return self.participant is not None  # not refused, not ended
+        return self.participant is not None or self.waiting is not None  # not refused, not ended
 
     @functools.cached_property
     def collaboration(self) -> Collaboration:
@@ -131,21 +161,31 @@ class RoomConsumer(TypedSocketConsumer):
                 task.cancel()
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self._stop_waiting(withdraw=True)
         await self._end_presence(Participant.State.DROPPED)
 
     async def connect(self) -> None:
         # Accept first: a refused handshake reaches the browser as a bare 1006 with no reason.
         await self.accept()
-        started = time.monotonic()
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        self.join_args = {
+            "slug": self.scope["url_route"]["kwargs"]["slug"],
+            "user": self.scope.get("user"),
+            "invite": query.get("invite", [None])[0],
+            "replaces": _participant_id(query.get("resume", [""])[0]),
+            "connection_id": self.channel_name,
+        }
+        await self._try_joining()
+
+    async def _try_joining(self) -> None:
+        """Join the room, wait to be let in, or be refused (and closed)."""
+        assert self.join_args is not None
+        started = time.monotonic()
         try:
-            participant = await _join(
-                slug=self.scope["url_route"]["kwargs"]["slug"],
-                user=self.scope.get("user"),
-                invite=query.get("invite", [None])[0],
-                replaces=_participant_id(query.get("resume", [""])[0]),
-                connection_id=self.channel_name,
-            )
+            participant = await _join(**self.join_args)
+        except services.JoinWaiting as waiting:
+            await self._start_waiting(waiting.request)
+            return
         except services.JoinRefused as refused:
             reason = refused.refusal.reason
             metrics.JOINS.labels(outcome=reason).inc()
@@ -156,9 +196,10 @@ class RoomConsumer(TypedSocketConsumer):
             return
         self.participant = participant
         self.media = media.ParticipantMedia(participant)
+        self.moderating = await _moderates(participant)
         self.group = events.room_group(participant.room_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        snapshot = await _snapshot(participant)
+        snapshot = await _snapshot(participant, moderating=self.moderating)
         await self.send_message(snapshot)
         metrics.JOINS.labels(outcome="joined").inc()
         metrics.JOIN_SECONDS.observe(time.monotonic() - started)
@@ -179,6 +220,7 @@ class RoomConsumer(TypedSocketConsumer):
                 task.cancel()
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self._stop_waiting(withdraw=True)  # a page that stops asking leaves the queue
         # Without a goodbye (tab closed, network lost) the connection counts as dropped.
         await self._end_presence(Participant.State.DROPPED)
 
@@ -186,12 +228,20 @@ class RoomConsumer(TypedSocketConsumer):
         match message:
             case protocol.Ping():
                 await self.send_message(protocol.Pong(id=message.id))
-            case protocol.Sync():
-                assert self.participant is not None
-                await self.send_message(await _snapshot(self.participant, message.id))
             case protocol.Leave():
+                await self._stop_waiting(withdraw=True)
                 await self._end_presence(Participant.State.LEFT)
                 await self.close(code=protocol.CLOSE_LEFT)
+            case _ if self.participant is None:  # waiting to be let in: nothing else yet
+                error = protocol.ProtocolError(
+                    "waiting", gettext("You are waiting to be let in."), message.id
+                )
+                await self.reply_error(error)
+            case protocol.Sync():
+                snapshot = await _snapshot(
+                    self.participant, moderating=self.moderating, ref=message.id
+                )
+                await self.send_message(snapshot)
             case protocol.CollaborationMessage():
                 await self.collaboration.handle(message)
             case protocol.ModerationMessage():
@@ -255,6 +305,22 @@ class RoomConsumer(TypedSocketConsumer):
         event = _typed(message["event"])
         if event is None:
             return
+        if isinstance(event, protocol.ModeratorsChanged) and self.participant is not None:
+            was, user = self.moderating, self.participant.user
+            self.moderating = user.is_staff or user.pk in event.user_ids
+            if self.moderating and not was:  # who waits now, to the new moderator
+                waiting = await database_sync_to_async(_waiting_sync)(self.participant.room_id)
+                await self.send_message(protocol.WaitingChanged(waiting=waiting))
+        if isinstance(event, protocol.WaitingChanged) and not self.moderating:
+            return  # who waits is the moderators' business
+        if (
+            isinstance(event, protocol.MediaBlocked)
+            and self.participant is not None
+            and event.participant_id == self.participant.pk
+        ):
+            # Enforced by the connection it concerns too: an admin's action (no socket) or an
+            # actor whose own enforcement failed. Connecting what is connected changes nothing.
+            await self._enforce_block(event.kind, event.blocked)
         if isinstance(event, protocol.MediaReset) and self.media is not None:
             self.media.forget_all()  # the room's media is being rebuilt: those endpoints are gone
         if isinstance(event, protocol.RoomClosed | protocol.ParticipantRemoved):
@@ -271,6 +337,88 @@ class RoomConsumer(TypedSocketConsumer):
         ):
             await self._end_presence(Participant.State.REMOVED)  # recorded already: releases
             await self.close(code=protocol.CLOSE_REMOVED)
+
+    async def waiting_event(self, message: dict[str, Any]) -> None:
+        """A moderator's decision about people waiting, the room closing under them, or a
+        moderator arriving (`waiting_refresh`: the waiting message says so)."""
+        if message["event"].get("type") == "waiting_refresh":
+            if self.waiting is not None:
+                await self.send_message(await _waiting_message(self.waiting.room_id))
+            return
+        event = _typed(message["event"])
+        if event is None or self.waiting is None:
+            return
+        if isinstance(event, protocol.RoomClosed):
+            await self._stop_waiting(withdraw=False)
+            await self.send_message(dataclasses.replace(event, message=gettext(event.message)))
+            await self.close(code=protocol.CLOSE_ROOM_CLOSED)
+        elif isinstance(event, protocol.JoinDecided) and self.waiting.user_id in event.user_ids:
+            await self._decided(admitted=event.admitted)
+
+    # --- waiting to be let in -------------------------------------------------------------
+    async def _start_waiting(self, request: JoinRequest) -> None:
+        self.waiting = request
+        await self.channel_layer.group_add(events.waiting_group(request.room_id), self.channel_name)
+        await self.send_message(await _waiting_message(request.room_id))
+        self.heartbeat = asyncio.create_task(self._keep_waiting(request.pk))
+
+    async def _stop_waiting(self, *, withdraw: bool) -> None:
+        request, self.waiting = self.waiting, None
+        if request is None:
+            return
+        if self.heartbeat is not None and self.heartbeat is not asyncio.current_task():
+            self.heartbeat.cancel()
+        await self.channel_layer.group_discard(
+            events.waiting_group(request.room_id), self.channel_name
+        )
+        if withdraw:
+            await database_sync_to_async(services.join_request_withdraw)(
+                request_id=request.pk, connection_id=self.channel_name
+            )
+
+    async def _decided(self, *, admitted: bool) -> None:
+        """Let in: join now, on this connection (the join checks everything again: the room may
+        be full). Turned away: say so and close."""
+        if self.waiting is None:  # decided already (the event and the heartbeat both saw it)
+            return
+        await self._stop_waiting(withdraw=False)
+        if admitted:
+            await self.send_message(protocol.Admitted())
+            await self._try_joining()
+            return
+        metrics.JOINS.labels(outcome="denied").inc()
+        text = gettext("A moderator did not let you in.")
+        await self.send_message(protocol.Refused(reason="denied", message=text))
+        await self.close(code=protocol.CLOSE_FOR_REFUSAL["denied"])
+
+    async def _keep_waiting(self, request_id: int) -> None:
+        """Keep the request fresh (moderators see only live ones), and act on a decision this
+        connection missed (a channel layer hiccup, another worker's restart)."""
+        while self.waiting is not None:
+            await asyncio.sleep(settings.PRESENCE_HEARTBEAT_SECONDS)
+            try:
+                state = await database_sync_to_async(services.join_request_touch)(
+                    request_id=request_id
+                )
+                if state == JoinRequest.State.ADMITTED:
+                    await self._decided(admitted=True)
+                elif state == JoinRequest.State.DENIED:
+                    await self._decided(admitted=False)
+                elif state is None and self.waiting is not None:  # the meeting ended: ask again
+                    await self._stop_waiting(withdraw=False)
+                    await self._try_joining()
+            except Exception:
+                logger.exception("waiting connection of request %s failed", request_id)
+                if not self.closing:
+                    await self.close(code=protocol.CLOSE_INTERNAL_ERROR)
+                return
+
+    async def _enforce_block(self, kind: str, blocked: bool) -> None:
+        assert self.participant is not None
+        try:
+            await media.block_media(publisher_id=self.participant.pk, kind=kind, blocked=blocked)
+        except Exception:
+            logger.exception("enforcing a block on participant %s failed", self.participant.pk)
 
     # --- helpers ----------------------------------------------------------------------------
     async def _end_presence(self, state: str) -> None:
@@ -318,6 +466,8 @@ class RoomConsumer(TypedSocketConsumer):
                 )
                 if reaped:
                     await media.sweep_room(room_id)
+                if self.moderating:  # whose page stopped asking leaves the moderators' list
+                    await database_sync_to_async(services.join_requests_reap_stale)(room_id=room_id)
             except Exception:
                 logger.exception("presence refresh failed for participant %s", participant_id)
                 continue

@@ -54,7 +54,9 @@ class MediaEndpoint(models.Model):
     )
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.CAMERA)
     endpoint_id = models.CharField(max_length=400)
-    # What the publisher says it sends (its microphone or camera may be switched off).
+    # A publisher's endpoint: what the publisher says it sends (its microphone or camera may be
+    # switched off). A receiving one: video_on is whether the viewer wants the video (its tile
+    # is on screen).
     audio_on = models.BooleanField(default=True)
     video_on = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -51,9 +51,30 @@ class Moderation(RoomActions[protocol.ModerationMessage]):
                 return protocol.MediaModerated(
                     participant_id=other, kind=kind, blocked=blocked, id=message.id
                 )
-            case protocol.Remove(participant_id=other):
+            case protocol.MuteAll(kind=kind):
+                blocked = await database_sync_to_async(services.participants_mute_all)(
+                    room_id=room_id, kind=kind, by_user=by_user
+                )
+                for other in blocked:
+                    await media.block_media(publisher_id=other, kind=kind, blocked=True)
+                return protocol.MutedAll(kind=kind, participant_ids=blocked, id=message.id)
+            case protocol.UnblockSelf(kind=kind):
+                await database_sync_to_async(services.participant_unblock_self)(
+                    participant_id=participant.pk, kind=kind
+                )
+                await media.block_media(publisher_id=participant.pk, kind=kind, blocked=False)
+                return protocol.MediaModerated(
+                    participant_id=participant.pk, kind=kind, blocked=False, id=message.id
+                )
+            case protocol.Admit(user_id=user_id) | protocol.Deny(user_id=user_id):
+                admit = isinstance(message, protocol.Admit)
+                decided = await database_sync_to_async(services.join_requests_decide)(
+                    room_id=room_id, user_id=user_id, admit=admit, by_user=by_user
+                )
+                return protocol.JoinDecided(user_ids=decided, admitted=admit, id=message.id)
+            case protocol.Remove(participant_id=other, ban=ban):
                 await database_sync_to_async(services.participant_remove)(
-                    room_id=room_id, participant_id=other, by_user=by_user
+                    room_id=room_id, participant_id=other, by_user=by_user, ban=ban
                 )
                 await self._release_departed(room_id)
                 return protocol.Removed(participant_id=other, id=message.id)

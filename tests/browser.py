@@ -69,19 +69,22 @@ class Person:
         page.click("#main button[type=submit]")
         page.wait_for_url(re.compile(r"/rooms/$"))
 
-    def new_room(self, name: str, *, private: bool = False) -> str:
-        """Create a room through the form and stay on its pre-join screen; its address."""
+    def new_room(self, name: str, *, private: bool = False, **settings: bool) -> str:
+        """Create a room through the form and stay on its pre-join screen; its address.
+        `settings` tick or untick the form's checkboxes (ask_to_join=True...)."""
         page = self.page
         page.goto("/rooms/new/")
         page.fill("input[name=name]", name)
         page.check(f"input[name=visibility][value={'private' if private else 'public'}]")
+        for field, on in settings.items():
+            page.set_checked(f"input[name={field}]", on)
         page.click("#main button[type=submit]")
         page.wait_for_url(re.compile(r"/rooms/[-a-z0-9]+/$"))
         return page.url
 
-    def create_room(self, name: str, *, private: bool = False) -> str:
+    def create_room(self, name: str, *, private: bool = False, **settings: bool) -> str:
         """Create a room and join it; its address."""
-        url = self.new_room(name, private=private)
+        url = self.new_room(name, private=private, **settings)
         self.join()
         self.wait_connected()
         return url

@@ -133,6 +133,11 @@ def alan(make_user) -> User:
 
 
 @pytest.fixture
+def edsger(make_user) -> User:
+    return make_user("edsger", display_name="Edsger Dijkstra")
+
+
+@pytest.fixture
 def room(make_room, ada) -> Room:
     return make_room(ada, "Weekly sync")
 

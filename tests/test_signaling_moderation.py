@@ -20,11 +20,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def edsger(make_user):
-    return make_user("edsger", display_name="Edsger Dijkstra")
-
-
-@pytest.fixture
 def other_room(make_room, alan):
     return make_room(alan, "Alan's room")
 
@@ -150,6 +145,10 @@ async def test_the_authorisation_matrix(
             {"type": "remove", "participant_id": target},
             {"type": "readmit", "user_id": user_id},
             {"type": "end_meeting"},
+            {"type": "remove", "participant_id": target, "ban": True},
+            {"type": "mute_all", "kind": "audio"},
+            {"type": "admit", "user_id": user_id},
+            {"type": "deny", "user_id": None},
         ]
 
     caplog.set_level(logging.WARNING, logger="rooms.services")
@@ -198,6 +197,9 @@ async def test_the_authorisation_matrix(
         {"type": "moderator", "user_id": grace.pk},
         {"type": "end_meeting", "everyone": True},
         {"type": "readmit"},
+        {"type": "admit"},
+        {"type": "mute_all", "kind": "screen"},
+        {"type": "remove", "participant_id": alan_id, "ban": "yes"},
     ):
         reply = await _ask(ada_socket, {**bad, "id": "bad"})
         assert reply["type"] == "error" and reply["code"] == "invalid", (bad, reply)
@@ -341,3 +343,68 @@ async def test_moderator_actions_have_a_rate_limit(room_client, room, ada, grace
         codes.append(reply.get("code", reply["type"]))
     assert "rate_limited" in codes and codes[:10] == ["media_moderated"] * 10
     await _still_works(ada_socket)
+
+
+async def test_mute_everyone_joining_muted_unmuting_yourself_and_banning(
+    room_client, room, ada, grace, alan
+):
+    ada_socket, _ = await enter_room(room_client, ada, room)
+    grace_socket, _ = await enter_room(room_client, grace, room)
+    await _ask(ada_socket, {"type": "moderator", "id": 0, "user_id": grace.pk, "on": True})
+    alan_socket, alan_snapshot = await enter_room(room_client, alan, room)
+    alan_id = alan_snapshot["you"]
+
+    # Everyone who is not a moderator: Alan only (Grace moderates, Ada owns the room).
+    reply = await _ask(ada_socket, {"type": "mute_all", "id": 1, "kind": "audio"})
+    assert reply == {"type": "muted_all", "kind": "audio", "participant_ids": [alan_id], "id": 1}
+    told = await alan_socket.receive_until("media_blocked")
+    assert (told["participant_id"], told["kind"], told["blocked"]) == (alan_id, "audio", True)
+    # Again: nobody is newly muted.
+    reply = await _ask(ada_socket, {"type": "mute_all", "id": 2, "kind": "audio"})
+    assert reply["participant_ids"] == []
+
+    # The room lets people unmute themselves (the default): Alan does.
+    reply = await _ask(alan_socket, {"type": "unblock_self", "id": 3, "kind": "audio"})
+    assert reply == {
+        "type": "media_moderated",
+        "participant_id": alan_id,
+        "kind": "audio",
+        "blocked": False,
+        "id": 3,
+    }
+    # Not any more: muted again, he must ask (raise his hand).
+    await sync_to_async(services.room_update)(room=room, self_unmute=False)
+    await _ask(ada_socket, {"type": "mute_all", "id": 4, "kind": "audio"})
+    reply = await _ask(alan_socket, {"type": "unblock_self", "id": 5, "kind": "audio"})
+    assert reply["type"] == "error" and reply["code"] == "forbidden"
+    assert await sync_to_async(
+        Participant.objects.filter(pk=alan_id, muted_audio_by_moderator=True).exists
+    )()
+    # A new tab of his starts as muted as the first (no escape by opening another).
+    second_tab, snapshot = await enter_room(room_client, alan, room)
+    assert {p["id"]: p["audio_blocked"] for p in snapshot["participants"]}[snapshot["you"]]
+    await second_tab.close()
+
+    # "Everyone joins muted": a newcomer starts muted by a moderator; a moderator does not.
+    await sync_to_async(services.room_update)(room=room, join_muted=True)
+    grace_again, snapshot = await enter_room(room_client, grace, room)
+    assert not {p["id"]: p["audio_blocked"] for p in snapshot["participants"]}[snapshot["you"]]
+    await grace_again.close()
+
+    # Removed and banned: refused after the meeting too, until readmitted.
+    reply = await _ask(
+        ada_socket, {"type": "remove", "id": 6, "participant_id": alan_id, "ban": True}
+    )
+    assert reply["type"] == "removed"
+    await alan_socket.expect_close()
+    for socket in (ada_socket, grace_socket):
+        await socket.send({"type": "leave"})
+        await socket.expect_close()
+    refused = await room_client(alan, room)
+    assert (await refused.receive())["reason"] == "banned"
+    assert await sync_to_async(RoomRemoval.objects.filter(user=alan, banned=True).exists)()
+    ada_socket, _ = await enter_room(room_client, ada, room)
+    await _ask(ada_socket, {"type": "readmit", "id": 7, "user_id": alan.pk})
+    _, snapshot = await enter_room(room_client, alan, room)
+    # (everyone joins muted now: him too)
+    assert {p["id"]: p["audio_blocked"] for p in snapshot["participants"]}[snapshot["you"]]

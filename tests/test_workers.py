@@ -289,3 +289,63 @@ def test_a_killed_worker_is_cleaned_up_and_its_people_rejoin_through_the_other(c
     assert database.room_pipelines(slug) == [pipeline]
     assert len(media_server_pipelines(first.media_url)[pipeline]) == 9
     leave_all(first.media_url, *trio)
+
+
+def test_the_waiting_room_across_workers_and_a_restart(callers_on, workers):
+    """Ada runs the meeting on one worker; Grace and Alan ask to join through the other. The
+    queue is in PostgreSQL and the decisions cross on Redis; Grace's worker restarting under her
+    does not lose her place."""
+    first, second, database = workers
+    for worker in (first, second):  # an earlier test may have killed one
+        if worker.process is not None and worker.process.poll() is not None:
+            worker.serve()
+    ada = callers_on(first, "wrada", "Ada Lovelace")
+    room_url = ada.create_room("Knock first")
+    database.query(
+        "UPDATE rooms_room SET ask_to_join = true WHERE slug = %s RETURNING id", slug_of(room_url)
+    )
+    grace = callers_on(second, "wrgrace", "Grace Hopper")
+    grace.open(on(second, room_url))
+    grace.page.wait_for_selector("#room-status[data-state=waiting]", timeout=WAIT_MS)
+    assert grace.page.is_visible("#waiting-card") and grace.page.is_visible(".tile--local video")
+    assert "let you in" in grace.page.inner_text("#waiting-message")
+    # Ada hears of her (a count on People, a notice) and sees her in the list.
+    ada.page.wait_for_selector("#waiting-count:not([hidden]):text-is('1')", timeout=WAIT_MS)
+    ada.page.click("#people-button")
+    ada.page.wait_for_selector("#waiting-list li:has-text('Grace Hopper')", timeout=WAIT_MS)
+
+    # Grace's worker restarts: her page asks again by itself and keeps its place.
+    second.crash()
+    second.serve()
+    grace.page.wait_for_selector("#room-status[data-state=waiting]", timeout=WAIT_MS)
+    wait_until(
+        "Grace waiting again after the restart",
+        lambda: (
+            database.query(
+                "SELECT count(*) FROM rooms_joinrequest WHERE state = 'waiting'"
+                " AND last_seen_at > now() - interval '3 seconds'"
+            )[0][0]
+            == 1
+        ),
+        timeout=20,
+    )
+    ada.page.wait_for_selector("#waiting-list li:has-text('Grace Hopper')", timeout=WAIT_MS)
+
+    # Let in: she joins on her open connection, and they see each other.
+    ada.page.click("button[aria-label='Let Grace Hopper in']")
+    connected_to(grace, second)
+    ada.wait_video_from(grace)
+    grace.wait_video_from(ada)
+    ada.page.wait_for_selector("#waiting-count", state="hidden", timeout=WAIT_MS)
+
+    # Alan is turned away: his page says so, and offers to ask again.
+    alan = callers_on(second, "wralan", "Alan Turing")
+    alan.open(on(second, room_url))
+    alan.page.wait_for_selector("#room-status[data-state=waiting]", timeout=WAIT_MS)
+    ada.page.click("button[aria-label='Turn Alan Turing away']", timeout=WAIT_MS)
+    alan.page.wait_for_selector("#ended-message:has-text('did not let you in')", timeout=WAIT_MS)
+    assert alan.page.is_visible("#retry-button")
+    assert database.query(
+        "SELECT state FROM rooms_joinrequest WHERE display_name = 'Alan Turing'"
+    ) == [("denied",)]
+    leave_all(first.media_url, ada, grace)

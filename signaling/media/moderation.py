@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 
 from signaling.kurento import KurentoError, MediaServerUnavailable, ObjectNotFound, WebRtcEndpoint
 from signaling.media import clients
-from signaling.media.session import CAMERA
+from signaling.media.session import CAMERA, SCREEN
 from signaling.models import MediaEndpoint
 
 logger = logging.getLogger(__name__)
@@ -19,25 +19,32 @@ logger = logging.getLogger(__name__)
 MEDIA_TYPES = {"audio": "AUDIO", "video": "VIDEO"}
 
 
-def _camera_rows_sync(publisher_id: int) -> tuple[MediaEndpoint | None, list[MediaEndpoint]]:
-    """The publisher's camera endpoint and every endpoint receiving it."""
-    endpoints = MediaEndpoint.objects.select_related("pipeline").filter(source=CAMERA)
-    sending = endpoints.filter(owner_id=publisher_id, publisher__isnull=True).first()
-    return sending, list(endpoints.filter(publisher_id=publisher_id))
+def _streams_sync(publisher_id: int, kind: str) -> list[tuple[MediaEndpoint, MediaEndpoint]]:
+    """(sending, receiving) endpoint pairs of the publisher's streams that carry `kind`: its
+    camera, and for sound its shared screen too (a screen's sound is a microphone's business)."""
+    sources = (CAMERA, SCREEN) if kind == "audio" else (CAMERA,)
+    endpoints = MediaEndpoint.objects.select_related("pipeline").filter(source__in=sources)
+    pairs = []
+    for sending in endpoints.filter(owner_id=publisher_id, publisher__isnull=True):
+        receiving = endpoints.filter(publisher_id=publisher_id, source=sending.source)
+        if kind == "video":  # not to viewers who turned it off (its tile is off screen)
+            receiving = receiving.filter(video_on=True)
+        pairs.extend((sending, row) for row in receiving)
+    return pairs
 
 
 async def block_media(*, publisher_id: int, kind: str, blocked: bool) -> int:
     """Disconnect (`blocked`) or connect again the publisher's `kind` ("audio" or "video") to
-    every endpoint receiving its camera. Returns how many were changed; an endpoint being
-    released meanwhile is skipped, a media server that fails is logged (the block stays
-    recorded, and new receivers honour it)."""
+    every endpoint receiving its camera (and, for sound, its shared screen). Returns how many
+    were changed; an endpoint being released meanwhile is skipped, a media server that fails is
+    logged (the block stays recorded, and new receivers honour it)."""
     media_type = MEDIA_TYPES[kind]
-    sending, sinks = await database_sync_to_async(_camera_rows_sync)(publisher_id)
-    if sending is None:
-        return 0
-    sender = WebRtcEndpoint(clients.media_client(sending.pipeline.server_url), sending.endpoint_id)
+    pairs = await database_sync_to_async(_streams_sync)(publisher_id, kind)
     changed = 0
-    for row in sinks:
+    for sending, row in pairs:
+        sender = WebRtcEndpoint(
+            clients.media_client(sending.pipeline.server_url), sending.endpoint_id
+        )
         sink = WebRtcEndpoint(clients.media_client(row.pipeline.server_url), row.endpoint_id)
         try:
             if blocked:

@@ -42,7 +42,8 @@ class _Plan:
     pipeline: RoomPipeline | None  # the room's, if it has one
     previous: MediaEndpoint | None  # the participant's endpoint for this target, if any
     source: MediaEndpoint | None  # subscribing: the publisher's endpoint
-    # Subscribing to a camera: what of it a moderator blocked ("AUDIO", "VIDEO").
+    # Subscribing: what of the stream a moderator blocked ("AUDIO", "VIDEO"; a shared screen's
+    # sound goes with the microphone, its picture is not the camera).
     blocked: frozenset[str] = frozenset()
 
 
@@ -77,8 +78,9 @@ def _plan_sync(participant: Participant, publisher_id: Target, kind: Source) -> 
         if source is None:
             what = "sharing a screen" if kind == SCREEN else "sending media"
             raise MediaError("not_publishing", f"That participant is not {what}.")
-        if kind == CAMERA:
-            blocked = moderator_blocked(source.owner)
+        blocked = moderator_blocked(source.owner)
+        if kind == SCREEN:
+            blocked &= {"AUDIO"}
     elif kind == SCREEN:
         room = participant.room
         if not selectors.room_allows_sharing(room=room, user=participant.user):
@@ -112,7 +114,11 @@ def endpoint_row_sync(owner_id: int, publisher_id: Target, source: Source) -> Me
 
 
 def _record_endpoint_sync(
-    record: RoomPipeline, owner: Participant, stream: tuple[Target, Source], endpoint_id: str
+    record: RoomPipeline,
+    owner: Participant,
+    stream: tuple[Target, Source],
+    endpoint_id: str,
+    video: bool = True,
 ) -> MediaEndpoint | None:
     """Store the endpoint unless the owner left meanwhile, the pipeline was given up, or the
     owner already has one for this target."""
@@ -127,6 +133,7 @@ def _record_endpoint_sync(
                     publisher_id=stream[0],
                     source=stream[1],
                     endpoint_id=endpoint_id,
+                    video_on=video,
                 )
         except IntegrityError:
             return None
@@ -191,7 +198,7 @@ async def _negotiate(
             raise
     steps: list[Awaitable[Any]] = [
         database_sync_to_async(_record_endpoint_sync)(
-            record, participant, (publisher_id, source), endpoint.id
+            record, participant, (publisher_id, source), endpoint.id, video
         ),
         endpoint.on("IceCandidateFound", ice.candidate_relay(participant, publisher_id, source)),
         endpoint.process_offer(offer),
@@ -213,7 +220,39 @@ async def _negotiate(
             raise failure
         raise MediaError("conflict", "Another request for the same stream is in progress.")
     media.remember((publisher_id, source), KnownEndpoint(record.server_url, endpoint.id))
+    if plan.source is not None:
+        await _follow_moderation(sender, endpoint, plan.blocked, publisher_id, source, video)
     return outcomes[2]
+
+
+def _blocked_now_sync(publisher_id: int, source: Source) -> frozenset[str]:
+    publisher = Participant.objects.filter(pk=publisher_id).first()
+    if publisher is None:
+        return frozenset()
+    blocked = moderator_blocked(publisher)
+    return blocked & {"AUDIO"} if source == SCREEN else blocked
+
+
+async def _follow_moderation(
+    sender: WebRtcEndpoint,
+    endpoint: WebRtcEndpoint,
+    planned: frozenset[str],
+    publisher_id: int,
+    source: Source,
+    video: bool,
+) -> None:
+    """A moderator's block (or allow) that came while this endpoint was negotiated may have
+    missed it (it was not recorded yet when the block went round the receivers): read the block
+    again now that the endpoint is connected, and follow it."""
+    now = await database_sync_to_async(_blocked_now_sync)(publisher_id, source)
+    wanted = {"AUDIO", "VIDEO"} if video else {"AUDIO"}
+    try:
+        for media_type in sorted((now - planned) & wanted):
+            await sender.disconnect(endpoint, media_type)
+        for media_type in sorted((planned - now) & wanted):
+            await sender.connect(endpoint, media_type)
+    except (KurentoError, MediaServerUnavailable):
+        logger.exception("could not follow a moderator's change for %s's %s", publisher_id, source)
 
 
 async def publish(*, media: ParticipantMedia, offer: str, source: Source = CAMERA) -> str:
@@ -283,6 +322,10 @@ async def unsubscribe(
     return True
 
 
+def _set_wants_video_sync(receiver_id: int, on: bool) -> None:
+    MediaEndpoint.objects.filter(pk=receiver_id).update(video_on=on)
+
+
 def _pair_sync(
     owner_id: int, publisher_id: int, kind: Source
 ) -> tuple[MediaEndpoint, MediaEndpoint] | None:
@@ -312,6 +355,8 @@ async def set_receiving_video(
     receiver, sending = pair
     sender = WebRtcEndpoint(clients.media_client(sending.pipeline.server_url), sending.endpoint_id)
     sink = WebRtcEndpoint(clients.media_client(receiver.pipeline.server_url), receiver.endpoint_id)
+    # Remembered, so that a moderator allowing a camera again leaves this one off.
+    await database_sync_to_async(_set_wants_video_sync)(receiver.pk, on)
     if on and source == CAMERA and "VIDEO" in moderator_blocked(sending.owner):
         return
     try:

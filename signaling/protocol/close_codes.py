@@ -13,6 +13,8 @@ CLOSE_FOR_REFUSAL = {
     "private": 4403,
     "not_found": 4404,
     "removed": CLOSE_REMOVED,
+    "banned": CLOSE_REMOVED,
+    "denied": 4403,
     "full": 4409,
     "closed": 4410,
     "locked": 4423,

@@ -1,5 +1,5 @@
-"""Messages of running a meeting, both ways: moderators, blocking someone's microphone or camera,
-removing someone, ending the meeting for everyone.
+"""Messages of running a meeting, both ways: moderators, blocking someone's microphone or camera
+(or everyone's), removing someone, the waiting room, ending the meeting for everyone.
 
 They register into the same registries as the room socket's other messages, like
 `collaboration`. docs/protocol.md ("Running a meeting: moderators") describes them.
@@ -43,11 +43,50 @@ class ModerateMedia(ModerationMessage):
 
 
 @client.message
+class MuteAll(ModerationMessage):
+    """Block the microphone ("audio") or camera ("video") of everyone present who is not a
+    moderator (a moderator); the reply is `muted_all`."""
+
+    type_name: ClassVar[str] = "mute_all"
+    kind: MediaKind
+
+
+@client.message
+class UnblockSelf(ModerationMessage):
+    """Turn back on your own microphone or camera that a moderator blocked, in a room that lets
+    people (`self_unmute`); the reply is `media_moderated`. Refused (`forbidden`) otherwise:
+    raise your hand to ask."""
+
+    type_name: ClassVar[str] = "unblock_self"
+    kind: MediaKind
+
+
+@client.message
 class Remove(ModerationMessage):
-    """Remove a participant from the meeting (a moderator); the reply is `removed`."""
+    """Remove a participant from the meeting (a moderator), and with `ban` from the room for
+    good (until readmitted); the reply is `removed`."""
 
     type_name: ClassVar[str] = "remove"
     participant_id: int
+    ban: bool = False
+
+
+@client.message
+class Admit(ModerationMessage):
+    """Let a waiting user in (a moderator); everyone waiting when `user_id` is null. The reply
+    is `join_decided`."""
+
+    type_name: ClassVar[str] = "admit"
+    user_id: int | None
+
+
+@client.message
+class Deny(ModerationMessage):
+    """Turn a waiting user away (a moderator); everyone waiting when `user_id` is null. The
+    reply is `join_decided`."""
+
+    type_name: ClassVar[str] = "deny"
+    user_id: int | None
 
 
 @client.message
@@ -84,6 +123,25 @@ class MediaModerated(server.Reply):
     participant_id: int
     kind: str
     blocked: bool
+
+
+@server.message
+class MutedAll(server.Reply):
+    """These participants' `kind` is now blocked (those blocked already are not listed)."""
+
+    type_name: ClassVar[str] = "muted_all"
+    kind: str
+    participant_ids: list
+
+
+@server.message
+class JoinDecided(server.Reply):
+    """These waiting users were let in (`admitted`) or turned away (maybe none: someone else
+    decided first)."""
+
+    type_name: ClassVar[str] = "join_decided"
+    user_ids: list
+    admitted: bool
 
 
 @server.message
@@ -137,3 +195,32 @@ class ParticipantRemoved(server.ServerMessage):
     type_name: ClassVar[str] = "participant_removed"
     participant_id: int
     message: str
+
+
+@server.message
+class WaitingChanged(server.ServerMessage):
+    """Who waits to be let in now, first come first ({user_id, name, asked_at}); moderators
+    only."""
+
+    type_name: ClassVar[str] = "waiting_changed"
+    waiting: list
+
+
+# --- to someone waiting to be let in -------------------------------------------------------------
+@server.message
+class Waiting(server.ServerMessage):
+    """You wait until a moderator lets you in (the room asks people to); the connection stays
+    open. `admitted` (then `snapshot`) or `refused` (reason `denied`) follows. What to tell the
+    person is `message`; `moderator_present` says whether anyone can let you in now."""
+
+    type_name: ClassVar[str] = "waiting"
+    message: str
+    moderator_present: bool
+
+
+@server.message
+class Admitted(server.ServerMessage):
+    """A moderator let you in: `snapshot` follows, as on any join (or `refused`, if the room
+    filled up meanwhile)."""
+
+    type_name: ClassVar[str] = "admitted"

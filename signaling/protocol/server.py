@@ -78,6 +78,8 @@ class Snapshot(Reply):
     chat: list = dataclasses.field(default_factory=list)
     # The user ids of the room's moderators, its owner included (signaling.protocol.moderation).
     moderators: list = dataclasses.field(default_factory=list)
+    # Who waits to be let in (moderators only; empty for others).
+    waiting: list = dataclasses.field(default_factory=list)
 
 
 @message

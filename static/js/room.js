@@ -6,7 +6,7 @@ import { ControlBar } from './controls.js';
 import { Devices } from './devices.js';
 import { Hands } from './hands.js';
 import { Moderation } from './moderation.js';
-import { gettext, interpolate, ngettext } from './i18n.js';
+import { gettext, interpolate, ngettext, pgettext } from './i18n.js';
 import { Reactions } from './reactions.js';
 import { RoomSocket } from './room-socket.js';
 
@@ -51,6 +51,9 @@ const ui = {
   secondTab: $('second-tab'),
   secondTabJoin: $('second-tab-join'),
   secondTabCancel: $('second-tab-cancel'),
+  waitingCard: $('waiting-card'), // asking to join a room that lets people in one by one
+  waitingMessage: $('waiting-message'),
+  waitingCancel: $('waiting-cancel'),
 };
 const PANELS = {
   people: [ui.people, $('people-panel')],
@@ -59,7 +62,9 @@ const PANELS = {
 };
 
 const ACTIVE = new Set(['joining', 'connected', 'reconnecting']);
-const RETRYABLE = new Set(['full', 'locked']); // refusals that may pass a moment later
+// Asking to join a room that lets people in one by one: the pre-join screen stays.
+const ASKING = new Set(['asking', 'waiting']);
+const RETRYABLE = new Set(['full', 'locked', 'denied']); // refusals that may pass a moment later
 const NOTICE_MS = 6_000;
 const ANNOUNCEMENT_MS = 10_000;
 
@@ -93,13 +98,15 @@ function setStatus(next, text, { retry = false } = {}) {
   ui.status.dataset.state = next;
   ui.status.textContent = text;
   ui.leave.disabled = !ACTIVE.has(next);
-  const phase = next === 'ready' ? 'prejoin' : ACTIVE.has(next) ? 'call' : 'ended';
+  const phase = next === 'ready' || ASKING.has(next) ? 'prejoin' : ACTIVE.has(next) ? 'call' : 'ended';
   setPhase(phase);
+  ui.waitingCard.hidden = !ASKING.has(next);
   ui.alreadyHere.hidden = next !== 'ready'; // the live list takes over
   ui.join.hidden = next !== 'ready';
   ui.secondTab.hidden = true;
   connectionTest.available = next === 'ready'; // the pre-join screen only; hiding it stops a test
-  devices.setMode(next === 'ready' ? 'prejoin' : ACTIVE.has(next) ? 'call' : 'off');
+  // Waiting to be let in is a good moment to fix a microphone: the pickers stay.
+  devices.setMode(next === 'ready' || ASKING.has(next) ? 'prejoin' : ACTIVE.has(next) ? 'call' : 'off');
   ui.retry.hidden = !retry;
   ui.rejoin.hidden = next !== 'left';
   ui.lobby.hidden = phase !== 'ended';
@@ -168,6 +175,10 @@ function setStatusQuietly(text) {
 }
 
 function showCountdown(delay) {
+  if (ASKING.has(state)) {
+    ui.waitingMessage.textContent = gettext('Reconnecting…'); // still asking, once connected again
+    return;
+  }
   let seconds = Math.max(1, Math.round(delay / 1000));
   const inSeconds = () => interpolate(gettext('Reconnecting in %(seconds)s s…'), { seconds });
   setStatus('reconnecting', inSeconds());
@@ -239,10 +250,23 @@ function updatePerson(id, changes) {
 
 function renderParticipants() {
   ui.list.replaceChildren(...hands.ordered(people.values()).map(participantItem));
+  syncTileMenus();
   ui.count.textContent = interpolate(gettext('In the room (%(count)s)'), { count: people.size });
   ui.count.dataset.count = String(people.size);
   ui.peopleCount.textContent = String(people.size);
   ui.topCount.textContent = String(people.size);
+}
+
+/** A moderator's menu on each other person's camera tile, as current as the people list. */
+function syncTileMenus() {
+  for (const tile of ui.stage.querySelectorAll('.tile[data-participant-id]:not(.tile--local)')) {
+    const participant = people.get(Number(tile.dataset.participantId));
+    const open = tile.querySelector(':scope > .tile__actions[open]');
+    if (open) continue; // being used: the next redraw brings it up to date
+    tile.querySelector(':scope > .tile__actions')?.remove();
+    const menu = participant ? moderation.tileMenu(participant) : null;
+    if (menu) tile.append(menu);
+  }
 }
 
 /** The room's header, as includes/room_badges.html draws it, plus the owner's lock button. */
@@ -258,6 +282,7 @@ function showRoom(room) {
     el('span', `badge badge--${isPrivate ? 'private' : 'public'}`, isPrivate ? gettext('Private') : gettext('Public')),
   );
   if (room.locked) ui.badges.append(el('span', 'badge badge--locked', gettext('Locked')));
+  if (room.ask_to_join) ui.badges.append(el('span', 'badge badge--asks', pgettext('room', 'Ask to join')));
   ui.capacity.textContent = String(room.max_participants);
   if (ui.lockForm) {
     ui.lockForm.elements.namedItem('locked').value = room.locked ? 'false' : 'true';
@@ -345,6 +370,21 @@ const moderation = new Moderation({
   notice: (text) => showNotice(text),
   announce: (text) => announce(text),
   changed: () => renderParticipants(),
+  ownBlocked: (kind, blocked) => {
+    // Blocked: this tab stops sending it too, and says so; allowed again: the person decides.
+    const button = kind === 'audio' ? ui.mic : ui.camera;
+    if (blocked && button.getAttribute('aria-pressed') !== 'true') toggleDevice(button, kind);
+  },
+  waitingUi: {
+    section: $('waiting-section'),
+    list: $('waiting-list'),
+    heading: $('waiting-heading'),
+    count: $('waiting-count'),
+    admitAll: $('admit-all-button'),
+    denyAll: $('deny-all-button'),
+    allButtons: $('admit-all-button').parentElement,
+  },
+  muteAllButton: $('mute-all-button'),
 });
 const reactions = new Reactions({
   socket,
@@ -355,7 +395,11 @@ const reactions = new Reactions({
 });
 
 on('connecting', ({ attempt }) => {
-  if (attempt === 0) {
+  if (ASKING.has(state)) return; // asking again after a dropped connection: the card stays
+  if (attempt === 0 && config.asksToJoin) {
+    setStatus('asking', gettext('Asking to join…'));
+    ui.waitingMessage.textContent = gettext('Asking to join…');
+  } else if (attempt === 0) {
     setStatus('joining', gettext('Joining…'));
   } else {
     clearInterval(countdown); // the countdown may be cut short (the browser came back online)
@@ -380,10 +424,26 @@ on('snapshot', (message) => {
   setStatus('connected', gettext('Connected'));
   renderParticipants();
   call.setIce(message.ice);
-  call.start(you, message.participants).then(updateDeviceButtons);
+  call.start(you, message.participants).then(() => {
+    updateDeviceButtons();
+    moderation.applyOwnBlocks();
+  });
 });
 
 on('ice_servers', ({ ice }) => call.setIce(ice));
+
+// A room that lets people in one by one: wait on the pre-join screen until a moderator decides.
+on('waiting', ({ message }) => {
+  setStatus('waiting', message);
+  ui.waitingMessage.textContent = message;
+  announce(message);
+  ui.waitingCancel.focus();
+});
+on('admitted', () => {
+  setStatus('joining', gettext('You were let in. Joining…'));
+  announce(gettext('You were let in.'));
+});
+on('waiting_changed', (message) => moderation.waitingChanged(message));
 
 on('chat_message', ({ message }) => chat.add(message));
 on('chat_deleted', ({ message_id: id }) => chat.remove(id));
@@ -435,6 +495,7 @@ on('participant_published', ({ participant_id: id, source }) => {
   }
   call.subscribe(id);
   updatePerson(id, { publishing: true });
+  syncTileMenus();
 });
 
 on('participant_unpublished', ({ participant_id: id, source }) => {
@@ -450,6 +511,7 @@ on('participant_unpublished', ({ participant_id: id, source }) => {
 on('participant_joined', ({ participant }) => {
   const known = people.has(participant.id);
   people.set(participant.id, participant);
+  moderation.joined(participant);
   call.joined(participant);
   renderParticipants();
   if (!known && you !== null && participant.id !== you) {
@@ -555,6 +617,12 @@ ui.retry.addEventListener('click', () => {
   ui.status.focus(); // the button hides itself; keep focus somewhere sensible
 });
 
+ui.waitingCancel.addEventListener('click', async () => {
+  await socket.leave();
+  showPreJoin();
+  ui.join.focus();
+});
+
 function updateDeviceButtons() {
   for (const [button, kind] of [[ui.mic, 'audio'], [ui.camera, 'video']]) {
     button.hidden = !call.hasTrack(kind);
@@ -562,9 +630,22 @@ function updateDeviceButtons() {
 }
 
 /** A toggle: its label stays, its pressed state says whether the device is off. */
-function toggleDevice(button, kind) {
+async function toggleDevice(button, kind) {
   if (button.hidden || button.disabled) return;
   const muted = button.getAttribute('aria-pressed') !== 'true';
+  if (!muted && you !== null && moderation.isBlocked(you, kind)) {
+    // A moderator blocked it: turn it back on only where the room lets people do so.
+    if (!currentRoom?.self_unmute) {
+      showNotice(
+        kind === 'audio'
+          ? gettext('A moderator muted you. Raise your hand to ask to speak.')
+          : gettext('A moderator stopped your camera. Raise your hand to ask.'),
+      );
+      if (!hands.ownRaised) hands.toggle();
+      return;
+    }
+    if (!(await moderation.unblockSelf(kind))) return;
+  }
   call.setMuted(kind, muted);
   button.setAttribute('aria-pressed', String(muted));
   renderParticipants(); // your own muted / camera-off marks
@@ -679,6 +760,7 @@ window.addEventListener('online', () => call.kick());
 
 window.addEventListener('pagehide', () => {
   call.stop();
+  if (ASKING.has(state)) socket.leave(); // out of the waiting list at once
   if (!ACTIVE.has(state)) return;
   socket.leave(); // best effort: the page may be gone before the server hears it
   setStatus('left', gettext('You left the room.'));
