@@ -23,7 +23,11 @@ pytestmark = pytest.mark.browser
 
 MEDIA_PORTS = (61000, 61199)
 DROP_SECONDS = 10.0
-HEAL_SECONDS = 5.0
+# "Without a reload, within seconds": a functional bound, not a performance target (those are
+# bench.heal's, in docs/benchmarks.md: median 1.5 s). An attempt that started during the outage
+# waits out its stall timer (3 s) before the next one, so on a loaded machine the tail reaches
+# about 7 s (one full-suite run measured 7.2 s; alone it is 1.3-2.8 s).
+HEAL_SECONDS = 10.0
 
 
 @pytest.fixture
