@@ -207,5 +207,6 @@ def publish_join_decided(room_id: int, *, user_ids: list[int], admitted: bool) -
 
 
 def publish_waiting_refresh(room_id: int) -> None:
-    """Tell whoever waits again what they are waiting for (a moderator arrived)."""
+    """Tell whoever waits again what they are waiting for (a moderator arrived, or the last
+    one left)."""
     _publish(room_id, {"type": "waiting_refresh"}, waiting=True)

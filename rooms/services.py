@@ -200,6 +200,19 @@ def _end_dropped(participant: Participant, *, left_at: datetime) -> None:
     participant.hand_raised_at = None
     participant.save(update_fields=["state", "left_at", "hand_raised_at"])
     events.publish_participant_left(participant)
+    _after_leaving(participant)
+
+
+def _after_leaving(participant: Participant) -> None:
+    """Whoever waits to be let in hears when the last one who could let them in left; an empty
+    room's meeting is over."""
+    room = participant.room
+    if (
+        room.ask_to_join
+        and JoinRequest.objects.filter(room=room, state=JoinRequest.State.WAITING).exists()
+        and room_moderates(room=room, user=participant.user)
+    ):
+        events.publish_waiting_refresh(room.pk)
     _forget_removals_if_empty(participant.room_id)
 
 
@@ -429,9 +442,9 @@ def participant_leave(*, participant_id: int, state: str = Participant.State.LEF
         ).update(state=state, left_at=timezone.now(), hand_raised_at=None)
         if not updated:
             return False
-        participant = Participant.objects.get(pk=participant_id)
+        participant = Participant.objects.select_related("room", "user").get(pk=participant_id)
         events.publish_participant_left(participant)
-        _forget_removals_if_empty(participant.room_id)
+        _after_leaving(participant)
     logger.info("participant %s left room %s (%s)", participant_id, participant.room_id, state)
     return True
 

@@ -207,3 +207,18 @@ async def test_moderators_see_the_queue_and_the_meeting_end_forgets_decisions(
     assert not await sync_to_async(
         Participant.objects.filter(state=Participant.State.CONNECTED).exists
     )()
+
+
+async def test_those_waiting_hear_when_someone_who_can_let_them_in_comes_and_goes(
+    room_client, asking_room, ada, grace
+):
+    grace_socket, waiting = await _wait_in(room_client, grace, asking_room)
+    assert waiting["moderator_present"] is False
+    ada_socket, _ = await enter_room(room_client, ada, asking_room)
+    waiting = await grace_socket.receive()
+    assert (waiting["type"], waiting["moderator_present"]) == ("waiting", True)
+    await ada_socket.send({"type": "leave"})
+    await ada_socket.expect_close()
+    waiting = await grace_socket.receive()
+    assert (waiting["type"], waiting["moderator_present"]) == ("waiting", False)
+    assert "no moderator" in waiting["message"]
