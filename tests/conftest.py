@@ -186,6 +186,15 @@ class RoomClient:
             if message.get("type") == kind:
                 return message
 
+    async def ask(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send a request; its reply (a success or an error) with the same id. Whatever comes
+        before it is skipped."""
+        await self.send(payload)
+        while True:
+            reply = await self.receive()
+            if reply.get("id") == payload["id"]:
+                return reply
+
     async def expect_close(self, timeout: float = 3) -> int:
         event = await self.communicator.receive_output(timeout=timeout)
         while event["type"] == "websocket.send":

@@ -24,15 +24,6 @@ def other_room(make_room, alan):
     return make_room(alan, "Alan's room")
 
 
-async def _ask(client: RoomClient, payload: dict) -> dict:
-    """Send a request; its reply (a success or an error) with the same id."""
-    await client.send(payload)
-    while True:
-        reply = await client.receive()
-        if reply.get("id") == payload["id"]:
-            return reply
-
-
 async def _still_works(client: RoomClient) -> None:
     await client.send({"type": "ping", "id": "alive"})
     assert await client.receive_until("pong") == {"type": "pong", "id": "alive"}
@@ -62,7 +53,7 @@ async def test_the_owner_grants_and_revokes_moderation_and_late_joiners_see_it(
     assert shown[grace_snapshot["you"]]["audio_blocked"] is False
     assert shown[grace_snapshot["you"]]["video_blocked"] is False
 
-    reply = await _ask(ada_socket, {"type": "moderator", "id": 1, "user_id": grace.pk, "on": True})
+    reply = await ada_socket.ask({"type": "moderator", "id": 1, "user_id": grace.pk, "on": True})
     assert reply == {"type": "moderator_set", "user_id": grace.pk, "on": True, "id": 1}
     changed = await grace_socket.receive_until("moderators_changed")
     assert changed == {"type": "moderators_changed", "user_ids": sorted([ada.pk, grace.pk])}
@@ -70,8 +61,7 @@ async def test_the_owner_grants_and_revokes_moderation_and_late_joiners_see_it(
     assert alan_snapshot["moderators"] == sorted([ada.pk, grace.pk])
 
     # Grace, a moderator now, blocks Alan's microphone: the room is told, and a late joiner.
-    reply = await _ask(
-        grace_socket,
+    reply = await grace_socket.ask(
         {
             "type": "moderate_media",
             "id": "m",
@@ -103,12 +93,11 @@ async def test_the_owner_grants_and_revokes_moderation_and_late_joiners_see_it(
     await ada_again.close()
 
     # Moderation is kept with the room (another meeting too) until the owner takes it back.
-    reply = await _ask(ada_socket, {"type": "moderator", "id": 2, "user_id": grace.pk, "on": False})
+    reply = await ada_socket.ask({"type": "moderator", "id": 2, "user_id": grace.pk, "on": False})
     assert reply == {"type": "moderator_set", "user_id": grace.pk, "on": False, "id": 2}
     changed = await grace_socket.receive_until("moderators_changed")
     assert changed["user_ids"] == [ada.pk]
-    refused = await _ask(
-        grace_socket,
+    refused = await grace_socket.ask(
         {
             "type": "moderate_media",
             "id": "m2",
@@ -160,29 +149,27 @@ async def test_the_authorisation_matrix(
         (alan_socket, grace_snapshot["you"], grace.pk),
     ):
         for n, action in enumerate(actions(target, user_id)):
-            reply = await _ask(socket, {**action, "id": n})
+            reply = await socket.ask({**action, "id": n})
             assert reply["type"] == "error" and reply["code"] == "forbidden", (action, reply)
         await _still_works(socket)
     assert "not a moderator" in caplog.text and "not its owner" in caplog.text
     # The moderator of another room, in that room, cannot reach into this one.
     for n, action in enumerate(actions(alan_id, alan.pk)[2:5]):
-        reply = await _ask(other_socket, {**action, "id": n})
+        reply = await other_socket.ask({**action, "id": n})
         assert reply["type"] == "error" and reply["code"] == "not_found", (action, reply)
     # Nor can this room's owner reach into the other room, where she is nobody.
     for n, action in enumerate(actions(alan_home_snapshot["you"], alan.pk)[2:5]):
-        reply = await _ask(ada_socket, {**action, "id": n})
+        reply = await ada_socket.ask({**action, "id": n})
         assert reply["type"] == "error" and reply["code"] == "not_found", (action, reply)
-    reply = await _ask(
-        ada_socket, {"type": "moderator", "id": "x", "user_id": edsger.pk, "on": True}
-    )
+    reply = await ada_socket.ask({"type": "moderator", "id": "x", "user_id": edsger.pk, "on": True})
     assert reply["code"] == "not_found"
     # Nobody mutes or removes the owner; a moderator does not remove themselves.
     await sync_to_async(RoomModerator.objects.create)(room=room, user=grace)
     for action in actions(ada_id, ada.pk)[2:5]:
-        reply = await _ask(grace_socket, {**action, "id": "o"})
+        reply = await grace_socket.ask({**action, "id": "o"})
         assert reply["type"] == "error" and reply["code"] == "forbidden", (action, reply)
-    reply = await _ask(
-        grace_socket, {"type": "remove", "id": "s", "participant_id": grace_snapshot["you"]}
+    reply = await grace_socket.ask(
+        {"type": "remove", "id": "s", "participant_id": grace_snapshot["you"]}
     )
     assert reply["code"] == "invalid"
     await sync_to_async(RoomModerator.objects.filter(user=grace).delete)()
@@ -201,7 +188,7 @@ async def test_the_authorisation_matrix(
         {"type": "mute_all", "kind": "screen"},
         {"type": "remove", "participant_id": alan_id, "ban": "yes"},
     ):
-        reply = await _ask(ada_socket, {**bad, "id": "bad"})
+        reply = await ada_socket.ask({**bad, "id": "bad"})
         assert reply["type"] == "error" and reply["code"] == "invalid", (bad, reply)
     assert await sync_to_async(_state)() == before
     for socket in (ada_socket, grace_socket, alan_socket, other_socket, alan_home):
@@ -216,7 +203,7 @@ async def test_a_removed_participant_is_told_closed_and_kept_out_until_the_room_
     alan_socket, alan_snapshot = await enter_room(room_client, alan, room)
     alan_id = alan_snapshot["you"]
 
-    reply = await _ask(ada_socket, {"type": "remove", "id": "r", "participant_id": alan_id})
+    reply = await ada_socket.ask({"type": "remove", "id": "r", "participant_id": alan_id})
     assert reply == {"type": "removed", "participant_id": alan_id, "id": "r"}
     told = await alan_socket.receive_until("participant_removed")
     assert told == {
@@ -238,11 +225,11 @@ async def test_a_removed_participant_is_told_closed_and_kept_out_until_the_room_
     assert 4406 in protocol.close_codes.for_browser()["final"]
 
     # A moderator lets him back in.
-    reply = await _ask(ada_socket, {"type": "readmit", "id": "b", "user_id": alan.pk})
+    reply = await ada_socket.ask({"type": "readmit", "id": "b", "user_id": alan.pk})
     assert reply == {"type": "readmitted", "user_id": alan.pk, "id": "b"}
     back, back_snapshot = await enter_room(room_client, alan, room)
-    reply = await _ask(
-        ada_socket, {"type": "remove", "id": "r2", "participant_id": back_snapshot["you"]}
+    reply = await ada_socket.ask(
+        {"type": "remove", "id": "r2", "participant_id": back_snapshot["you"]}
     )
     assert reply["type"] == "removed"
     assert await back.expect_close() == 4406
@@ -261,7 +248,7 @@ async def test_a_tab_that_reconnects_keeps_what_a_moderator_blocked(room_client,
     grace_id = grace_snapshot["you"]
     for kind in ("audio", "video"):
         payload = {"type": "moderate_media", "participant_id": grace_id, "kind": kind}
-        reply = await _ask(ada_socket, {**payload, "blocked": True, "id": kind})
+        reply = await ada_socket.ask({**payload, "blocked": True, "id": kind})
         assert reply["type"] == "media_moderated"
     _, snapshot = await enter_room(room_client, grace, f"{room.slug}/?resume={grace_id}")
     shown = {p["id"]: p for p in snapshot["participants"]}
@@ -279,12 +266,12 @@ async def test_ending_the_meeting_tells_everyone_and_the_room_stays_open(
     grace_socket, _ = await enter_room(room_client, grace, room)
     _, alan_snapshot = await enter_room(room_client, alan, room)
     await sync_to_async(RoomModerator.objects.create)(room=room, user=grace)
-    reply = await _ask(
-        ada_socket, {"type": "remove", "id": "r", "participant_id": alan_snapshot["you"]}
+    reply = await ada_socket.ask(
+        {"type": "remove", "id": "r", "participant_id": alan_snapshot["you"]}
     )
     assert reply["type"] == "removed"
 
-    reply = await _ask(grace_socket, {"type": "end_meeting", "id": "end"})
+    reply = await grace_socket.ask({"type": "end_meeting", "id": "end"})
     assert reply == {"type": "meeting_ended", "id": "end"}
     for socket in (ada_socket, grace_socket):
         closed = await socket.receive_until("room_closed")
@@ -311,8 +298,7 @@ async def test_staff_moderate_any_room(room_client, edsger, room, grace):
     assert not await sync_to_async(selectors.room_moderates)(room=room, user=grace)
     staff_socket, _ = await enter_room(room_client, staff, room)
     _, grace_snapshot = await enter_room(room_client, grace, room)
-    reply = await _ask(
-        staff_socket,
+    reply = await staff_socket.ask(
         {
             "type": "moderate_media",
             "id": 1,
@@ -339,7 +325,7 @@ async def test_moderator_actions_have_a_rate_limit(room_client, room, ada, grace
             "participant_id": grace_snapshot["you"],
             "kind": "audio",
         }
-        reply = await _ask(ada_socket, {**payload, "blocked": n % 2 == 0, "id": n})
+        reply = await ada_socket.ask({**payload, "blocked": n % 2 == 0, "id": n})
         codes.append(reply.get("code", reply["type"]))
     assert "rate_limited" in codes and codes[:10] == ["media_moderated"] * 10
     await _still_works(ada_socket)
@@ -350,21 +336,21 @@ async def test_mute_everyone_joining_muted_unmuting_yourself_and_banning(
 ):
     ada_socket, _ = await enter_room(room_client, ada, room)
     grace_socket, _ = await enter_room(room_client, grace, room)
-    await _ask(ada_socket, {"type": "moderator", "id": 0, "user_id": grace.pk, "on": True})
+    await ada_socket.ask({"type": "moderator", "id": 0, "user_id": grace.pk, "on": True})
     alan_socket, alan_snapshot = await enter_room(room_client, alan, room)
     alan_id = alan_snapshot["you"]
 
     # Everyone who is not a moderator: Alan only (Grace moderates, Ada owns the room).
-    reply = await _ask(ada_socket, {"type": "mute_all", "id": 1, "kind": "audio"})
+    reply = await ada_socket.ask({"type": "mute_all", "id": 1, "kind": "audio"})
     assert reply == {"type": "muted_all", "kind": "audio", "participant_ids": [alan_id], "id": 1}
     told = await alan_socket.receive_until("media_blocked")
     assert (told["participant_id"], told["kind"], told["blocked"]) == (alan_id, "audio", True)
     # Again: nobody is newly muted.
-    reply = await _ask(ada_socket, {"type": "mute_all", "id": 2, "kind": "audio"})
+    reply = await ada_socket.ask({"type": "mute_all", "id": 2, "kind": "audio"})
     assert reply["participant_ids"] == []
 
     # The room lets people unmute themselves (the default): Alan does.
-    reply = await _ask(alan_socket, {"type": "unblock_self", "id": 3, "kind": "audio"})
+    reply = await alan_socket.ask({"type": "unblock_self", "id": 3, "kind": "audio"})
     assert reply == {
         "type": "media_moderated",
         "participant_id": alan_id,
@@ -374,8 +360,8 @@ async def test_mute_everyone_joining_muted_unmuting_yourself_and_banning(
     }
     # Not any more: muted again, he must ask (raise his hand).
     await sync_to_async(services.room_update)(room=room, self_unmute=False)
-    await _ask(ada_socket, {"type": "mute_all", "id": 4, "kind": "audio"})
-    reply = await _ask(alan_socket, {"type": "unblock_self", "id": 5, "kind": "audio"})
+    await ada_socket.ask({"type": "mute_all", "id": 4, "kind": "audio"})
+    reply = await alan_socket.ask({"type": "unblock_self", "id": 5, "kind": "audio"})
     assert reply["type"] == "error" and reply["code"] == "forbidden"
     assert await sync_to_async(
         Participant.objects.filter(pk=alan_id, muted_audio_by_moderator=True).exists
@@ -392,8 +378,8 @@ async def test_mute_everyone_joining_muted_unmuting_yourself_and_banning(
     await grace_again.close()
 
     # Removed and banned: refused after the meeting too, until readmitted.
-    reply = await _ask(
-        ada_socket, {"type": "remove", "id": 6, "participant_id": alan_id, "ban": True}
+    reply = await ada_socket.ask(
+        {"type": "remove", "id": 6, "participant_id": alan_id, "ban": True}
     )
     assert reply["type"] == "removed"
     await alan_socket.expect_close()
@@ -404,7 +390,7 @@ async def test_mute_everyone_joining_muted_unmuting_yourself_and_banning(
     assert (await refused.receive())["reason"] == "banned"
     assert await sync_to_async(RoomRemoval.objects.filter(user=alan, banned=True).exists)()
     ada_socket, _ = await enter_room(room_client, ada, room)
-    await _ask(ada_socket, {"type": "readmit", "id": 7, "user_id": alan.pk})
+    await ada_socket.ask({"type": "readmit", "id": 7, "user_id": alan.pk})
     _, snapshot = await enter_room(room_client, alan, room)
     # (everyone joins muted now: him too)
     assert {p["id"]: p["audio_blocked"] for p in snapshot["participants"]}[snapshot["you"]]

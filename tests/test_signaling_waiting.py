@@ -25,14 +25,6 @@ def asking_room(make_room, ada):
     return make_room(ada, "Office hours", ask_to_join=True)
 
 
-async def _ask(client: RoomClient, payload: dict) -> dict:
-    await client.send(payload)
-    while True:
-        reply = await client.receive()
-        if reply.get("id") == payload["id"]:
-            return reply
-
-
 async def _wait_in(room_client, user, room) -> tuple[RoomClient, dict]:
     client = await room_client(user, room)
     waiting = await client.receive()
@@ -52,9 +44,9 @@ async def test_a_moderator_lets_people_in_and_turns_them_away(
     assert waiting["moderator_present"] is False
     assert "no moderator" in waiting["message"]
     # Waiting is not being in: no media, no snapshot.
-    refused = await _ask(grace_socket, {"type": "hand", "id": "p", "raised": True})
+    refused = await grace_socket.ask({"type": "hand", "id": "p", "raised": True})
     assert refused["type"] == "error" and refused["code"] == "waiting"
-    assert await _ask(grace_socket, {"type": "ping", "id": "ok"}) == {"type": "pong", "id": "ok"}
+    assert await grace_socket.ask({"type": "ping", "id": "ok"}) == {"type": "pong", "id": "ok"}
 
     # The owner joins straight in and sees who waits; Grace is told someone can let her in.
     ada_socket, snapshot = await enter_room(room_client, ada, asking_room)
@@ -67,7 +59,7 @@ async def test_a_moderator_lets_people_in_and_turns_them_away(
     assert _waiting_names(changed) == ["Grace Hopper", "Alan Turing"]  # first come first
 
     # Grace is let in: she joins on the same connection, and the room sees her arrive.
-    reply = await _ask(ada_socket, {"type": "admit", "id": 1, "user_id": grace.pk})
+    reply = await ada_socket.ask({"type": "admit", "id": 1, "user_id": grace.pk})
     assert reply == {"type": "join_decided", "user_ids": [grace.pk], "admitted": True, "id": 1}
     assert (await grace_socket.receive())["type"] == "admitted"
     grace_snapshot = await grace_socket.receive()
@@ -76,10 +68,10 @@ async def test_a_moderator_lets_people_in_and_turns_them_away(
     joined = await ada_socket.receive_until("participant_joined")
     assert joined["participant"]["id"] == grace_snapshot["you"]
     # (the list's change went out before the reply: the snapshot of now shows it)
-    assert _waiting_names(await _ask(ada_socket, {"type": "sync", "id": "s"})) == ["Alan Turing"]
+    assert _waiting_names(await ada_socket.ask({"type": "sync", "id": "s"})) == ["Alan Turing"]
 
     # Alan is turned away: told, and closed; Grace, a plain participant, never heard of him.
-    reply = await _ask(ada_socket, {"type": "deny", "id": 2, "user_id": alan.pk})
+    reply = await ada_socket.ask({"type": "deny", "id": 2, "user_id": alan.pk})
     assert reply == {"type": "join_decided", "user_ids": [alan.pk], "admitted": False, "id": 2}
     denied = await alan_socket.receive()
     assert denied["type"] == "refused" and denied["reason"] == "denied"
@@ -89,7 +81,7 @@ async def test_a_moderator_lets_people_in_and_turns_them_away(
         assert message["type"] != "waiting_changed", message
     # Asked again: he waits again (a person may ask again, a few times per meeting).
     alan_socket, _ = await _wait_in(room_client, alan, asking_room)
-    reply = await _ask(ada_socket, {"type": "deny", "id": 3, "user_id": alan.pk})
+    reply = await ada_socket.ask({"type": "deny", "id": 3, "user_id": alan.pk})
     assert reply["user_ids"] == [alan.pk]
     assert (await alan_socket.receive())["reason"] == "denied"
     await alan_socket.expect_close()
@@ -103,9 +95,9 @@ async def test_a_moderator_lets_people_in_and_turns_them_away(
     await again.close()
 
     # Deciding for someone who is not waiting: not_found; a plain participant: forbidden.
-    reply = await _ask(ada_socket, {"type": "admit", "id": 4, "user_id": edsger.pk})
+    reply = await ada_socket.ask({"type": "admit", "id": 4, "user_id": edsger.pk})
     assert reply["type"] == "error" and reply["code"] == "not_found"
-    reply = await _ask(grace_socket, {"type": "admit", "id": 5, "user_id": None})
+    reply = await grace_socket.ask({"type": "admit", "id": 5, "user_id": None})
     assert reply["type"] == "error" and reply["code"] == "forbidden"
 
 
@@ -115,7 +107,7 @@ async def test_everyone_at_once_and_the_room_setting(
     ada_socket, _ = await enter_room(room_client, ada, asking_room)
     grace_socket, _ = await _wait_in(room_client, grace, asking_room)
     alan_socket, _ = await _wait_in(room_client, alan, asking_room)
-    reply = await _ask(ada_socket, {"type": "admit", "id": "all", "user_id": None})
+    reply = await ada_socket.ask({"type": "admit", "id": "all", "user_id": None})
     assert sorted(reply["user_ids"]) == sorted([grace.pk, alan.pk])
     for socket in (grace_socket, alan_socket):
         assert (await socket.receive())["type"] == "admitted"
@@ -176,23 +168,23 @@ async def test_moderators_see_the_queue_and_the_meeting_end_forgets_decisions(
 ):
     ada_socket, _ = await enter_room(room_client, ada, asking_room)
     grace_socket, _ = await _wait_in(room_client, grace, asking_room)
-    await _ask(ada_socket, {"type": "admit", "id": 1, "user_id": grace.pk})
+    await ada_socket.ask({"type": "admit", "id": 1, "user_id": grace.pk})
     await grace_socket.receive_until("snapshot")
     alan_socket, _ = await _wait_in(room_client, alan, asking_room)
 
     # Grace made a moderator: she is shown who waits at once, then every change.
-    await _ask(ada_socket, {"type": "moderator", "id": 2, "user_id": grace.pk, "on": True})
+    await ada_socket.ask({"type": "moderator", "id": 2, "user_id": grace.pk, "on": True})
     shown = await grace_socket.receive_until("waiting_changed")
     assert _waiting_names(shown) == ["Alan Turing"]
     edsger_socket, _ = await _wait_in(room_client, edsger, asking_room)
     shown = await grace_socket.receive_until("waiting_changed")
     assert _waiting_names(shown) == ["Alan Turing", "Edsger Dijkstra"]
-    await _ask(grace_socket, {"type": "deny", "id": 3, "user_id": edsger.pk})
+    await grace_socket.ask({"type": "deny", "id": 3, "user_id": edsger.pk})
     await edsger_socket.expect_close()
 
     # The room closes: whoever waits is told, and the connection ends.
     await sync_to_async(RoomModerator.objects.filter(user=grace).delete)()
-    await _ask(ada_socket, {"type": "end_meeting", "id": 4})
+    await ada_socket.ask({"type": "end_meeting", "id": 4})
     # The meeting ended, not the room: Alan goes on waiting; the decisions are forgotten.
     assert await alan_socket.nothing_more(0.5)
     assert await sync_to_async(
