@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.text import Truncator
-from django.utils.translation import gettext, gettext_noop, ngettext
+from django.utils.translation import gettext, gettext_noop, ngettext, ngettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from rooms import events, selectors, services
@@ -343,6 +343,25 @@ class ModerationActions:
             self.message_user(request, done(count), messages.SUCCESS)
 
 
+def _media_action(kind: str, blocked: bool, description: str, done: str) -> Callable:
+    """An admin action blocking (or allowing) the selected participants' `kind`; `done` says
+    how many, with %(count)d."""
+
+    @admin.action(description=description, permissions=("moderate",))
+    def action(self, request: HttpRequest, queryset: QuerySet[Participant]) -> None:
+        self._media(request, queryset, kind=kind, blocked=blocked, done=done)
+
+    return action
+
+
+def _remove_action(ban: bool, description: str, done: str) -> Callable:
+    @admin.action(description=description, permissions=("moderate",))
+    def action(self, request: HttpRequest, queryset: QuerySet[Participant]) -> None:
+        self._remove(request, queryset, ban=ban, done=done)
+
+    return action
+
+
 @admin.register(Participant)
 class ParticipantAdmin(ModerationActions, admin.ModelAdmin):
     """The join/leave history: read-only, written only by the signaling services. Its actions
@@ -406,7 +425,7 @@ class ParticipantAdmin(ModerationActions, admin.ModelAdmin):
         *,
         kind: str,
         blocked: bool,
-        done: Callable[[int], str],
+        done: str,
     ) -> None:
         self._each(
             request,
@@ -419,25 +438,12 @@ class ParticipantAdmin(ModerationActions, admin.ModelAdmin):
                 by_user=request.user,
             ),
             lambda p: p.display_name,
-            done,
+            lambda count: done % {"count": count},
         )
 
-    def _remove(self, request: HttpRequest, queryset: QuerySet[Participant], *, ban: bool) -> None:
-        def done(count: int) -> str:
-            if ban:
-                message = ngettext(
-                    "Removed and banned %(count)d participant.",
-                    "Removed and banned %(count)d participants.",
-                    count,
-                )
-            else:
-                message = ngettext(
-                    "Removed %(count)d participant from the meeting.",
-                    "Removed %(count)d participants from the meeting.",
-                    count,
-                )
-            return message % {"count": count}
-
+    def _remove(
+        self, request: HttpRequest, queryset: QuerySet[Participant], *, ban: bool, done: str
+    ) -> None:
         self._each(
             request,
             self._present(request, queryset),
@@ -445,84 +451,67 @@ class ParticipantAdmin(ModerationActions, admin.ModelAdmin):
                 room_id=p.room_id, participant_id=p.pk, by_user=request.user, ban=ban
             ),
             lambda p: p.display_name,
-            done,
+            lambda count: done % {"count": count},
         )
 
-    @admin.action(description=_("Mute microphone"), permissions=("moderate",))
-    def mute_audio(self, request: HttpRequest, queryset: QuerySet[Participant]) -> None:
-        self._media(
-            request,
-            queryset,
-            kind="audio",
-            blocked=True,
-            done=lambda n: (
-                ngettext(
-                    "Muted the microphone of %(count)d participant.",
-                    "Muted the microphones of %(count)d participants.",
-                    n,
-                )
-                % {"count": n}
-            ),
-        )
-
-    @admin.action(description=_("Allow microphone"), permissions=("moderate",))
-    def allow_audio(self, request: HttpRequest, queryset: QuerySet[Participant]) -> None:
-        self._media(
-            request,
-            queryset,
-            kind="audio",
-            blocked=False,
-            done=lambda n: (
-                ngettext(
-                    "Allowed the microphone of %(count)d participant.",
-                    "Allowed the microphones of %(count)d participants.",
-                    n,
-                )
-                % {"count": n}
-            ),
-        )
-
-    @admin.action(description=_("Stop camera"), permissions=("moderate",))
-    def mute_video(self, request: HttpRequest, queryset: QuerySet[Participant]) -> None:
-        self._media(
-            request,
-            queryset,
-            kind="video",
-            blocked=True,
-            done=lambda n: (
-                ngettext(
-                    "Stopped the camera of %(count)d participant.",
-                    "Stopped the cameras of %(count)d participants.",
-                    n,
-                )
-                % {"count": n}
-            ),
-        )
-
-    @admin.action(description=_("Allow camera"), permissions=("moderate",))
-    def allow_video(self, request: HttpRequest, queryset: QuerySet[Participant]) -> None:
-        self._media(
-            request,
-            queryset,
-            kind="video",
-            blocked=False,
-            done=lambda n: (
-                ngettext(
-                    "Allowed the camera of %(count)d participant.",
-                    "Allowed the cameras of %(count)d participants.",
-                    n,
-                )
-                % {"count": n}
-            ),
-        )
-
-    @admin.action(description=_("Remove from the meeting"), permissions=("moderate",))
-    def remove_from_meeting(self, request: HttpRequest, queryset: QuerySet[Participant]) -> None:
-        self._remove(request, queryset, ban=False)
-
-    @admin.action(description=_("Remove and ban from the room"), permissions=("moderate",))
-    def remove_and_ban(self, request: HttpRequest, queryset: QuerySet[Participant]) -> None:
-        self._remove(request, queryset, ban=True)
+    mute_audio = _media_action(
+        "audio",
+        True,
+        _("Mute microphone"),
+        ngettext_lazy(
+            "Muted the microphone of %(count)d participant.",
+            "Muted the microphones of %(count)d participants.",
+            "count",
+        ),
+    )
+    allow_audio = _media_action(
+        "audio",
+        False,
+        _("Allow microphone"),
+        ngettext_lazy(
+            "Allowed the microphone of %(count)d participant.",
+            "Allowed the microphones of %(count)d participants.",
+            "count",
+        ),
+    )
+    mute_video = _media_action(
+        "video",
+        True,
+        _("Stop camera"),
+        ngettext_lazy(
+            "Stopped the camera of %(count)d participant.",
+            "Stopped the cameras of %(count)d participants.",
+            "count",
+        ),
+    )
+    allow_video = _media_action(
+        "video",
+        False,
+        _("Allow camera"),
+        ngettext_lazy(
+            "Allowed the camera of %(count)d participant.",
+            "Allowed the cameras of %(count)d participants.",
+            "count",
+        ),
+    )
+    remove_from_meeting = _remove_action(
+        False,
+        _("Remove from the meeting"),
+        ngettext_lazy(
+            "Removed %(count)d participant from the meeting.",
+            "Removed %(count)d participants from the meeting.",
+            "count",
+        ),
+    )
+    remove_and_ban = _remove_action(
+        True,
+        _("Remove and ban from the room"),
+        ngettext_lazy(
+            "Removed and banned %(count)d participant.",
+            "Removed and banned %(count)d participants.",
+            "count",
+        ),
+    )
 
     @admin.display(description=_("Duration"))
     def duration(self, participant: Participant) -> str:

@@ -4,23 +4,13 @@ from django import forms
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
-from rooms.models import Room
+from rooms.models import ROOM_SETTINGS, Room
 
 
 class RoomForm(forms.ModelForm):
     class Meta:
         model = Room
-        fields = (
-            "name",
-            "description",
-            "visibility",
-            "max_participants",
-            "locked",
-            "screen_sharing",
-            "ask_to_join",
-            "join_muted",
-            "self_unmute",
-        )
+        fields = ROOM_SETTINGS
         widgets = {
             "description": forms.Textarea(attrs={"rows": 3}),
             "visibility": forms.RadioSelect,

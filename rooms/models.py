@@ -107,6 +107,21 @@ class Room(models.Model):
         return self.visibility == self.Visibility.PRIVATE
 
 
+# What a room's owner sets, in the order the room form shows it (rooms.forms.RoomForm); the
+# fields rooms.services.room_update may change.
+ROOM_SETTINGS = (
+    "name",
+    "description",
+    "visibility",
+    "max_participants",
+    "locked",
+    "screen_sharing",
+    "ask_to_join",
+    "join_muted",
+    "self_unmute",
+)
+
+
 class Participant(models.Model):
     class State(models.TextChoices):
         CONNECTED = "connected", _("Connected")

@@ -15,6 +15,7 @@ from django.utils.translation import gettext, gettext_noop
 from rooms import events
 from rooms.models import (
     CHAT_MESSAGE_MAX_LENGTH,
+    ROOM_SETTINGS,
     ChatMessage,
     JoinRequest,
     Participant,
@@ -30,7 +31,6 @@ from rooms.selectors import (
     room_is_managed_by,
     room_moderates,
     room_moderator_ids,
-    room_needs_admission,
 )
 
 logger = logging.getLogger(__name__)
@@ -106,19 +106,7 @@ def room_create(
     raise RuntimeError("could not find a free room slug")
 
 
-ROOM_UPDATABLE = frozenset(
-    {
-        "name",
-        "description",
-        "visibility",
-        "max_participants",
-        "locked",
-        "screen_sharing",
-        "ask_to_join",
-        "join_muted",
-        "self_unmute",
-    }
-)
+ROOM_UPDATABLE = frozenset(ROOM_SETTINGS)
 
 
 def room_update(*, room: Room, **changes: object) -> Room:
@@ -288,10 +276,14 @@ def participant_join(
             ).first()
         )
         waiting = None
-        if same_user is None and room_needs_admission(room=room, user=user):
+        # Asked only of rooms whose settings depend on it (a query otherwise saved).
+        moderates = (room.ask_to_join or room.join_muted) and room_moderates(room=room, user=user)
+        if same_user is None and room.ask_to_join and not moderates:
             waiting = _ask_to_join(room=room, user=user, connection_id=connection_id)
         if waiting is None:
-            participant = _enter(room, user, connection_id=connection_id, same_user=same_user)
+            participant = _enter(
+                room, user, connection_id=connection_id, same_user=same_user, moderates=moderates
+            )
     if waiting is not None:
         raise JoinWaiting(waiting)  # after the commit: the request stays
     logger.info("participant %s (user %s) joined room %s", participant.pk, user.pk, room.slug)
@@ -299,14 +291,18 @@ def participant_join(
 
 
 def _enter(
-    room: Room, user: AbstractBaseUser, *, connection_id: str, same_user: Participant | None
+    room: Room,
+    user: AbstractBaseUser,
+    *,
+    connection_id: str,
+    same_user: Participant | None,
+    moderates: bool,
 ) -> Participant:
     if same_user is not None:
         # Reloading, reconnecting or another tab does not undo what a moderator blocked.
         audio, video = same_user.muted_audio_by_moderator, same_user.muted_video_by_moderator
     else:
-        audio = room.join_muted and not room_moderates(room=room, user=user)
-        video = False
+        audio, video = room.join_muted and not moderates, False
     participant = Participant.objects.create(
         room=room,
         user=user,
@@ -317,7 +313,7 @@ def _enter(
         muted_video_by_moderator=video,
     )
     events.publish_participant_joined(participant)
-    if room.ask_to_join and room_moderates(room=room, user=user):
+    if room.ask_to_join and moderates:
         events.publish_waiting_refresh(room.pk)  # those waiting learn someone can let them in
     return participant
 

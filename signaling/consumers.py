@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Collection
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -28,7 +29,7 @@ from django.utils.translation import gettext
 
 from conference import metrics
 from rooms import events, selectors, services
-from rooms.models import JoinRequest, Participant
+from rooms.models import JoinRequest, Participant, Room
 from rooms.selectors import Refusal
 from signaling import media, protocol, turn
 from signaling.collaboration import Collaboration
@@ -53,16 +54,14 @@ def _join(
     )
 
 
-def _waiting_sync(room_id: int) -> list[dict[str, Any]]:
-    room = selectors.room_by_id(room_id=room_id)
-    if room is None:
-        return []
+def _waiting_sync(room: Room) -> list[dict[str, Any]]:
     return [events.join_request_payload(r) for r in selectors.join_requests_waiting(room=room)]
 
 
-@database_sync_to_async
-def _moderates(participant: Participant) -> bool:
-    return selectors.room_moderates(room=participant.room, user=participant.user)
+def _moderates(user: Any, moderator_ids: Collection[int]) -> bool:
+    """Whether the user runs the meeting: a moderator of the room (its owner included), or
+    staff (selectors.room_moderates, from what is known already)."""
+    return user.is_staff or user.pk in moderator_ids
 
 
 @database_sync_to_async
@@ -78,9 +77,8 @@ def _waiting_message(room_id: int) -> protocol.Waiting:
 
 
 @database_sync_to_async
-def _snapshot(
-    participant: Participant, *, moderating: bool, ref: str | int | None = None
-) -> protocol.Snapshot:
+def _snapshot(participant: Participant, ref: str | int | None = None) -> protocol.Snapshot:
+    """The room now; who waits only for a moderator."""
     room = selectors.room_by_slug(slug=participant.room.slug) or participant.room
     publishing = publishing_sync(room.pk)
     sharing = sharing_sync(room.pk)
@@ -101,7 +99,7 @@ def _snapshot(
         hands=[events.hand_payload(p) for p in selectors.hands_raised(room=room)],
         chat=[events.chat_message_payload(m) for m in selectors.chat_recent(room=room)],
         moderators=sorted(moderators),
-        waiting=_waiting_sync(room.pk) if moderating else [],
+        waiting=_waiting_sync(room) if _moderates(participant.user, moderators) else [],
         id=ref,
     )
 
@@ -196,10 +194,10 @@ class RoomConsumer(TypedSocketConsumer):
             return
         self.participant = participant
         self.media = media.ParticipantMedia(participant)
-        self.moderating = await _moderates(participant)
         self.group = events.room_group(participant.room_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        snapshot = await _snapshot(participant, moderating=self.moderating)
+        snapshot = await _snapshot(participant)
+        self.moderating = _moderates(participant.user, snapshot.moderators)
         await self.send_message(snapshot)
         metrics.JOINS.labels(outcome="joined").inc()
         metrics.JOIN_SECONDS.observe(time.monotonic() - started)
@@ -238,10 +236,7 @@ class RoomConsumer(TypedSocketConsumer):
                 )
                 await self.reply_error(error)
             case protocol.Sync():
-                snapshot = await _snapshot(
-                    self.participant, moderating=self.moderating, ref=message.id
-                )
-                await self.send_message(snapshot)
+                await self.send_message(await _snapshot(self.participant, message.id))
             case protocol.CollaborationMessage():
                 await self.collaboration.handle(message)
             case protocol.ModerationMessage():
@@ -306,10 +301,10 @@ class RoomConsumer(TypedSocketConsumer):
         if event is None:
             return
         if isinstance(event, protocol.ModeratorsChanged) and self.participant is not None:
-            was, user = self.moderating, self.participant.user
-            self.moderating = user.is_staff or user.pk in event.user_ids
+            was = self.moderating
+            self.moderating = _moderates(self.participant.user, event.user_ids)
             if self.moderating and not was:  # who waits now, to the new moderator
-                waiting = await database_sync_to_async(_waiting_sync)(self.participant.room_id)
+                waiting = await database_sync_to_async(_waiting_sync)(self.participant.room)
                 await self.send_message(protocol.WaitingChanged(waiting=waiting))
         if isinstance(event, protocol.WaitingChanged) and not self.moderating:
             return  # who waits is the moderators' business

@@ -126,13 +126,26 @@ async def test_the_queue_follows_the_pages(room_client, asking_room, ada, grace,
     assert _waiting_names(await ada_socket.receive_until("waiting_changed")) == ["Grace Hopper"]
     first_asked = await sync_to_async(JoinRequest.objects.get)(user=grace)
 
-    # Her page reconnects (a worker restarted): she keeps her place, and still waits.
+    # Her tab closes: she leaves the list; the page comes back and she asks again.
     await grace_socket.close()
     assert _waiting_names(await ada_socket.receive_until("waiting_changed")) == []
     grace_socket, _ = await _wait_in(room_client, grace, asking_room)
     assert _waiting_names(await ada_socket.receive_until("waiting_changed")) == ["Grace Hopper"]
     alan_socket, _ = await _wait_in(room_client, alan, asking_room)
     await ada_socket.receive_until("waiting_changed")
+    # Her worker dies under her (no disconnect handler runs: the request stays) and her page
+    # reconnects through another: she keeps her place, ahead of Alan.
+    asked = await sync_to_async(JoinRequest.objects.get)(user=grace)
+    await sync_to_async(JoinRequest.objects.filter(user=grace).update)(connection_id="dead")
+    await grace_socket.close()  # (this connection no longer owns the request)
+    grace_socket, _ = await _wait_in(room_client, grace, asking_room)
+    again = await sync_to_async(JoinRequest.objects.get)(user=grace)
+    assert (again.pk, again.asked_at) == (asked.pk, asked.asked_at)
+    assert again.asked_at > first_asked.asked_at  # (closing the tab had given up the first)
+    assert _waiting_names(await ada_socket.receive_until("waiting_changed")) == [
+        "Grace Hopper",
+        "Alan Turing",
+    ]
 
     # Alan's tab goes away without a word (its worker died): once stale, he leaves the list.
     await sync_to_async(JoinRequest.objects.filter(user=alan).update)(
@@ -147,7 +160,6 @@ async def test_the_queue_follows_the_pages(room_client, asking_room, ada, grace,
     assert await grace_socket.expect_close() == protocol.CLOSE_LEFT
     assert _waiting_names(await ada_socket.receive_until("waiting_changed")) == []
     assert not await sync_to_async(JoinRequest.objects.filter(state="waiting").exists)()
-    assert first_asked.state == JoinRequest.State.WAITING
 
 
 async def test_a_decision_missed_on_the_channel_layer_is_found_on_the_heartbeat(
