@@ -140,7 +140,10 @@ def test_a_late_joiner_sees_the_share_and_a_room_can_keep_sharing_to_its_owner(c
         editor = ada.context.new_page()
         editor.goto(room_url + "edit/")
         editor.check("input[name=screen_sharing][value=owner]")
-        editor.click("#main button[type=submit]")
+        # The save must have landed before the page goes: closing it during the POST's navigation
+        # could cancel the request (the setting never changes) or hang the close itself.
+        with editor.expect_navigation(timeout=WAIT_MS):
+            editor.click("#main button[type=submit]")
         editor.close()
         grace.page.wait_for_selector("#share-button", state="hidden", timeout=WAIT_MS)
         ada.page.wait_for_selector("#share-button", state="visible")
