@@ -22,6 +22,7 @@ class Config:
     stun_port: int = 3478
     turn_url: str = ""
     session_grace: float = 240.0
+    recordings_dir: str = "recordings"
     max_request_bytes: int = 512 * 1024
     requests_per_second: float = 500.0
     request_burst: int = 1000
@@ -115,6 +116,12 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         "(MEDIASERVER_SESSION_GRACE, default 240 as in KMS)",
     )
     parser.add_argument(
+        "--recordings-dir",
+        default=env_or("RECORDINGS_DIR", default.recordings_dir),
+        help="the directory recorders write to (file:// URIs outside it are refused; relative "
+        "URIs are taken under it) (MEDIASERVER_RECORDINGS_DIR, default ./recordings)",
+    )
+    parser.add_argument(
         "--log-level",
         default=env_or("LOG_LEVEL", default.log_level),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -145,6 +152,7 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         stun_port=int(stun_port or 3478),
         turn_url=args.turn_url,
         session_grace=args.session_grace,
+        recordings_dir=args.recordings_dir,
         log_level=args.log_level,
         event_loop=args.event_loop,
     )

@@ -319,6 +319,36 @@ class MediaElement(MediaObject):
             hub.close()
 
 
+class Endpoint(MediaElement):
+    TYPE = "Endpoint"
+
+
+class UriEndpoint(Endpoint):
+    """An endpoint that writes or reads a URI (a recorder, a player). Its state is STOP, START or
+    PAUSE, and each change is reported by UriEndpointStateChanged."""
+
+    TYPE = "UriEndpoint"
+    EVENTS = frozenset({"UriEndpointStateChanged"})
+    PROPERTIES = (Property("uri", read_only=True), Property("state", read_only=True))
+
+    def __init__(self, registry: Registry, pipeline: MediaPipeline, uri: str) -> None:
+        super().__init__(registry, pipeline)
+        self.uri = uri.replace("%2F", "/")  # as KMS does, and getUri answers it so
+        self.state = "STOP"
+
+    def get_property(self, name: str) -> Any:
+        if name == "uri":
+            return self.uri
+        if name == "state":
+            return self.state
+        return super().get_property(name)
+
+    def set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.emit("UriEndpointStateChanged", state=state)
+
+
 class PassThrough(MediaElement):
     """Forwards what it receives to its sinks unchanged."""
 

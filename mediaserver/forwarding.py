@@ -31,6 +31,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import RtcpSrPacket
 
 from .frames import EncodedFrame
 from .rtp_send import Packetizer, RtpWriter
@@ -291,7 +292,11 @@ class _FrameHandoff:
         if packetizer is None:
             packetizer = self._packetizers[codec.payloadType] = Packetizer(codec)
         frame = EncodedFrame(
-            packet=packet, codec=name, keyframe=is_keyframe(name, data), packetizer=packetizer
+            packet=packet,
+            codec=name,
+            keyframe=is_keyframe(name, data),
+            packetizer=packetizer,
+            captured=self._receiver.capture_time(jitter_frame.timestamp, codec.clockRate),  # type: ignore[attr-defined]
         )
         on_frame(frame)
 
@@ -303,6 +308,7 @@ class ForwardingReceiver(RTCRtpReceiver):
         super().__init__(kind, transport)  # type: ignore[arg-type]
         self.forwarding = FORWARDING.get()
         self.on_frame: Callable[[EncodedFrame], None] | None = None
+        self.sender_clock: tuple[int, int] | None = None  # NTP and RTP time of the last report
         if self.forwarding:
             self._RTCRtpReceiver__decoder_queue = _FrameHandoff(self)
 
@@ -321,6 +327,28 @@ class ForwardingReceiver(RTCRtpReceiver):
         self._RTCRtpReceiver__transport._register_rtp_receiver(self, parameters)
         self._RTCRtpReceiver__rtcp_task = asyncio.ensure_future(self._run_rtcp())
         self._RTCRtpReceiver__started = True
+
+    async def _handle_rtcp_packet(self, packet: Any) -> None:
+        await super()._handle_rtcp_packet(packet)
+        if (
+            isinstance(packet, RtcpSrPacket)
+            and packet.sender_info.ntp_timestamp
+            and packet.ssrc in self.media_streams()  # not a sender that has sent nothing yet
+        ):
+            info = packet.sender_info
+            self.sender_clock = (info.ntp_timestamp, info.rtp_timestamp)
+
+    def capture_time(self, frame_timestamp: int, clock_rate: int) -> float | None:
+        """When the sender captured the frame with this (aiortc's, zero-based) timestamp, in
+        seconds of its wall clock: its last sender report maps its RTP clock to that (RFC 3550
+        section 6.4.1)."""
+        origin = self._RTCRtpReceiver__timestamp_mapper._origin
+        if self.sender_clock is None or origin is None:
+            return None
+        ntp, reported = self.sender_clock
+        rtp_timestamp = (frame_timestamp + origin) % 2**32
+        step = ((rtp_timestamp - reported + 2**31) % 2**32 - 2**31) / clock_rate
+        return (ntp >> 32) + (ntp & 0xFFFFFFFF) / 2**32 + step
 
     def media_streams(self) -> dict[int, Any]:
         """aiortc's receive statistics per media SSRC (retransmission streams left out)."""

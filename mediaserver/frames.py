@@ -22,6 +22,9 @@ class EncodedFrame:
     codec: str  # lower-case codec name: "vp8", "h264", "opus", "pcmu"...
     keyframe: bool
     packetizer: Packetizer  # the stream's, shared by every frame of it
+    # When the sender captured it, in seconds of the sender's wall clock (from its RTCP sender
+    # reports; None until the first one). Audio and video of one sender share that clock.
+    captured: float | None = None
     _rtp: RtpFrame | None = field(default=None, init=False, repr=False)
 
     def rtp(self) -> RtpFrame:

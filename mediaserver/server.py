@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import websockets
@@ -41,6 +42,7 @@ from .limits import (
     MAX_TRANSACTION_OPERATIONS,
 )
 from .objects import EVENT_ALIASES, MediaObject, Registry
+from .recorder import RecorderEndpoint
 from .sessions import Session, Sessions
 from .webrtc import IceDefaults, WebRtcEndpoint
 
@@ -120,7 +122,7 @@ class MediaServer:
         self.server_id = str(uuid.uuid4())
         self.sessions = Sessions()
         self.registry = Registry(self._deliver_event)
-        for cls in (MediaPipeline, PassThrough, WebRtcEndpoint):
+        for cls in (MediaPipeline, PassThrough, WebRtcEndpoint, RecorderEndpoint):
             self.registry.register_factory(cls)
         self.manager = ServerManager(self.registry, self.sessions, list(self.registry.factories))
         self.ice_defaults = IceDefaults(config.stun_address, config.stun_port, config.turn_url)
@@ -418,6 +420,15 @@ class MediaServer:
                     "A WebRtcEndpoint cannot be both recvonly and sendonly",
                 )
             return WebRtcEndpoint(self.registry, pipeline, ice=self.ice_defaults, **flags)
+        if cls is RecorderEndpoint:
+            return RecorderEndpoint(
+                self.registry,
+                pipeline,
+                uri=_constructor_param(ctor, "uri", str),
+                directory=Path(self.config.recordings_dir).resolve(),
+                media_profile=_constructor_param(ctor, "mediaProfile", str, "WEBM"),
+                stop_on_end_of_stream=_constructor_param(ctor, "stopOnEndOfStream", bool, False),
+            )
         assert issubclass(cls, MediaElement)
         return cls(self.registry, pipeline)  # type: ignore[call-arg]
 
@@ -634,6 +645,20 @@ def _validate(request: Any) -> tuple[str, dict[str, Any]]:
     if not isinstance(params, dict):
         raise KurentoError(Code.INVALID_PARAMS, "Invalid params: 'params' must be an object")
     return method, params
+
+
+_MISSING = object()
+
+
+def _constructor_param(ctor: dict[str, Any], name: str, kind: type, default: Any = _MISSING) -> Any:
+    """A constructor parameter of the JSON type `kind`; a missing or mistyped one is refused
+    with 40001 (MARSHALL_ERROR), as KMS's generated factories refuse it."""
+    value = ctor.get(name, default)
+    if value is _MISSING:
+        raise KurentoError(Code.MARSHALL_ERROR, f"'{name}' parameter is required")
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise KurentoError(Code.MARSHALL_ERROR, f"'{name}' parameter should be a {kind.__name__}")
+    return value
 
 
 def _object_param(params: dict[str, Any]) -> str:

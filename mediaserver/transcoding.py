@@ -96,8 +96,12 @@ class TranscodeWorker:
                         codec=self.target,
                         keyframe=bool(packet.is_keyframe),
                         packetizer=self._packetizer,
+                        captured=_captured(frame, packet),
                     )
-                    self._loop.call_soon_threadsafe(self._output, out)
+                    try:
+                        self._loop.call_soon_threadsafe(self._output, out)
+                    except RuntimeError:  # the loop has closed: the server is gone
+                        return
 
     def _encoder(self, width: int, height: int) -> av.VideoCodecContext:
         encoder = av.CodecContext.create(_ENCODERS[self.target], "w")
@@ -113,3 +117,10 @@ class TranscodeWorker:
             encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
         encoder.open()
         return encoder
+
+
+def _captured(source: EncodedFrame, packet: av.Packet) -> float | None:
+    """The capture time of an encoded packet, from the source frame it was decoded from."""
+    if source.captured is None or packet.pts is None or source.packet.pts is None:
+        return source.captured
+    return source.captured + float((packet.pts - source.packet.pts) * _TIME_BASE)

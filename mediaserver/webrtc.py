@@ -29,7 +29,7 @@ from aiortc.rtcdtlstransport import X509_DIGEST_ALGORITHMS
 from aiortc.rtcicetransport import RTCIceTransport, candidate_from_aioice
 from aiortc.sdp import SessionDescription, candidate_from_sdp, candidate_to_sdp
 
-from .elements import MEDIA_KINDS, MediaElement, MediaPipeline
+from .elements import MEDIA_KINDS, Endpoint, MediaPipeline
 from .errors import Code, KurentoError, invalid_params, too_large, too_many
 from .forwarding import FORWARDING, ForwardingReceiver, PacketTrack, codec_name
 from .frames import EncodedFrame
@@ -49,10 +49,6 @@ class IceDefaults:
     stun_address: str = ""
     stun_port: int = 3478
     turn_url: str = ""
-
-
-class Endpoint(MediaElement):
-    TYPE = "Endpoint"
 
 
 class SessionEndpoint(Endpoint):

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,8 @@ async def checked_media_server(sockets: Callable[[], int]) -> AsyncIterator[Medi
     and their sessions expired, no object but the server manager, and no more `sockets()`
     than before."""
     sockets_before = sockets()
-    server = MediaServer(Config(port=0, session_grace=240))
+    recordings = tempfile.mkdtemp(prefix="mediaserver-recordings-")
+    server = MediaServer(Config(port=0, session_grace=240, recordings_dir=recordings))
     await server.start()
     yield server
     for conn in tuple(server.connections):
@@ -62,6 +64,7 @@ async def checked_media_server(sockets: Callable[[], int]) -> AsyncIterator[Medi
             break
         await asyncio.sleep(0.05)
     assert sockets() <= sockets_before, "sockets outlived the test"
+    shutil.rmtree(recordings, ignore_errors=True)
 
 
 @pytest.fixture

@@ -76,6 +76,72 @@ class ToneTrack(MediaStreamTrack):
         return frame
 
 
+class Clapperboard:
+    """A shared clock for a video and an audio track that mark the same instants: every second
+    the picture turns white and a beep sounds for 100 ms, so a recording's sync can be measured."""
+
+    PERIOD = 1.0
+    MARK = 0.1
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+
+    def begin(self) -> float:
+        if self.start is None:
+            self.start = time.monotonic()
+        return self.start
+
+    def marked(self, seconds: float) -> bool:
+        return seconds % self.PERIOD < self.MARK
+
+    def video(self) -> MediaStreamTrack:
+        return _FlashTrack(self)
+
+    def audio(self) -> MediaStreamTrack:
+        return _BeepTrack(self)
+
+
+class _FlashTrack(MediaStreamTrack):
+    kind = "video"
+
+    def __init__(self, board: Clapperboard, fps: int = 30) -> None:
+        super().__init__()
+        self.board, self.fps, self._count = board, fps, 0
+
+    async def recv(self) -> av.VideoFrame:
+        start = self.board.begin()
+        await asyncio.sleep(max(0.0, start + self._count / self.fps - time.monotonic()))
+        shade = 255 if self.board.marked(self._count / self.fps) else 16
+        image = numpy.full((240, 320, 3), shade, numpy.uint8)
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = int(self._count * VIDEO_CLOCK_RATE / self.fps)
+        frame.time_base = VIDEO_TIME_BASE
+        self._count += 1
+        return frame
+
+
+class _BeepTrack(MediaStreamTrack):
+    kind = "audio"
+
+    def __init__(self, board: Clapperboard) -> None:
+        super().__init__()
+        self.board, self._samples = board, 0
+
+    async def recv(self) -> av.AudioFrame:
+        rate, count = 48000, int(48000 * AUDIO_PTIME)
+        start = self.board.begin()
+        await asyncio.sleep(max(0.0, start + self._samples / rate - time.monotonic()))
+        t = (numpy.arange(count) + self._samples) / rate
+        loud = numpy.array([self.board.marked(x) for x in t])
+        samples = (numpy.sin(2 * math.pi * 1000 * t) * 12000 * loud).astype(numpy.int16)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = rate
+        frame.pts = self._samples
+        frame.time_base = fractions.Fraction(1, rate)
+        self._samples += count
+        return frame
+
+
 @dataclass
 class Received:
     video_frames: int = 0
@@ -88,23 +154,29 @@ class Received:
 class Peer:
     """One aiortc peer connection negotiated with one WebRtcEndpoint through `Rpc`."""
 
-    def __init__(self, *, send: bool, receive: bool, video_codec: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        send: bool,
+        receive: bool,
+        video_codec: str | None = None,
+        tracks: tuple[MediaStreamTrack, ...] | None = None,
+    ) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.received = Received()
         self._consumers: list[asyncio.Task[None]] = []
         if send:
-            self.pc.addTrack(ToneTrack())
-            self.pc.addTrack(PatternTrack())
+            for track in tracks or (ToneTrack(), PatternTrack()):
+                transceiver = self.pc.addTransceiver(track, direction="sendrecv")  # as addTrack
+                if track.kind == "video" and video_codec is not None:
+                    transceiver.setCodecPreferences(_video_codecs(video_codec))
         else:
             for kind in ("audio", "video"):
                 transceiver = self.pc.addTransceiver(
                     kind, direction="recvonly" if receive else "inactive"
                 )
                 if kind == "video" and video_codec is not None:
-                    capabilities = RTCRtpSender.getCapabilities("video").codecs
-                    transceiver.setCodecPreferences(
-                        [c for c in capabilities if c.mimeType in (video_codec, "video/rtx")]
-                    )
+                    transceiver.setCodecPreferences(_video_codecs(video_codec))
         if receive:
             self.pc.on("track", self._consume)
 
@@ -168,3 +240,9 @@ class Peer:
         for task in self._consumers:
             task.cancel()
         await self.pc.close()
+
+
+def _video_codecs(mime_type: str) -> list:
+    """aiortc's video codecs narrowed to one (and its retransmissions)."""
+    capabilities = RTCRtpSender.getCapabilities("video").codecs
+    return [c for c in capabilities if c.mimeType in (mime_type, "video/rtx")]
