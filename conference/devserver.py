@@ -19,13 +19,27 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
+BASE_DIR = Path(__file__).resolve().parent.parent
 READY_PREFIX = "Media server ready at "
 
 
 def _start_media_server(port: int) -> tuple[subprocess.Popen[str], str]:
+    # Where recorders write is where the product reads (RECORDINGS_DIR, as in the settings).
+    recordings = os.environ.get("RECORDINGS_DIR") or str(BASE_DIR / "recordings")
     process = subprocess.Popen(
-        [sys.executable, "-m", "mediaserver", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "mediaserver",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--recordings-dir",
+            recordings,
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

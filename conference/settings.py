@@ -198,6 +198,19 @@ KMS_REQUEST_TIMEOUT = env.float("KMS_REQUEST_TIMEOUT", default=10.0)
 # (with none, their people are told and their pages keep retrying).
 KMS_FAILOVER_SECONDS = env.float("KMS_FAILOVER_SECONDS", default=5.0)
 
+# --- Recordings -----------------------------------------------------------------------------------
+# Where recordings are kept, as this web tier reads them; each one's per-stream files (written by
+# the media server) and the composed file that people download.
+RECORDINGS_DIR = env.path("RECORDINGS_DIR", default=BASE_DIR / "recordings")
+# The same directory as the media server sees it (a shared volume may be mounted elsewhere
+# there, e.g. KMS in a container). The embedded media server is started with RECORDINGS_DIR.
+RECORDINGS_MEDIA_DIR = env.str("RECORDINGS_MEDIA_DIR", default=str(RECORDINGS_DIR))
+# What one room's recordings may take on disk, in bytes (0: no limit): recording stops there.
+RECORDINGS_MAX_BYTES_PER_ROOM = env.int("RECORDINGS_MAX_BYTES_PER_ROOM", default=5 * 1024**3)
+# Behind nginx: the internal location that serves RECORDINGS_DIR (X-Accel-Redirect); empty,
+# Django streams the file itself.
+RECORDINGS_X_ACCEL_PREFIX = env.str("RECORDINGS_X_ACCEL_PREFIX", default="")
+
 # --- TURN/STUN (coturn REST-API credentials) ------------------------------------------------------
 STUN_URLS = env.list("STUN_URLS", default=[])
 TURN_URLS = env.list("TURN_URLS", default=[])

@@ -1,6 +1,7 @@
 """Admin for rooms (with live counts and a close action), and read-only, for each room, the
 join/leave history and the chat. Staff moderate any room from here: who is in its meeting (mute,
-remove, ban), who waits to be let in, who was removed, and who moderates it.
+remove, ban), who waits to be let in, who was removed, and who moderates it; and every room's
+recordings, to download or delete.
 
 Moderation goes through rooms.services only, as in the meeting: the services write and publish
 the room's events, and each participant's own connection enforces them on the media server."""
@@ -11,6 +12,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
@@ -19,7 +21,16 @@ from django.utils.translation import gettext, gettext_noop, ngettext, ngettext_l
 from django.utils.translation import gettext_lazy as _
 
 from rooms import events, selectors, services
-from rooms.models import ChatMessage, JoinRequest, Participant, Room, RoomModerator, RoomRemoval
+from rooms.models import (
+    ChatMessage,
+    JoinRequest,
+    Participant,
+    Recording,
+    RecordingTrack,
+    Room,
+    RoomModerator,
+    RoomRemoval,
+)
 
 
 class OpenClosedFilter(admin.SimpleListFilter):
@@ -648,3 +659,57 @@ class RoomRemovalAdmin(ModerationActions, admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[RoomRemoval]) -> None:
         for removal in queryset:
             self._lift(request, removal)
+
+
+class RecordingTrackInline(_ReadOnlyInline):
+    model = RecordingTrack
+    fields = ("label", "source", "file", "started_at", "ended_at")
+    readonly_fields = fields
+    show_change_link = False
+
+
+@admin.register(Recording)
+class RecordingAdmin(admin.ModelAdmin):
+    """Every room's recordings: staff download them and delete them (with their files). They are
+    made in the meeting only (a moderator's Start recording)."""
+
+    list_display = ("room", "started_at", "state", "length", "size_shown", "started_by", "download")
+    list_filter = ("state", "started_at")
+    search_fields = ("room__name", "room__slug", "started_by__username")
+    list_select_related = ("room", "started_by")
+    date_hierarchy = "started_at"
+    inlines = (RecordingTrackInline,)
+    fields = (
+        "room",
+        "state",
+        "started_by",
+        "started_at",
+        "stopped_by",
+        "ended_at",
+        "length",
+        "size_shown",
+        "download",
+        "error",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description=_("length"))
+    def length(self, recording: Recording) -> str:
+        return recording.length or "—"
+
+    @admin.display(description=_("size"), ordering="size")
+    def size_shown(self, recording: Recording) -> str:
+        return filesizeformat(recording.size) if recording.size else "—"
+
+    @admin.display(description=_("file"))
+    def download(self, recording: Recording) -> str:
+        if recording.state != Recording.State.READY:
+            return "—"
+        url = reverse("rooms:recording_download", args=[recording.room.slug, recording.pk])
+        return format_html('<a href="{}">{}</a>', url, gettext("Download"))

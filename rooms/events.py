@@ -14,7 +14,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from rooms.models import ChatMessage, JoinRequest, Participant, Room
+from rooms.models import ChatMessage, JoinRequest, Participant, Recording, Room
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,18 @@ def room_payload(room: Room) -> dict[str, Any]:
         "ask_to_join": room.ask_to_join,
         "join_muted": room.join_muted,
         "self_unmute": room.self_unmute,
+    }
+
+
+def recording_payload(recording: Recording | None) -> dict[str, Any] | None:
+    """The meeting's running recording as everyone in the room sees it (null: none)."""
+    if recording is None:
+        return None
+    by = recording.started_by
+    return {
+        "id": recording.pk,
+        "started_at": recording.started_at.isoformat(),
+        "started_by": by.shown_name if by is not None else "",
     }
 
 
@@ -210,3 +222,8 @@ def publish_waiting_refresh(room_id: int) -> None:
     """Tell whoever waits again what they are waiting for (a moderator arrived, or the last
     one left)."""
     _publish(room_id, {"type": "waiting_refresh"}, waiting=True)
+
+
+def publish_recording_changed(room_id: int, recording: Recording | None) -> None:
+    """The meeting started being recorded (`recording`), or stopped (None)."""
+    _publish(room_id, {"type": "recording_changed", "recording": recording_payload(recording)})

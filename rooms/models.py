@@ -310,3 +310,85 @@ class ChatMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.author_name}: {self.text[:50]}"
+
+
+class Recording(models.Model):
+    """A recording of a room's meeting: one file per published stream while it runs (written by
+    the media server, `RecordingTrack`), then one composed file (a grid of the videos, the sound
+    mixed) that the room's owner downloads. Its files live under RECORDINGS_DIR, in
+    `directory`; deleting the row deletes them (rooms.signals)."""
+
+    class State(models.TextChoices):
+        RECORDING = "recording", _("Recording")
+        COMPOSING = "composing", _("Being prepared")
+        READY = "ready", _("Ready")
+        FAILED = "failed", _("Failed")
+
+    room = _room_link("recordings")
+    started_by = _by_link(_("started by"))
+    stopped_by = _by_link(_("stopped by"))
+    state = models.CharField(
+        _("state"), max_length=10, choices=State.choices, default=State.RECORDING
+    )
+    started_at = models.DateTimeField(_("started at"), auto_now_add=True)
+    ended_at = models.DateTimeField(_("ended at"), null=True, blank=True)
+    # Under RECORDINGS_DIR: the directory of its files, and the composed file in it.
+    directory = models.CharField(_("directory"), max_length=200, blank=True)
+    file = models.CharField(_("file"), max_length=300, blank=True)
+    size = models.BigIntegerField(_("size in bytes"), default=0)
+    duration = models.FloatField(_("duration in seconds"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True)
+
+    class Meta:
+        verbose_name = _("recording")
+        verbose_name_plural = _("recordings")
+        ordering = ("-started_at", "-pk")
+        constraints = [
+            models.UniqueConstraint(
+                fields=("room",),
+                condition=models.Q(state="recording"),
+                name="one_running_recording_per_room",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.room} at {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def length(self) -> str:
+        """The composed file's duration as a clock shows it (1:02:03, 4:05), or "" if none."""
+        if self.duration is None:
+            return ""
+        minutes, seconds = divmod(round(self.duration), 60)
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+class RecordingTrack(models.Model):
+    """One published stream of a recording (someone's camera and microphone, or a shared
+    screen) as the media server wrote it, from when it started being recorded."""
+
+    recording = models.ForeignKey(
+        Recording, on_delete=models.CASCADE, related_name="tracks", verbose_name=_("recording")
+    )
+    participant = models.ForeignKey(
+        Participant,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("participant"),
+    )
+    label = models.CharField(_("who"), max_length=100)
+    source = models.CharField(_("source"), max_length=8)  # "camera" or "screen"
+    file = models.CharField(_("file"), max_length=300)  # under RECORDINGS_DIR
+    started_at = models.DateTimeField(_("started at"))
+    ended_at = models.DateTimeField(_("ended at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("recorded stream")
+        verbose_name_plural = _("recorded streams")
+        ordering = ("started_at", "pk")
+
+    def __str__(self) -> str:
+        return self.file

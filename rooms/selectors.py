@@ -1,8 +1,10 @@
-"""Reads on rooms, participants and chat, including who may enter a room."""
+"""Reads on rooms, participants, chat and recordings, including who may enter a room and who
+may see its recordings."""
 
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -11,7 +13,15 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from rooms.invites import invite_is_valid
-from rooms.models import ChatMessage, JoinRequest, Participant, Room, RoomModerator, RoomRemoval
+from rooms.models import (
+    ChatMessage,
+    JoinRequest,
+    Participant,
+    Recording,
+    Room,
+    RoomModerator,
+    RoomRemoval,
+)
 
 
 def presence_cutoff() -> datetime:
@@ -229,3 +239,52 @@ def hands_raised(*, room: Room) -> QuerySet[Participant]:
         .filter(hand_raised_at__isnull=False)
         .order_by("hand_raised_at", "pk")
     )
+
+
+# --- Recordings ------------------------------------------------------------------------------
+def recording_running(*, room_id: int) -> Recording | None:
+    """The recording of the room's meeting that runs now, if any."""
+    return (
+        Recording.objects.select_related("started_by")
+        .filter(room_id=room_id, state=Recording.State.RECORDING)
+        .first()
+    )
+
+
+def room_recordings_visible_to(*, room: Room, user: AbstractBaseUser | AnonymousUser) -> bool:
+    """Whether the user may list, download and delete the room's recordings: its owner, and
+    staff (a moderator runs the meeting, and may record it, but the files are the owner's)."""
+    return user.is_authenticated and (room.owner_id == user.pk or user.is_staff)
+
+
+def recordings_of(*, room: Room) -> QuerySet[Recording]:
+    return Recording.objects.filter(room=room).select_related("started_by")
+
+
+def recording_for(
+    *, room: Room, recording_id: int, user: AbstractBaseUser | AnonymousUser
+) -> Recording | None:
+    """One of the room's recordings, for someone who may see it; None otherwise."""
+    if not room_recordings_visible_to(room=room, user=user):
+        return None
+    return Recording.objects.filter(room=room, pk=recording_id).first()
+
+
+def recording_directory(recording: Recording) -> Path:
+    return Path(settings.RECORDINGS_DIR) / recording.directory
+
+
+def recordings_bytes(*, room: Room) -> int:
+    """What the room's recordings take on disk: the sizes recorded, and what a running one has
+    written so far."""
+    total = sum(Recording.objects.filter(room=room).values_list("size", flat=True))
+    running = recording_running(room_id=room.pk)
+    if running is not None and running.directory:
+        total += directory_bytes(recording_directory(running))
+    return total
+
+
+def directory_bytes(directory: Path) -> int:
+    if not directory.is_dir():
+        return 0
+    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())

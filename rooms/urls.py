@@ -14,4 +14,15 @@ urlpatterns = [
     path("<slug:slug>/delete/", views.room_delete, name="delete"),
     path("<slug:slug>/lock/", views.room_lock, name="lock"),
     path("<slug:slug>/invite/reset/", views.room_invite_reset, name="invite_reset"),
+    path("<slug:slug>/recordings/", views.recordings, name="recordings"),
+    path(
+        "<slug:slug>/recordings/<int:recording_id>/download/",
+        views.recording_download,
+        name="recording_download",
+    ),
+    path(
+        "<slug:slug>/recordings/<int:recording_id>/delete/",
+        views.recording_delete,
+        name="recording_delete",
+    ),
 ]

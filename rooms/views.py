@@ -1,18 +1,22 @@
-"""Room pages: landing, lobby, create, edit, delete, and the room itself; and the JSON the lobby
-and the pre-join screen poll for who is in."""
+"""Room pages: landing, lobby, create, edit, delete, the room itself and its recordings; and the
+JSON the lobby and the pre-join screen poll for who is in."""
 
 import functools
 from collections.abc import Callable
-from urllib.parse import urlencode
+from pathlib import Path
+from urllib.parse import quote, urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.core.validators import slug_re
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import content_disposition_header
+from django.utils.text import slugify
 from django.utils.translation import gettext, gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
@@ -20,7 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 from rooms import selectors, services
 from rooms.forms import RoomForm
 from rooms.invites import invite_token
-from rooms.models import Room
+from rooms.models import Recording, Room
 from signaling.protocol import close_codes
 from signaling.protocol.collaboration import REACTION_EMOJI
 
@@ -185,6 +189,7 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "already_here_more": presence.others_more,
             "also_here_yourself": presence.you_elsewhere,
             "asks_to_join": asks_to_join,
+            "being_recorded": selectors.recording_running(room_id=room.pk) is not None,
             # A public room's address, to share from the room's details (private: invite_url).
             "room_url": (
                 None if room.is_private else request.build_absolute_uri(room.get_absolute_url())
@@ -226,6 +231,8 @@ def room_presence(request: HttpRequest, slug: str) -> HttpResponse:
             "names": list(presence.others_shown),
             "more": presence.others_more,
             "you_elsewhere": presence.you_elsewhere,
+            # Said before anyone joins: people decide whether to join a recorded meeting.
+            "recording": selectors.recording_running(room_id=room.pk) is not None,
         }
     )
 
@@ -277,3 +284,68 @@ def room_invite_reset(request: HttpRequest, slug: str) -> HttpResponse:
     services.room_reset_invite(room=room)
     messages.success(request, gettext("New invite link made; earlier links no longer work."))
     return redirect(room)
+
+
+# --- Recordings: the owner's (and staff's) ---------------------------------------------------
+def _recordings_room(request: HttpRequest, slug: str) -> Room:
+    """The room, for someone who may see its recordings; 404 for anyone else, who need not
+    learn that it has any."""
+    room = _room_or_404(slug)
+    if not selectors.room_recordings_visible_to(room=room, user=request.user):
+        raise Http404(gettext("No such room."))
+    return room
+
+
+def _recording_or_404(request: HttpRequest, slug: str, recording_id: int) -> Recording:
+    room = _recordings_room(request, slug)
+    recording = selectors.recording_for(room=room, recording_id=recording_id, user=request.user)
+    if recording is None:
+        raise Http404(gettext("No such recording."))
+    return recording
+
+
+@login_required
+@never_cache
+def recordings(request: HttpRequest, slug: str) -> HttpResponse:
+    room = _recordings_room(request, slug)
+    listed = list(selectors.recordings_of(room=room))
+    return render(
+        request,
+        "rooms/recordings.html",
+        {
+            "room": room,
+            "recordings": listed,
+            # Refresh the page while one is being prepared, so its Download appears.
+            "preparing": any(r.state == Recording.State.COMPOSING for r in listed),
+        },
+    )
+
+
+@login_required
+@require_GET
+def recording_download(request: HttpRequest, slug: str, recording_id: int) -> HttpResponse:
+    recording = _recording_or_404(request, slug, recording_id)
+    path = Path(settings.RECORDINGS_DIR) / recording.file
+    if recording.state != Recording.State.READY or not recording.file or not path.is_file():
+        raise Http404(gettext("This recording has no file to download yet."))
+    filename = f"{slugify(recording.room.name) or 'meeting'}-{recording.started_at:%Y%m%d-%H%M}.mp4"
+    prefix = settings.RECORDINGS_X_ACCEL_PREFIX
+    if prefix:  # nginx sends the file (deploy/nginx.conf): the worker is free at once
+        response = HttpResponse(content_type="video/mp4")
+        response["X-Accel-Redirect"] = f"{prefix.rstrip('/')}/{quote(recording.file)}"
+        response["Content-Disposition"] = content_disposition_header(True, filename)
+        return response
+    return FileResponse(path.open("rb"), as_attachment=True, filename=filename)
+
+
+@login_required
+@require_POST
+def recording_delete(request: HttpRequest, slug: str, recording_id: int) -> HttpResponse:
+    recording = _recording_or_404(request, slug, recording_id)
+    try:
+        services.recording_delete(recording=recording, by_user=request.user)
+    except services.ActionRefused as refused:
+        messages.error(request, refused.message)
+    else:
+        messages.success(request, gettext("Recording deleted."))
+    return redirect("rooms:recordings", slug=slug)

@@ -100,6 +100,7 @@ def _snapshot(participant: Participant, ref: str | int | None = None) -> protoco
         chat=[events.chat_message_payload(m) for m in selectors.chat_recent(room=room)],
         moderators=sorted(moderators),
         waiting=_waiting_sync(room) if _moderates(participant.user, moderators) else [],
+        recording=events.recording_payload(selectors.recording_running(room_id=room.pk)),
         id=ref,
     )
 
@@ -255,6 +256,7 @@ class RoomConsumer(TypedSocketConsumer):
                     await self.send_message(reply)
                     await media.start_ice(media=own, target=None, source=source)
                     await media.announce_published(media=own, source=source)
+                    await media.record_published(participant=own.participant, source=source)
                 case protocol.Subscribe(publisher=publisher, sdp=offer, video=video, source=source):
                     answer = await media.subscribe(
                         media=own, publisher_id=publisher, offer=offer, video=video, source=source
@@ -463,6 +465,7 @@ class RoomConsumer(TypedSocketConsumer):
                     await media.sweep_room(room_id)
                 if self.moderating:  # whose page stopped asking leaves the moderators' list
                     await database_sync_to_async(services.join_requests_reap_stale)(room_id=room_id)
+                    await media.enforce_quota(room_id)
             except Exception:
                 logger.exception("presence refresh failed for participant %s", participant_id)
                 continue

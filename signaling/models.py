@@ -6,7 +6,7 @@ can act on any room, and so that whatever a participant held can be released how
 
 from django.db import models
 
-from rooms.models import Participant, Room
+from rooms.models import Participant, RecordingTrack, Room
 
 
 class RoomPipeline(models.Model):
@@ -77,3 +77,27 @@ class MediaEndpoint(models.Model):
 
     def __str__(self) -> str:
         return self.endpoint_id
+
+
+class MediaRecorder(models.Model):
+    """A RecorderEndpoint writing one stream of a recording (a `RecordingTrack`), connected from
+    the publisher's endpoint for that source. Released (which finishes its file) when the
+    recording stops, the publisher stops sending, or the room's pipeline goes."""
+
+    pipeline = models.ForeignKey(RoomPipeline, on_delete=models.CASCADE, related_name="recorders")
+    track = models.OneToOneField(RecordingTrack, on_delete=models.CASCADE, related_name="recorder")
+    publisher = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="+")
+    source = models.CharField(max_length=8, default=MediaEndpoint.Source.CAMERA)
+    recorder_id = models.CharField(max_length=400)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "media recorder"
+        constraints = [
+            models.UniqueConstraint(
+                fields=("publisher", "source"), name="one_recorder_per_published_stream"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.recorder_id

@@ -83,6 +83,19 @@ class Moderation(RoomActions[protocol.ModerationMessage]):
                     room_id=room_id, user_id=user_id, by_user=by_user
                 )
                 return protocol.Readmitted(user_id=user_id, id=message.id)
+            case protocol.Record(on=True):
+                recording = await database_sync_to_async(services.recording_start)(
+                    room_id=room_id, by_user=by_user
+                )
+                await media.record_room(recording=recording)
+                return protocol.RecordingSet(on=True, id=message.id)
+            case protocol.Record(on=False):
+                stopped = await database_sync_to_async(services.recording_stop)(
+                    room_id=room_id, by_user=by_user
+                )
+                if stopped is not None:
+                    await media.stop_recording(recording=stopped)
+                return protocol.RecordingSet(on=False, id=message.id)
             case protocol.EndMeeting():
                 await database_sync_to_async(services.meeting_end)(room_id=room_id, by_user=by_user)
                 await self._release_departed(room_id)

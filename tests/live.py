@@ -94,6 +94,7 @@ class ProductServer:
             "SECURE_HSTS_SECONDS": "0",
             "PRESENCE_HEARTBEAT_SECONDS": "2",
             "PRESENCE_STALE_SECONDS": "8",
+            "RECORDINGS_DIR": str(workdir / "recordings"),
             **(extra_env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -123,7 +124,8 @@ class ProductServer:
         return self.serve()
 
     def start_media_server(self, *args: str) -> None:
-        self.media = MediaServerProcess(self.log_path.parent, self.env, *args).start()
+        recordings = ("--recordings-dir", self.env["RECORDINGS_DIR"])
+        self.media = MediaServerProcess(self.log_path.parent, self.env, *recordings, *args).start()
         self.media_url = self.env["KMS_URL"] = self.media.url
 
     @property

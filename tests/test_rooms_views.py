@@ -399,7 +399,13 @@ def test_presence_says_who_is_in(client, owner, stranger, room, make_user):
     response = _presence(client, room)
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
-    assert response.json() == {"count": 0, "names": [], "more": 0, "you_elsewhere": False}
+    assert response.json() == {
+        "count": 0,
+        "names": [],
+        "more": 0,
+        "you_elsewhere": False,
+        "recording": False,
+    }
 
     record_participant(room, owner, name="Ada Lovelace")
     record_participant(room, make_user("gone"), name="Gone Away", state="left")
@@ -412,11 +418,17 @@ def test_presence_says_who_is_in(client, owner, stranger, room, make_user):
         "names": ["Ada Lovelace", "Many 0", "Many 1", "Many 2", "Many 3"],
         "more": 2,
         "you_elsewhere": True,
+        "recording": False,
     }
     # The room page's pre-join screen tells the same.
     page = client.get(room.get_absolute_url())
     assert page.context["already_here"] == ("Ada Lovelace", "Many 0", "Many 1", "Many 2", "Many 3")
     assert (page.context["already_here_more"], page.context["also_here_yourself"]) == (2, True)
+    assert page.context["being_recorded"] is False
+    # A recorded meeting says so before anyone joins it.
+    services.recording_start(room_id=room.pk, by_user=owner)
+    assert _presence(client, room).json()["recording"] is True
+    assert client.get(room.get_absolute_url()).context["being_recorded"] is True
 
 
 def test_presence_of_an_unknown_room_is_404(client, stranger):

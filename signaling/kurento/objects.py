@@ -87,6 +87,18 @@ class WebRtcEndpoint(MediaElement):
 
 
 @dataclass(frozen=True)
+class RecorderEndpoint(MediaElement):
+    """Writes what is connected to it to a file on the media server's filesystem."""
+
+    async def record(self) -> None:
+        await self._invoke("record")
+
+    async def stop_and_wait(self) -> None:
+        """Stop and return once the file is complete."""
+        await self._invoke("stopAndWait")
+
+
+@dataclass(frozen=True)
 class MediaPipeline(MediaObject):
     async def create_webrtc_endpoint(
         self, *, recvonly: bool = False, sendonly: bool = False
@@ -97,6 +109,14 @@ class MediaPipeline(MediaObject):
         if sendonly:
             params["sendonly"] = True
         return WebRtcEndpoint(self.client, await self.client.create("WebRtcEndpoint", **params))
+
+    async def create_recorder_endpoint(
+        self, *, uri: str, media_profile: str = "WEBM"
+    ) -> RecorderEndpoint:
+        object_id = await self.client.create(
+            "RecorderEndpoint", mediaPipeline=self.id, uri=uri, mediaProfile=media_profile
+        )
+        return RecorderEndpoint(self.client, object_id)
 
 
 async def create_pipeline(client: KurentoClient) -> MediaPipeline:

@@ -13,6 +13,7 @@ Server from the embedded mediaserver/. Its modules, by concern:
 - `negotiation`: publish, subscribe, unsubscribe, unpublish, media state;
 - `ice`: candidates both ways;
 - `moderation`: a moderator's block of someone's microphone or camera, on the media server;
+- `recording`: a recorder per published stream while the meeting is recorded;
 - `sweeping`: releasing what departed participants and emptied rooms held;
 - `healing`: rebuilding rooms when their media server restarted or stays away;
 - `loopback`: the pre-join connection test (one endpoint connected to itself, in a pipeline of
@@ -34,6 +35,13 @@ from signaling.media.negotiation import (
     unpublish,
     unsubscribe,
 )
+from signaling.media.recording import (
+    composing_done,
+    enforce_quota,
+    record_published,
+    record_room,
+    stop_recording,
+)
 from signaling.media.session import ParticipantMedia
 from signaling.media.sweeping import sweep_departed, sweep_orphans, sweep_room
 
@@ -44,11 +52,16 @@ __all__ = [
     "announce_published",
     "block_media",
     "close_clients",
+    "composing_done",
+    "enforce_quota",
     "media_client",
     "publish",
+    "record_published",
+    "record_room",
     "set_media_state",
     "set_receiving_video",
     "start_ice",
+    "stop_recording",
     "subscribe",
     "sweep_departed",
     "sweep_orphans",

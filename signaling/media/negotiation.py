@@ -25,7 +25,7 @@ from signaling.kurento import (
     ObjectNotFound,
     WebRtcEndpoint,
 )
-from signaling.media import clients, ice, pipelines
+from signaling.media import clients, ice, pipelines, recording
 from signaling.media.errors import MediaError, media_error
 from signaling.media.session import CAMERA, SCREEN, KnownEndpoint, ParticipantMedia, Source, Target
 from signaling.models import MediaEndpoint, RoomPipeline
@@ -387,6 +387,7 @@ async def unpublish(*, media: ParticipantMedia, source: Source = CAMERA) -> bool
     if row is None:
         return False
     viewers = await database_sync_to_async(_viewer_rows_sync)(participant.pk, source)
+    await recording.finish_stream(publisher_id=participant.pk, source=source)
     await release_row(row, media)
     for viewer in viewers:
         await release_row(viewer)

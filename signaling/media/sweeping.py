@@ -1,6 +1,7 @@
 """Releasing what participants held, however they left: the endpoints of everyone no longer
-connected (and the receiving endpoints others held for them), each room's pipeline once it is
-empty, and the pipelines of deleted rooms or rooms moved off a lost media server (orphans)."""
+connected (and the receiving endpoints others held for them, and the recorders of their
+streams), each room's pipeline once it is empty (its recording stopped first), and the
+pipelines of deleted rooms or rooms moved off a lost media server (orphans)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from rooms.models import Participant, Room
-from signaling.media import clients
+from signaling.media import clients, recording
 from signaling.models import MediaEndpoint, RoomPipeline
 
 logger = logging.getLogger(__name__)
@@ -50,8 +51,8 @@ def _restore_as_orphan_sync(record: RoomPipeline) -> None:
 
 async def sweep_departed(room_id: int) -> int:
     """Release the endpoints of the room's departed participants, and those others held for
-    them. Returns the endpoints released."""
-    released = 0
+    them (their recorders' files are finished first). Returns the endpoints released."""
+    released = await recording.finish_departed(room_id)
     for row in await database_sync_to_async(_stale_rows_sync)(room_id):
         if await clients.release_quietly(row.pipeline.server_url, row.endpoint_id):
             await database_sync_to_async(MediaEndpoint.objects.filter(pk=row.pk).delete)()
@@ -65,6 +66,7 @@ async def sweep_room(room_id: int) -> int:
     Safe to call any time, from any worker, as often as needed. Returns the objects released.
     """
     released = await sweep_departed(room_id)
+    await recording.stop_if_empty(room_id)  # before the pipeline, with its recorders, goes
     record = await database_sync_to_async(_take_pipeline_if_empty_sync)(room_id)
     if record is not None:
         if await clients.release_quietly(record.server_url, record.pipeline_id):

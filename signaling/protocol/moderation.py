@@ -1,5 +1,5 @@
 """Messages of running a meeting, both ways: moderators, blocking someone's microphone or camera
-(or everyone's), removing someone, the waiting room, ending the meeting for everyone.
+(or everyone's), removing someone, the waiting room, recording, ending the meeting for everyone.
 
 They register into the same registries as the room socket's other messages, like
 `collaboration`. docs/protocol.md ("Running a meeting: moderators") describes them.
@@ -105,6 +105,15 @@ class EndMeeting(ModerationMessage):
     type_name: ClassVar[str] = "end_meeting"
 
 
+@client.message
+class Record(ModerationMessage):
+    """Start (`on`: true) or stop recording the meeting (a moderator); the reply is
+    `recording_set`, and everyone gets `recording_changed`."""
+
+    type_name: ClassVar[str] = "record"
+    on: bool
+
+
 # --- replies --------------------------------------------------------------------------------------
 @server.message
 class ModeratorSet(server.Reply):
@@ -167,6 +176,15 @@ class MeetingEnded(server.Reply):
     type_name: ClassVar[str] = "meeting_ended"
 
 
+@server.message
+class RecordingSet(server.Reply):
+    """The meeting is now being recorded (`on`), or the recording stopped (it is being prepared
+    for the owner to download)."""
+
+    type_name: ClassVar[str] = "recording_set"
+    on: bool
+
+
 # --- to everyone in the room ---------------------------------------------------------------------
 @server.message
 class ModeratorsChanged(server.ServerMessage):
@@ -195,6 +213,15 @@ class ParticipantRemoved(server.ServerMessage):
     type_name: ClassVar[str] = "participant_removed"
     participant_id: int
     message: str
+
+
+@server.message
+class RecordingChanged(server.ServerMessage):
+    """The meeting started being recorded (`recording`: {id, started_at, started_by}) or
+    stopped (null). The snapshot's `recording` says the same to whoever joins."""
+
+    type_name: ClassVar[str] = "recording_changed"
+    recording: dict | None
 
 
 @server.message

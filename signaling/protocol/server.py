@@ -80,6 +80,8 @@ class Snapshot(Reply):
     moderators: list = dataclasses.field(default_factory=list)
     # Who waits to be let in (moderators only; empty for others).
     waiting: list = dataclasses.field(default_factory=list)
+    # The meeting's running recording ({id, started_at, started_by}), or null.
+    recording: dict | None = None
 
 
 @message

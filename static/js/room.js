@@ -8,6 +8,7 @@ import { Hands } from './hands.js';
 import { Moderation } from './moderation.js';
 import { gettext, interpolate, ngettext, pgettext } from './i18n.js';
 import { Reactions } from './reactions.js';
+import { Recording } from './recording.js';
 import { RoomSocket } from './room-socket.js';
 
 const config = JSON.parse(document.getElementById('room-config').textContent);
@@ -33,6 +34,7 @@ const ui = {
   camera: $('camera-button'),
   layout: $('layout-button'),
   alreadyHere: $('already-here'), // who is in the room, on the pre-join screen
+  prejoinRecording: $('prejoin-recording'), // "This meeting is being recorded."
   alsoYou: $('also-you'),
   ended: $('ended-message'), // what happened, after the call
   root: $('room'),
@@ -386,6 +388,16 @@ const moderation = new Moderation({
   },
   muteAllButton: $('mute-all-button'),
 });
+
+const recording = new Recording({
+  socket,
+  indicator: $('recording-indicator'),
+  tools: $('record-tools'),
+  button: $('record-button'),
+  isModerator: () => moderation.isModerator,
+  notice: (text) => showNotice(text),
+  announce: (text) => announce(text),
+});
 const reactions = new Reactions({
   socket,
   button: ui.reactions,
@@ -419,6 +431,7 @@ on('snapshot', (message) => {
   chat.setHistory(message.chat ?? [], you);
   hands.setSnapshot(message.hands ?? [], you);
   moderation.setSnapshot(message, you);
+  recording.setSnapshot(message);
   reactions.setYou(you);
   showRoom(message.room);
   setStatus('connected', gettext('Connected'));
@@ -448,7 +461,11 @@ on('waiting_changed', (message) => moderation.waitingChanged(message));
 on('chat_message', ({ message }) => chat.add(message));
 on('chat_deleted', ({ message_id: id }) => chat.remove(id));
 on('hand_changed', (message) => hands.handChanged(message));
-on('moderators_changed', (message) => moderation.moderatorsChanged(message));
+on('moderators_changed', (message) => {
+  moderation.moderatorsChanged(message);
+  recording.refresh();
+});
+on('recording_changed', (message) => recording.changed(message));
 on('media_blocked', (message) => moderation.mediaBlocked(message));
 on('reaction', (message) => reactions.show(message));
 
@@ -820,9 +837,10 @@ function stopWatchingPresence() {
   presenceTimer = 0;
 }
 
-function showPresence({ names = [], more = 0, you_elsewhere: elsewhere = false }) {
+function showPresence({ names = [], more = 0, you_elsewhere: elsewhere = false, recording: recorded = false }) {
   youElsewhere = Boolean(elsewhere);
   ui.alsoYou.hidden = !youElsewhere;
+  ui.prejoinRecording.hidden = !recorded;
   const line = ui.alreadyHere.querySelector('p');
   if (!names.length) {
     line.textContent = gettext('Nobody is in the room yet.');

@@ -59,7 +59,11 @@ async def kms(media_server: MediaServer, settings) -> AsyncIterator[MediaServer]
     settings.KMS_URLS = [media_server.url]
     settings.KMS_CONNECT_TIMEOUT = 2.0
     settings.KMS_REQUEST_TIMEOUT = 5.0
+    # The product reads recordings where the media server writes them.
+    settings.RECORDINGS_DIR = Path(media_server.config.recordings_dir)
+    settings.RECORDINGS_MEDIA_DIR = media_server.config.recordings_dir
     yield media_server
+    await media.composing_done()
     await media.close_clients()
     assert media_objects(media_server) == [], "the room media service left media objects behind"
 

@@ -1,5 +1,6 @@
-"""Writes on rooms, participants and their chat, hands and reactions. Every change that others
-must see is published from here."""
+"""Writes on rooms, participants and their chat, hands and reactions, and (`recordings`, whose
+functions are here too) on recordings. Every change that others must see is published from
+here."""
 
 import logging
 import re
@@ -741,3 +742,15 @@ def meeting_end(*, room_id: int, by_user: AbstractBaseUser) -> int:
         "user %s ended the meeting in room %s (%d participants)", by_user.pk, room_id, ended
     )
     return ended
+
+
+# Recordings (rooms.services.recordings), here too so callers keep one `services` namespace.
+from rooms.services.recordings import (  # noqa: E402, F401
+    recording_composed,
+    recording_delete,
+    recording_failed,
+    recording_start,
+    recording_stop,
+    recording_track_add,
+    recording_track_end,
+)

@@ -1,0 +1,30 @@
+"""A recording's files go with its row, however the row goes: deleted by its owner, in the
+admin, or with its room or its owner's account (a cascade calls no service)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from typing import Any
+
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
+
+from rooms.models import Recording
+from rooms.selectors import recording_directory
+
+logger = logging.getLogger(__name__)
+
+
+@receiver(post_delete, sender=Recording)
+def delete_recording_files(sender: type[Recording], instance: Recording, **kwargs: Any) -> None:
+    if not instance.directory:
+        return
+    directory = recording_directory(instance)
+
+    def remove() -> None:
+        shutil.rmtree(directory, ignore_errors=True)
+        logger.info("recording %s: files deleted (%s)", instance.pk, directory)
+
+    transaction.on_commit(remove)  # not if the deletion is rolled back
