@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import resource
 import time
 from pathlib import Path
 from typing import Any
 
-from .errors import invalid_params
+from .errors import Code, KurentoError, marshall_error
 from .forwarding import MediaHub, SinkPad
 from .frames import EncodedFrame
-from .objects import MediaObject, Property, Registry, complex_value
+from .kmd import KMD_MODULES, module_descriptor
+from .objects import MediaObject, Param, Property, Registry, complex_value
 
 SERVER_VERSION = "7.3.0"
 MEDIA_KINDS = {"AUDIO": "audio", "VIDEO": "video"}
@@ -23,6 +25,7 @@ FLOW_TIMEOUT = 2.0  # seconds without media before a stream counts as NOT_FLOWIN
 class MediaPipeline(MediaObject):
     TYPE = "MediaPipeline"
     ABSTRACT = False
+    CONSTRUCTOR = ()
     PROPERTIES = (Property("latencyStats", kind=bool),)
 
     def __init__(self, registry: Registry) -> None:
@@ -48,17 +51,16 @@ class ServerManager(MediaObject):
     TYPE = "ServerManager"
     EVENTS = frozenset({"ObjectCreated", "ObjectDestroyed"})
     PROPERTIES = (
-        Property("info", read_only=True),
-        Property("pipelines", read_only=True),
-        Property("sessions", read_only=True),
+        Property("info", read_only=True, type_name="ServerInfo"),
+        Property("pipelines", read_only=True, type_name="MediaPipeline[]"),
+        Property("sessions", read_only=True, type_name="String[]"),
         Property("metadata", read_only=True),
     )
     ID = "manager_ServerManager"
 
-    def __init__(self, registry: Registry, sessions: Any, factories: list[str]) -> None:
+    def __init__(self, registry: Registry, sessions: Any) -> None:
         super().__init__(registry, object_id=self.ID)
         self._sessions = sessions
-        self._factories = factories
 
     def get_property(self, name: str) -> Any:
         if name == "info":
@@ -72,9 +74,10 @@ class ServerManager(MediaObject):
         return super().get_property(name)
 
     def info(self) -> dict[str, Any]:
-        core = [f for f in self._factories if f in ("MediaPipeline", "PassThrough")]
-        elements = [f for f in self._factories if f not in core]
-        modules = [("core", core), ("elements", elements), ("filters", [])]
+        modules = [
+            (name, [f for f, cls in self.registry.factories.items() if name == cls.MODULE_NAME])
+            for name in KMD_MODULES
+        ]
         return complex_value(
             "ServerInfo",
             version=SERVER_VERSION,
@@ -93,7 +96,14 @@ class ServerManager(MediaObject):
         )
 
     async def op_getKmd(self, moduleName: str) -> str:
-        raise invalid_params(f"Module '{moduleName}' has no KMD in this server")
+        """The module's interface description, made from the classes this server has."""
+        classes = {type(self), *self.registry.factories.values()}
+        descriptor = module_descriptor(moduleName, SERVER_VERSION, classes)
+        if descriptor is None:
+            raise KurentoError(
+                Code.SERVER_MANAGER_ERROR_KMD_NOT_FOUND, "Requested kmd module doesn't exist"
+            )
+        return json.dumps(descriptor, indent=2)
 
     async def op_getCpuCount(self) -> int:
         return len(os.sched_getaffinity(0))
@@ -131,6 +141,7 @@ class MediaElement(MediaObject):
             "MediaTranscodingStateChanged",
         }
     )
+    CONSTRUCTOR = (Param("mediaPipeline", "MediaPipeline"),)
     PROPERTIES = (
         Property("encoderBitrate", kind=int),
         Property("minEncoderBitrate", kind=int),
@@ -171,10 +182,15 @@ class MediaElement(MediaObject):
         """A sink wants a keyframe from this element's outgoing stream."""
 
     def flow_in_at(self, kind: str) -> float:
-        return self.hubs[kind].last_frame_at
+        """When media last reached the element's sink pad from the element connected to it:
+        KMS's "flow in" (a probe on the element's sink pads)."""
+        return self.pads[kind].last_frame_at
 
     def flow_out_at(self, kind: str) -> float:
-        return self.pads[kind].last_frame_at
+        """When media last entered the element's outgoing hub: KMS's "flow out" (a probe on the
+        sink pads of its output agnosticbin). It counts whether or not a sink is connected, so a
+        WebRtcEndpoint receiving from its peer flows out on its own, as in KMS."""
+        return self.hubs[kind].last_frame_at
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -268,16 +284,15 @@ class MediaElement(MediaObject):
         return None
 
     async def op_getStats(self, mediaType: str | None = None) -> dict[str, Any]:
-        stats_id = f"{self.id}_element"
-        return {
-            stats_id: complex_value(
-                "ElementStats",
-                id=stats_id,
-                type="element",
-                timestampMillis=int(time.time() * 1000),
-                inputLatency=[],
-            )
-        }
+        if mediaType is not None:
+            _media_types(mediaType)  # an unknown type is refused
+        return {self.id: self.element_stats(int(time.time() * 1000))}
+
+    def element_stats(self, millis: int) -> dict[str, Any]:
+        """The element's own entry in getStats, under its id as in KMS (no latency measured)."""
+        return complex_value(
+            "ElementStats", id=self.id, type="element", timestampMillis=millis, inputLatency=[]
+        )
 
     # -- media flow ----------------------------------------------------------------------------
 
@@ -297,10 +312,6 @@ class MediaElement(MediaObject):
                         padName="default",
                         mediaType=kind.upper(),
                     )
-                    self.on_flow_change()
-
-    def on_flow_change(self) -> None:
-        """Hook for endpoints whose media state follows the flow."""
 
     def _transcoding(self, kind: str, codec: str, on: bool) -> None:
         self.emit(
@@ -329,7 +340,10 @@ class UriEndpoint(Endpoint):
 
     TYPE = "UriEndpoint"
     EVENTS = frozenset({"UriEndpointStateChanged"})
-    PROPERTIES = (Property("uri", read_only=True), Property("state", read_only=True))
+    PROPERTIES = (
+        Property("uri", read_only=True),
+        Property("state", read_only=True, type_name="UriEndpointState"),
+    )
 
     def __init__(self, registry: Registry, pipeline: MediaPipeline, uri: str) -> None:
         super().__init__(registry, pipeline)
@@ -348,6 +362,18 @@ class UriEndpoint(Endpoint):
             self.state = state
             self.emit("UriEndpointStateChanged", state=state)
 
+    async def op_pause(self) -> None:
+        await self.pause_uri()
+
+    async def op_stop(self) -> None:
+        await self.stop_uri()
+
+    async def pause_uri(self) -> None:
+        """Pause writing or reading (subclasses)."""
+
+    async def stop_uri(self) -> None:
+        """Stop writing or reading (subclasses)."""
+
 
 class PassThrough(MediaElement):
     """Forwards what it receives to its sinks unchanged."""
@@ -361,18 +387,12 @@ class PassThrough(MediaElement):
     def request_keyframe(self, kind: str) -> None:
         self.pads[kind].request_keyframe()
 
-    def flow_in_at(self, kind: str) -> float:
-        return self.pads[kind].last_frame_at
-
-    def flow_out_at(self, kind: str) -> float:
-        return self.hubs[kind].last_frame_at
-
 
 def _media_types(media_type: str | None) -> tuple[str, ...]:
     if media_type is None:
         return MEDIA_TYPES
     if media_type not in MEDIA_TYPES:
-        raise invalid_params(f"Invalid MediaType '{media_type}'")
+        raise marshall_error(f"Invalid value for 'MediaType': '{media_type}'")
     return (media_type,)
 
 

@@ -33,6 +33,8 @@ class Code(IntEnum):
     MEDIA_OBJECT_METHOD_NOT_FOUND = 40105
     MEDIA_OBJECT_EVENT_NOT_SUPPORTED = 40106
     MEDIA_OBJECT_ILLEGAL_PARAM_ERROR = 40107
+    MEDIA_OBJECT_NOT_AVAILABLE = 40108
+    MEDIA_OBJECT_TAG_KEY_NOT_FOUND = 40110
     SDP_CREATE_ERROR = 40200
     SDP_PARSE_ERROR = 40201
     SDP_END_POINT_NO_LOCAL_SDP_ERROR = 40202
@@ -47,6 +49,7 @@ class Code(IntEnum):
     SDP_END_POINT_CANNOT_CREATE_SESSON = 40211
     ICE_GATHER_CANDIDATES_ERROR = 40400
     ICE_ADD_CANDIDATE_ERROR = 40401
+    SERVER_MANAGER_ERROR_KMD_NOT_FOUND = 40500
 
 
 # The `data.type` KMS sends with the JSON-RPC level codes.
@@ -93,7 +96,19 @@ def too_many(message: str) -> KurentoError:
 
 
 def invalid_params(message: str) -> KurentoError:
+    """A well-formed parameter value the operation refuses (a bad TURN URL, say)."""
     return KurentoError(Code.MEDIA_OBJECT_ILLEGAL_PARAM_ERROR, message)
+
+
+def marshall_error(message: str) -> KurentoError:
+    """A parameter missing, of the wrong JSON type or not a value of its enum: KMS's generated
+    code refuses these while it unmarshals the request, with 40001."""
+    return KurentoError(Code.MARSHALL_ERROR, message)
+
+
+def factory_not_found(type_name: object) -> KurentoError:
+    # KMS's module manager: no factory (unknown or abstract class) is "not available", 40108.
+    return KurentoError(Code.MEDIA_OBJECT_NOT_AVAILABLE, f"Factory '{type_name}' not found")
 
 
 def method_not_found(operation: str, param_count: int) -> KurentoError:

@@ -21,6 +21,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -31,7 +32,18 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import RtcpSrPacket
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    RtpPacket,
+    unpack_remb_fci,
+)
 
 from .frames import EncodedFrame
 from .rtp_send import Packetizer, RtpWriter
@@ -264,6 +276,53 @@ class PacketTrack(MediaStreamTrack):
         raise MediaStreamError("a PacketTrack is pushed to its ForwardingSender, never pulled")
 
 
+@dataclass
+class RtcpFeedback:
+    """The RTCP feedback one side of a stream sent or received, as KMS's RTP statistics count
+    it: picture loss and full intra requests, NACK packets, and the last REMB bitrate."""
+
+    pli: int = 0
+    fir: int = 0
+    nack: int = 0
+    remb: int = 0
+
+    def count(self, packet: object, ssrc: int | None = None) -> None:
+        """Count one feedback packet; a REMB counts only when it names `ssrc` (if given)."""
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            self.nack += 1
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_PLI:
+            self.pli += 1
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_FIR:
+            self.fir += 1
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            if ssrc is None or ssrc in ssrcs:
+                self.remb = bitrate
+
+
+class BitrateMeter:
+    """Bits per second sent over the last complete second (KMS's outbound `targetBitrate` is
+    its RTP source's measured bitrate)."""
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._octets = 0
+        self.bitrate = 0
+
+    def add(self, octets: int, now: float) -> None:
+        second = int(now)
+        if second != self._second:
+            self.bitrate = self._octets * 8 if second == self._second + 1 else 0
+            self._second, self._octets = second, 0
+        self._octets += octets
+
+    def current(self, now: float) -> int:
+        return self.bitrate if int(now) <= self._second + 1 else 0
+
+
 class _NoDecoderThread:
     """Stands where aiortc keeps its decoder thread; there is none to join."""
 
@@ -311,6 +370,24 @@ class ForwardingReceiver(RTCRtpReceiver):
         self.sender_clock: tuple[int, int] | None = None  # NTP and RTP time of the last report
         if self.forwarding:
             self._RTCRtpReceiver__decoder_queue = _FrameHandoff(self)
+        self.feedback_sent = RtcpFeedback()
+        self.octets_received: dict[int, int] = {}  # RTP payload octets by SSRC
+        self.last_heard_at = 0.0  # when RTP or RTCP last came from the peer (monotonic)
+
+    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        self.last_heard_at = time.monotonic()
+        self.octets_received[packet.ssrc] = self.octets_received.get(packet.ssrc, 0) + len(
+            packet.payload
+        )
+        await super()._handle_rtp_packet(packet, arrival_time_ms)
+
+    async def _handle_rtcp_packet(self, packet: Any) -> None:
+        self.last_heard_at = time.monotonic()
+        await super()._handle_rtcp_packet(packet)
+
+    async def _send_rtcp(self, packet: Any) -> None:
+        self.feedback_sent.count(packet)
+        await super()._send_rtcp(packet)
 
     async def receive(self, parameters) -> None:  # type: ignore[no-untyped-def]
         if not self.forwarding:
@@ -356,6 +433,19 @@ class ForwardingReceiver(RTCRtpReceiver):
         streams = self._RTCRtpReceiver__remote_streams
         return {ssrc: stream for ssrc, stream in streams.items() if ssrc not in rtx}
 
+    @staticmethod
+    def fraction_lost(stream: Any) -> int:
+        """The fraction lost (in 1/256) the next receiver report will carry for this stream.
+        aiortc's `fraction_lost` property starts a new interval when read, so reading it for
+        statistics would skew the reports; this reads the same counters without touching them."""
+        expected = stream.packets_expected - stream._expected_prior
+        lost = expected - (stream.packets_received - stream._received_prior)
+        return (lost << 8) // expected if expected > 0 and lost > 0 else 0
+
+    @staticmethod
+    def jitter_seconds(stream: Any) -> float:
+        return stream.jitter / stream._clockrate if stream._clockrate else 0.0
+
     def request_keyframe(self) -> None:
         """Send a PLI for every media stream received lately (RFC 4585 section 6.3.1)."""
         rtx = self._RTCRtpReceiver__rtx_ssrc
@@ -382,6 +472,28 @@ class ForwardingSender(RTCRtpSender):
         super().__init__(trackOrKind, transport)
         self.forwarding = FORWARDING.get()
         self.writer: RtpWriter | None = None
+        self.feedback_received = RtcpFeedback()
+        self.bitrate = BitrateMeter()
+        # From the peer's last receiver report on this stream: cumulative packets lost and the
+        # fraction lost since the report before (RFC 3550, in 1/256).
+        self.packets_lost = 0
+        self.fraction_lost = 0
+        self.last_heard_at = 0.0  # when RTCP last came from the peer for this stream
+
+    @property
+    def round_trip_time(self) -> float:
+        """aiortc's estimate from the peer's receiver reports, in seconds (0 until known)."""
+        return self._RTCRtpSender__rtt or 0.0
+
+    async def _handle_rtcp_packet(self, packet: Any) -> None:
+        self.last_heard_at = time.monotonic()
+        self.feedback_received.count(packet, self._ssrc)
+        if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+            for report in packet.reports:
+                if report.ssrc == self._ssrc:
+                    self.packets_lost = report.packets_lost
+                    self.fraction_lost = report.fraction_lost
+        await super()._handle_rtcp_packet(packet)
 
     async def _run_rtp(self, codec: RTCRtpCodecParameters) -> None:
         if not self.forwarding:
@@ -427,6 +539,7 @@ class ForwardingSender(RTCRtpSender):
         self._RTCRtpSender__rtp_timestamp = timestamp
         self._RTCRtpSender__packet_count += len(rtp.payloads)
         self._RTCRtpSender__octet_count += rtp.octets
+        self.bitrate.add(writer.wire_octets, time.monotonic())
         self._count_wire(len(rtp.payloads), writer.wire_octets)
 
     async def _retransmit(self, sequence_number: int) -> None:

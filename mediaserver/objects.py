@@ -23,7 +23,9 @@ from typing import Any, ClassVar
 from .errors import (
     Code,
     KurentoError,
+    factory_not_found,
     invalid_params,
+    marshall_error,
     method_not_found,
     object_not_found,
     too_large,
@@ -63,6 +65,18 @@ class Property:
     name: str
     read_only: bool = False
     kind: type = str
+    # The Kurento type, for the KMD (kmd.py), when `kind` does not say it: an enum, a complex
+    # type, a list.
+    type_name: str = ""
+
+
+@dataclass(frozen=True)
+class Param:
+    """A constructor parameter as the KMD describes it."""
+
+    name: str
+    type_name: str
+    optional: bool = False
 
 
 class Registry:
@@ -81,8 +95,8 @@ class Registry:
             raise KurentoError(Code.INVALID_PARAMS, "'type' must be a string")
         short = type_name.removeprefix(f"{MODULE}.")
         cls = self.factories.get(short)
-        if cls is None:
-            raise KurentoError(Code.MEDIA_OBJECT_TYPE_NOT_FOUND, f"Factory '{type_name}' not found")
+        if cls is None or cls.ABSTRACT:
+            raise factory_not_found(type_name)
         return cls
 
     def get(self, object_id: object) -> MediaObject:
@@ -106,10 +120,18 @@ class MediaObject:
 
     TYPE: ClassVar[str] = "MediaObject"
     ABSTRACT: ClassVar[bool] = True
+    MODULE_NAME: ClassVar[str] = "core"  # the Kurento module (getInfo, getKmd) of the class
+    CONSTRUCTOR: ClassVar[tuple[Param, ...]] = ()  # what `create` takes, for the KMD
     EVENTS: ClassVar[frozenset[str]] = frozenset({"Error"})
     PROPERTIES: ClassVar[tuple[Property, ...]] = (
+        # Answered by the op_get* methods below; listed so the KMD shows them as properties.
+        Property("mediaPipeline", read_only=True, type_name="MediaPipeline"),
+        Property("parent", read_only=True, type_name="MediaObject"),
+        Property("id", read_only=True),
+        Property("children", read_only=True, type_name="MediaObject[]"),
         Property("name"),
         Property("sendTagsInEvents", kind=bool),
+        Property("creationTime", read_only=True, kind=int),
     )
 
     def __init__(
@@ -193,7 +215,7 @@ class MediaObject:
         if prop.read_only:
             raise method_not_found(operation, len(params))
         if prop.name not in params and len(params) != 1:
-            raise invalid_params(f"Operation '{operation}' takes the parameter '{prop.name}'")
+            raise marshall_error(f"Operation '{operation}' takes the parameter '{prop.name}'")
         value = params.get(prop.name, next(iter(params.values()), None))
         value = _convert(self.registry, value, prop.kind, prop.name)
         if len(json.dumps(value)) > MAX_PROPERTY_BYTES:
@@ -241,7 +263,7 @@ class MediaObject:
 
     async def op_getTag(self, key: str) -> str:
         if key not in self.tags:
-            raise invalid_params(f"Tag '{key}' not found")
+            raise KurentoError(Code.MEDIA_OBJECT_TAG_KEY_NOT_FOUND, f"Tag key '{key}' not found")
         return self.tags[key]
 
     async def op_getTags(self) -> list[dict[str, Any]]:
@@ -296,7 +318,7 @@ async def _call(
         if name in params and params[name] is not None:
             kwargs[name] = _convert(registry, params[name], annotation, name)
         elif required:
-            raise invalid_params(f"Operation '{operation}' requires the parameter '{name}'")
+            raise marshall_error(f"Operation '{operation}' requires the parameter '{name}'")
     return await method(**kwargs)
 
 
@@ -312,7 +334,9 @@ def _parameters(function: Callable[..., Any]) -> tuple[tuple[str, Any, bool], ..
 
 
 def _convert(registry: Registry, value: Any, annotation: Any, name: str) -> Any:
-    """Check a JSON value against a parameter's annotation; object ids become objects."""
+    """Check a JSON value against a parameter's annotation; object ids become objects. A value
+    of the wrong JSON type is a marshalling error (40001), as in KMS; an object of the wrong
+    class is an illegal parameter (40107)."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -322,7 +346,7 @@ def _convert(registry: Registry, value: Any, annotation: Any, name: str) -> Any:
         return value
     if isinstance(annotation, type) and issubclass(annotation, MediaObject):
         if not isinstance(value, str):
-            raise invalid_params(f"Parameter '{name}' must be an object id")
+            raise marshall_error(f"Parameter '{name}' must be an object id")
         obj = registry.get(value)
         if not isinstance(obj, annotation):
             raise invalid_params(f"Parameter '{name}' must be a {annotation.TYPE}")
@@ -338,7 +362,7 @@ def _convert(registry: Registry, value: Any, annotation: Any, name: str) -> Any:
     else:
         ok = isinstance(value, expected)
     if not ok:
-        raise invalid_params(f"Parameter '{name}' must be of type {_json_type(expected)}")
+        raise marshall_error(f"Parameter '{name}' must be of type {_json_type(expected)}")
     return value
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from .elements import MediaPipeline, UriEndpoint
 from .errors import Code, KurentoError
 from .frames import EncodedFrame
-from .objects import Registry
+from .objects import Param, Registry
 from .recording import PROFILES, RecordingWriter
 from .uris import file_path
 
@@ -32,6 +32,13 @@ STOP_TIMEOUT = 10.0  # seconds stopAndWait waits for the file to be finished
 class RecorderEndpoint(UriEndpoint):
     TYPE = "RecorderEndpoint"
     ABSTRACT = False
+    MODULE_NAME = "elements"
+    CONSTRUCTOR = (
+        Param("mediaPipeline", "MediaPipeline"),
+        Param("uri", "String"),
+        Param("mediaProfile", "MediaProfileSpecType", optional=True),
+        Param("stopOnEndOfStream", "boolean", optional=True),
+    )
     EVENTS = frozenset({"Recording", "Paused", "Stopped"})
 
     def __init__(
@@ -105,7 +112,7 @@ class RecorderEndpoint(UriEndpoint):
         self.set_state("START")
         self.emit("Recording")
 
-    async def op_pause(self) -> None:
+    async def pause_uri(self) -> None:
         if self.state != "START" or self.stopping:
             logger.warning("%s: pause() ignored in state %s", self.id, self.state)
             return
@@ -113,14 +120,14 @@ class RecorderEndpoint(UriEndpoint):
         self.set_state("PAUSE")
         self.emit("Paused")
 
-    async def op_stop(self) -> None:
+    async def stop_uri(self) -> None:
         if self.writer is None or self.stopping:
             return  # never started (KMS refuses that stop, and only logs it) or already stopping
         self.stopping = True
         self.writer.close()
 
     async def op_stopAndWait(self) -> None:
-        await self.op_stop()
+        await self.stop_uri()
         if self.writer is None:
             return
         try:

@@ -32,7 +32,7 @@ from signaling.ratelimit import TokenBucket  # Django-free: the one rate limiter
 from . import forwarding, ice
 from .config import Config
 from .elements import MediaElement, MediaPipeline, PassThrough, ServerManager
-from .errors import Code, KurentoError, object_not_found, too_many
+from .errors import Code, KurentoError, marshall_error, too_many
 from .limits import (
     MAX_ELEMENTS_PER_PIPELINE,
     MAX_NESTING_DEPTH,
@@ -124,7 +124,7 @@ class MediaServer:
         self.registry = Registry(self._deliver_event)
         for cls in (MediaPipeline, PassThrough, WebRtcEndpoint, RecorderEndpoint):
             self.registry.register_factory(cls)
-        self.manager = ServerManager(self.registry, self.sessions, list(self.registry.factories))
+        self.manager = ServerManager(self.registry, self.sessions)
         self.ice_defaults = IceDefaults(config.stun_address, config.stun_port, config.turn_url)
         self.connections: set[ClientConnection] = set()
         self._ws_server: Server | None = None
@@ -327,6 +327,8 @@ class MediaServer:
                 f"'sessionId' must be a string of at most {MAX_SESSION_ID} characters",
             )
         session = self.sessions.get(session_id) if session_id else conn.session
+        if session is None and method == "keepAlive":
+            raise KurentoError(Code.INVALID_SESSION, "Invalid session")
         if session is None:
             # A new socket, or a session this server no longer knows (say it restarted): a new
             # session, under the id the client holds when it gave one, as KMS does.
@@ -369,13 +371,9 @@ class MediaServer:
     async def _create(self, conn: ClientConnection, session: Session | None, params: dict) -> Any:
         assert session is not None
         cls = self.registry.factory(params.get("type"))
-        if cls.ABSTRACT:
-            raise KurentoError(
-                Code.MEDIA_OBJECT_TYPE_NOT_FOUND, f"Factory '{params.get('type')}' not found"
-            )
         ctor = params.get("constructorParams") or {}
         if not isinstance(ctor, dict):
-            raise KurentoError(Code.INVALID_PARAMS, "'constructorParams' must be an object")
+            raise marshall_error("'constructorParams' should be an object")
         if len(session.objects) >= MAX_OBJECTS_PER_SESSION:
             raise too_many(f"Too many objects in this session (limit {MAX_OBJECTS_PER_SESSION})")
         obj = self._construct(cls, ctor)
@@ -395,10 +393,7 @@ class MediaServer:
             return MediaPipeline(self.registry)
         pipeline_id = ctor.get("mediaPipeline")
         if pipeline_id is None:
-            raise KurentoError(
-                Code.MEDIA_OBJECT_CONSTRUCTOR_NOT_FOUND,
-                f"{cls.TYPE} needs the constructor parameter 'mediaPipeline'",
-            )
+            raise marshall_error(f"{cls.TYPE} needs the constructor parameter 'mediaPipeline'")
         pipeline = self.registry.get(pipeline_id)
         if not isinstance(pipeline, MediaPipeline):
             raise KurentoError(
@@ -411,9 +406,7 @@ class MediaServer:
         if cls is WebRtcEndpoint:
             flags = {name: ctor.get(name, False) for name in ("recvonly", "sendonly")}
             if not all(isinstance(v, bool) for v in flags.values()):
-                raise KurentoError(
-                    Code.MEDIA_OBJECT_ILLEGAL_PARAM_ERROR, "'recvonly' and 'sendonly' are booleans"
-                )
+                raise marshall_error("'recvonly' and 'sendonly' parameters should be booleans")
             if flags["recvonly"] and flags["sendonly"]:
                 raise KurentoError(
                     Code.MEDIA_OBJECT_ILLEGAL_PARAM_ERROR,
@@ -437,7 +430,7 @@ class MediaServer:
         obj = self.registry.get(_object_param(params))
         operation_params = params.get("operationParams") or {}
         if not isinstance(operation_params, dict):
-            raise KurentoError(Code.INVALID_PARAMS, "'operationParams' must be an object")
+            raise marshall_error("'operationParams' should be an object")
         logger.debug("session %s: %s.%s", session.id, obj.id, params.get("operation"))
         value = await obj.invoke(params.get("operation"), operation_params)
         return {"value": value, "sessionId": session.id}
@@ -496,17 +489,20 @@ class MediaServer:
         return {"sessionId": session.id}
 
     async def _unref(self, conn: ClientConnection, session: Session | None, params: dict) -> Any:
+        """As KMS: letting go of an object the session does not hold (or nobody knows) is no
+        error."""
         assert session is not None
         object_id = _object_param(params)
-        if object_id not in session.objects:
-            raise object_not_found(object_id)
-        session.objects.discard(object_id)
-        await self._release_unheld([object_id])
+        if object_id in session.objects:
+            session.objects.discard(object_id)
+            await self._release_unheld([object_id])
         return {"sessionId": session.id}
 
     async def _keep_alive(
         self, conn: ClientConnection, session: Session | None, params: dict
     ) -> Any:
+        """Refreshes a session the server knows; an unknown one is 40007, as in KMS (see
+        `_session_for`: keepAlive never makes a session)."""
         assert session is not None
         return {"sessionId": session.id}
 
@@ -567,13 +563,22 @@ class MediaServer:
     # -- events and housekeeping ----------------------------------------------------------------
 
     def _deliver_event(self, obj: MediaObject, event: str, data: dict[str, Any]) -> None:
+        """Send the event to each session subscribed to it, once per session and name it was
+        subscribed with, however many subscriptions it holds. `data.type` is the event's name,
+        in the spelling subscribed with, except for Error, whose `type` field is the error's
+        own type (KMS's Error event has no other)."""
         listeners = self.sessions.listeners.get(obj.id, {}).get(event)
         if not listeners:
             return
+        sent: set[tuple[str, str]] = set()
         for subscription in tuple(listeners.values()):
             session = self.sessions.get(subscription.session_id)
             if session is None or session.connection is None:
                 continue  # events for a detached session are dropped, as in KMS
+            if (session.id, subscription.event) in sent:
+                continue
+            sent.add((session.id, subscription.event))
+            data_type = data["type"] if event == "Error" else subscription.event
             session.connection.send(
                 {
                     "jsonrpc": "2.0",
@@ -582,7 +587,7 @@ class MediaServer:
                         "value": {
                             "object": obj.id,
                             "type": subscription.event,
-                            "data": {**data, "type": subscription.event},
+                            "data": {**data, "type": data_type},
                         }
                     },
                 }

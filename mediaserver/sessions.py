@@ -157,9 +157,9 @@ class Sessions:
             logger.info("session %s detached (socket closed)", session.id)
 
     def subscribe(self, session: Session, object_id: str, event: str, canonical: str) -> str:
-        for existing in session.subscriptions.values():
-            if (existing.object_id, existing.event) == (object_id, event):
-                return existing.id  # one delivery per session and event, however often asked
+        """A new subscription, even when the session already has one to the same event (as KMS,
+        which makes a handler per call): the event keeps coming until the last is cancelled,
+        and still once per session (see MediaServer._deliver_event)."""
         if len(session.subscriptions) >= MAX_SUBSCRIPTIONS_PER_SESSION:
             raise too_many(
                 f"Too many subscriptions in this session (limit {MAX_SUBSCRIPTIONS_PER_SESSION})"

@@ -26,20 +26,30 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.rtcdtlstransport import X509_DIGEST_ALGORITHMS
-from aiortc.rtcicetransport import RTCIceTransport, candidate_from_aioice
 from aiortc.sdp import SessionDescription, candidate_from_sdp, candidate_to_sdp
 
 from .elements import MEDIA_KINDS, Endpoint, MediaPipeline
 from .errors import Code, KurentoError, invalid_params, too_large, too_many
-from .forwarding import FORWARDING, ForwardingReceiver, PacketTrack, codec_name
+from .forwarding import (
+    FORWARDING,
+    ForwardingReceiver,
+    ForwardingSender,
+    PacketTrack,
+    RtcpFeedback,
+    codec_name,
+)
 from .frames import EncodedFrame
 from .limits import MAX_CANDIDATE_LENGTH, MAX_REMOTE_CANDIDATES, MAX_SDP_MID
-from .objects import Property, Registry, complex_value
+from .objects import Param, Property, Registry, complex_value
+from .transports import MediaStream
 
 logger = logging.getLogger(__name__)
 
 _CANDIDATE = re.compile(r"^(a=)?candidate:\S+ \d+ (udp|tcp) \d+ \S+ \d+ typ \w+", re.IGNORECASE)
 _KINDS = tuple(MEDIA_KINDS.values())
+# Seconds without RTP or RTCP from the peer before its media counts as gone (KMS: its RTP
+# session's source timeout); a peer that left properly says so at once (DTLS close).
+PEER_SILENCE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -65,22 +75,40 @@ class SdpEndpoint(SessionEndpoint):
 
 
 class BaseRtpEndpoint(SdpEndpoint):
+    """An endpoint whose getStats starts with its EndpointStats entry, as KMS's do."""
+
     TYPE = "BaseRtpEndpoint"
     EVENTS = frozenset({"MediaStateChanged", "ConnectionStateChanged"})
     PROPERTIES = (
         Property("minVideoRecvBandwidth", kind=int),
         Property("minVideoSendBandwidth", kind=int),
         Property("maxVideoSendBandwidth", kind=int),
-        Property("mediaState", read_only=True),
-        Property("connectionState", read_only=True),
+        Property("mediaState", read_only=True, type_name="MediaState"),
+        Property("connectionState", read_only=True, type_name="ConnectionState"),
         Property("mtu", kind=int),
-        Property("rembParams", kind=dict),
+        Property("rembParams", kind=dict, type_name="RembParams"),
     )
+
+    def element_stats(self, millis: int) -> dict[str, Any]:
+        return complex_value(
+            "EndpointStats",
+            id=self.id,
+            type="endpoint",
+            timestampMillis=millis,
+            inputLatency=[],
+            E2ELatency=[],
+        )
 
 
 class WebRtcEndpoint(BaseRtpEndpoint):
     TYPE = "WebRtcEndpoint"
     ABSTRACT = False
+    MODULE_NAME = "elements"
+    CONSTRUCTOR = (
+        Param("mediaPipeline", "MediaPipeline"),
+        Param("recvonly", "boolean", optional=True),
+        Param("sendonly", "boolean", optional=True),
+    )
     EVENTS = frozenset(
         {
             "IceCandidateFound",
@@ -100,9 +128,9 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         Property("turnUrl"),
         Property("externalIPv4"),
         Property("externalIPv6"),
-        Property("ICECandidatePairs", read_only=True),
-        Property("IceConnectionState", read_only=True),
-        Property("DtlsConnectionState", read_only=True),
+        Property("ICECandidatePairs", read_only=True, type_name="IceCandidatePair[]"),
+        Property("IceConnectionState", read_only=True, type_name="IceConnection[]"),
+        Property("DtlsConnectionState", read_only=True, type_name="DtlsConnection[]"),
     )
 
     def __init__(
@@ -148,8 +176,8 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         self.gathering_done = False
         self.media_state = "DISCONNECTED"
         self.connection_state = "DISCONNECTED"
-        self.ice_state = "DISCONNECTED"
-        self.selected_pair: dict[str, Any] | None = None
+        self.peer_gone = False  # its connection closed or failed: media stays DISCONNECTED
+        self.streams: list[MediaStream] = []
         self._lock = asyncio.Lock()
         for pad in self.pads.values():
             pad.active = False
@@ -162,13 +190,11 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         if name == "connectionState":
             return self.connection_state
         if name == "ICECandidatePairs":
-            return [self.selected_pair] if self.selected_pair else []
+            return [stream.pair for stream in self.streams if stream.pair is not None]
         if name == "IceConnectionState":
-            return [
-                complex_value("IceConnection", streamId="1", componentId=1, state=self.ice_state)
-            ]
+            return [stream.ice_connection() for stream in self.streams]
         if name == "DtlsConnectionState":
-            return []
+            return [c for stream in self.streams for c in stream.dtls_connections()]
         return super().get_property(name)
 
     def set_property(self, name: str, value: Any) -> None:
@@ -283,7 +309,6 @@ class WebRtcEndpoint(BaseRtpEndpoint):
     def _peer_connection(self) -> RTCPeerConnection:
         if self.pc is None:
             self.pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers()))
-            self.pc.on("iceconnectionstatechange", self._on_ice_state)
             self.pc.on("connectionstatechange", self._on_connection_state)
         return self.pc
 
@@ -310,6 +335,7 @@ class WebRtcEndpoint(BaseRtpEndpoint):
 
     async def _negotiated(self) -> str:
         assert self.pc is not None
+        self._watch_streams()
         for transceiver in self.pc.getTransceivers():
             codecs = [c for c in transceiver._codecs if codec_name(c) not in ("rtx", "red")]
             if transceiver.kind in self.pads and codecs:
@@ -349,7 +375,8 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         if self.gather_requested:
             return
         self.gather_requested = True
-        self._emit_ice_state("GATHERING")
+        for stream in self.streams:
+            stream.gathering()
         self._emit_candidates_if_requested()
 
     def _emit_candidates_if_requested(self) -> None:
@@ -468,45 +495,32 @@ class WebRtcEndpoint(BaseRtpEndpoint):
 
     # -- state --------------------------------------------------------------------------------
 
-    def _emit_ice_state(self, state: str) -> None:
-        if state == self.ice_state:
-            return
-        self.ice_state = state
-        self.emit("IceComponentStateChanged", streamId=1, componentId=1, state=state)
-
-    async def _on_ice_state(self) -> None:
-        if self.pc is None:
-            return
-        state = self.pc.iceConnectionState
-        if state == "checking":
-            self._emit_ice_state("CONNECTING")
-        elif state in ("connected", "completed"):
-            self._announce_pair()
-            self._emit_ice_state("CONNECTED")
-            self._emit_ice_state("READY")
-        elif state == "failed":
-            self._emit_ice_state("FAILED")
-        elif state == "closed":
-            self._emit_ice_state("DISCONNECTED")
-
-    def _announce_pair(self) -> None:
+    def _watch_streams(self) -> None:
+        """Number the peer connection's ICE transports as KMS numbers its ICE streams (from 1,
+        in m-line order; one in all with BUNDLE) and report their states from now on. Runs once
+        both descriptions are set, before aiortc's connection task starts checking."""
         assert self.pc is not None
-        for transceiver in self.pc.getTransceivers():
-            ice: RTCIceTransport = transceiver.receiver.transport.transport
-            pair = ice._connection._nominated.get(1)
-            if pair is None:
+        transceivers = self.pc.getTransceivers()
+        watched = {id(stream.ice) for stream in self.streams}
+        for transceiver in transceivers:
+            dtls = transceiver.receiver.transport
+            ice = dtls.transport
+            if id(ice) in watched:
                 continue
-            self.selected_pair = complex_value(
-                "IceCandidatePair",
-                streamId=str(transceiver.mid),
-                componentId=1,
-                localCandidate="candidate:"
-                + candidate_to_sdp(candidate_from_aioice(pair.local_candidate)),
-                remoteCandidate="candidate:"
-                + candidate_to_sdp(candidate_from_aioice(pair.remote_candidate)),
+            watched.add(id(ice))
+            sharing = sum(1 for t in transceivers if t.receiver.transport.transport is ice)
+            stream = MediaStream(
+                len(self.streams) + 1, ice, dtls, bundled=sharing > 1, emit=self._emit_live
             )
-            self.emit("NewCandidatePairSelected", candidatePair=self.selected_pair)
-            return
+            self.streams.append(stream)
+            if self.gather_requested:
+                stream.gathering()
+
+    def _emit_live(self, event_type: str, **payload: Any) -> None:
+        """Report a transport's change, unless the endpoint is being released (closing its peer
+        connection then is no news to the client)."""
+        if not self.released:
+            self.emit(event_type, **payload)
 
     async def _on_connection_state(self) -> None:
         if self.pc is None:
@@ -515,6 +529,9 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         if state == "connected":
             self._set_connection_state("CONNECTED")
         elif state in ("failed", "closed"):
+            # The peer closed (DTLS close_notify) or cannot be reached: its media is gone for
+            # good, since neither KMS nor this server restarts ICE.
+            self.peer_gone = True
             self._set_connection_state("DISCONNECTED")
             self._set_media_state("DISCONNECTED")
             if state == "failed":
@@ -535,13 +552,43 @@ class WebRtcEndpoint(BaseRtpEndpoint):
             old, self.media_state = self.media_state, state
             self.emit("MediaStateChanged", oldState=old, newState=state)
 
-    def on_flow_change(self) -> None:
-        if any(self.flowing_in.values()) or any(self.flowing_out.values()):
-            self._set_media_state("CONNECTED")
+    def check_flow(self, now: float) -> None:
+        """Media flow first, then the media state, so that the first MediaFlowOutStateChanged
+        comes before MediaStateChanged CONNECTED, as in KMS."""
+        super().check_flow(now)
+        self._set_media_state("CONNECTED" if self._peer_sends(now) else "DISCONNECTED")
+
+    def _peer_sends(self, now: float) -> bool:
+        """Whether the peer is there, KMS's way: RTP or RTCP came from it lately (a receiving
+        browser sends receiver reports) over a connection that has neither closed nor failed."""
+        if self.peer_gone or self.connection_state != "CONNECTED":
+            return False
+        heard = max(
+            (
+                part.last_heard_at
+                for part in (*self._receivers(), *self._senders())
+                if part.last_heard_at
+            ),
+            default=0.0,
+        )
+        return heard > 0 and now - heard < PEER_SILENCE_TIMEOUT
+
+    def _receivers(self) -> list[ForwardingReceiver]:
+        return [r for receivers in self.receivers.values() for r in receivers]
+
+    def _senders(self) -> list[ForwardingSender]:
+        if self.pc is None:
+            return []
+        return [
+            t.sender for t in self.pc.getTransceivers() if isinstance(t.sender, ForwardingSender)
+        ]
 
     # -- stats and release --------------------------------------------------------------------
 
     async def op_getStats(self, mediaType: str | None = None) -> dict[str, Any]:
+        """The endpoint's entry, then one inbound entry per media SSRC received and one outbound
+        entry per stream sent, with KMS's fields: what its RTP session counts, read here from
+        aiortc's receive statistics and the forwarding receivers' and senders' counters."""
         stats = await super().op_getStats(mediaType)
         if self.pc is None:
             return stats
@@ -551,34 +598,41 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         # would hide the media stream: read the receivers' per-SSRC statistics instead.
         for kind in wanted:
             for receiver in self.receivers[kind]:
+                feedback = receiver.feedback_sent
                 for ssrc, stream in receiver.media_streams().items():
                     stats_id = f"{self.id}_inboundrtp_{ssrc}"
-                    stats[stats_id] = complex_value(
+                    stats[stats_id] = _rtp_stream_stats(
                         "RTCInboundRTPStreamStats",
-                        id=stats_id,
-                        type="inboundrtp",
-                        timestampMillis=millis,
-                        ssrc=str(ssrc),
-                        mediaTrackId=kind,
-                        packetsReceived=stream.packets_received,
+                        stats_id,
+                        "inboundrtp",
+                        millis,
+                        ssrc,
+                        feedback,
                         packetsLost=stream.packets_lost,
-                        jitter=float(stream.jitter),
-                        fractionLost=stream.fraction_lost / 256,
+                        fractionLost=float(receiver.fraction_lost(stream)),
+                        packetsReceived=stream.packets_received,
+                        bytesReceived=receiver.octets_received.get(ssrc, 0),
+                        jitter=receiver.jitter_seconds(stream),
                     )
-        report = await self.pc.getStats()
-        for item in report.values():
-            kind = getattr(item, "kind", None)
-            if item.type == "outbound-rtp" and kind in wanted:
-                stats[item.id] = complex_value(
-                    "RTCOutboundRTPStreamStats",
-                    id=item.id,
-                    type="outboundrtp",
-                    timestampMillis=millis,
-                    ssrc=str(item.ssrc),
-                    mediaTrackId=kind,
-                    packetsSent=item.packetsSent,
-                    bytesSent=item.bytesSent,
-                )
+        now = time.monotonic()
+        for sender in self._senders():
+            if sender.kind not in wanted or sender.writer is None:
+                continue
+            stats_id = f"{self.id}_outboundrtp_{sender._ssrc}"
+            stats[stats_id] = _rtp_stream_stats(
+                "RTCOutboundRTPStreamStats",
+                stats_id,
+                "outboundrtp",
+                millis,
+                sender._ssrc,
+                sender.feedback_received,
+                packetsLost=sender.packets_lost,
+                fractionLost=float(sender.fraction_lost),
+                packetsSent=sender._RTCRtpSender__packet_count,
+                bytesSent=sender._RTCRtpSender__octet_count,
+                targetBitrate=float(sender.bitrate.current(now)),
+                roundTripTime=sender.round_trip_time,
+            )
         return stats
 
     async def on_release(self) -> None:
@@ -588,6 +642,37 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         if self.pc is not None:
             pc, self.pc = self.pc, None
             await pc.close()
+
+
+def _rtp_stream_stats(
+    type_name: str,
+    stats_id: str,
+    stats_type: str,
+    millis: int,
+    ssrc: int,
+    feedback: RtcpFeedback,
+    **fields: Any,
+) -> dict[str, Any]:
+    """An RTP stream's stats as KMS fills them: the fields it leaves empty or zero (ids of other
+    stats, SLI) are there too, and `fractionLost` is RTCP's value in 1/256, not a fraction."""
+    return complex_value(
+        type_name,
+        id=stats_id,
+        type=stats_type,
+        timestampMillis=millis,
+        ssrc=str(ssrc),
+        associateStatsId="",
+        isRemote=False,
+        mediaTrackId="",
+        transportId="",
+        codecId="",
+        firCount=feedback.fir,
+        pliCount=feedback.pli,
+        nackCount=feedback.nack,
+        sliCount=0,
+        remb=feedback.remb,
+        **fields,
+    )
 
 
 def _parse_sdp(sdp: str, kind: str) -> SessionDescription:

@@ -36,7 +36,7 @@ class NotEnoughResources(KurentoError):
 
 
 class TypeNotFound(KurentoError):
-    """40100: the server has no such media element class."""
+    """40108 (KMS 7; 40100 in older servers): the server has no such media element class."""
 
 
 class ObjectNotFound(KurentoError):
@@ -44,7 +44,8 @@ class ObjectNotFound(KurentoError):
 
 
 class InvalidParams(KurentoError):
-    """-32602, 40107: the request's parameters were refused."""
+    """-32602, 40001, 40107: the request's parameters were refused (40001, MARSHALL_ERROR, is
+    what KMS 7 answers for a missing or wrongly typed parameter)."""
 
 
 class MethodNotFound(KurentoError):
@@ -71,8 +72,10 @@ _BY_CODE: dict[int, type[KurentoError]] = {
     40007: InvalidSession,
     40009: NotEnoughResources,
     40100: TypeNotFound,
+    40108: TypeNotFound,
     40101: ObjectNotFound,
     -32602: InvalidParams,
+    40001: InvalidParams,
     40107: InvalidParams,
     -32601: MethodNotFound,
     40008: MethodNotFound,

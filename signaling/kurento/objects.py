@@ -57,7 +57,14 @@ class MediaElement(MediaObject):
         await self._invoke("disconnect", **params)
 
     async def is_media_flowing_in(self, media_type: str = "VIDEO") -> bool:
+        """Whether media reaches this element from the element connected to it (KMS: its sink
+        pads). For a viewer's endpoint: the publisher's media arrives."""
         return bool(await self._invoke("isMediaFlowingIn", mediaType=media_type))
+
+    async def is_media_flowing_out(self, media_type: str = "VIDEO") -> bool:
+        """Whether this element produces media (KMS: its output). For a WebRtcEndpoint: its
+        browser is sending, whether or not anything is connected to it."""
+        return bool(await self._invoke("isMediaFlowingOut", mediaType=media_type))
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ async def test_loopback_call_with_events_and_release(client, media_server):
         assert found and all(c["candidate"].startswith("candidate:") for c in found)
         assert found[0]["__type__"] == "IceCandidate"
         assert await endpoint.is_media_flowing_in("VIDEO")
+        assert await endpoint.is_media_flowing_out("VIDEO")
         assert "FLOWING" in states
     finally:
         await peer.close()

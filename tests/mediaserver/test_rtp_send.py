@@ -26,7 +26,7 @@ from mediaserver.webrtc import WebRtcEndpoint
 
 from .peers import Peer
 from .rpc import Rpc
-from .test_forwarding import publish, view
+from .test_forwarding import publish
 
 MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
@@ -280,7 +280,6 @@ async def test_sender_reports_count_what_the_viewer_got(
 ) -> None:
     pipeline = await rpc.create("MediaPipeline")
     source, publisher = await publish(rpc, pipeline)
-    endpoint, viewer = await view(rpc, pipeline, source)
     received: dict[int, dict[int, int]] = {}  # ssrc -> sequence number -> payload octets
     reports: list[tuple[float, RtcpSrPacket]] = []
 
@@ -288,7 +287,16 @@ async def test_sender_reports_count_what_the_viewer_got(
         received.setdefault(packet.ssrc, {})[packet.sequence_number] = len(packet.payload)
         await original(data, arrival)
 
+    # Negotiated by hand so that the tap is in place before the connection can come up: under
+    # load the viewer connects, and media starts, while view() is still trickling candidates.
+    endpoint = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+    await rpc.invoke(source, "connect", sink=endpoint)
+    viewer = Peer(send=False, receive=True)
+    await viewer.accept(await rpc.invoke(endpoint, "processOffer", offer=await viewer.offer()))
     tap_rtp(viewer, count)
+    await rpc.invoke(endpoint, "gatherCandidates")
+    for candidate in viewer.candidates():
+        await rpc.invoke(endpoint, "addIceCandidate", candidate=candidate)
     dtls: RTCDtlsTransport = viewer.pc.getTransceivers()[0].receiver.transport
     handle_rtcp = dtls._handle_rtcp_data
 

@@ -1,0 +1,407 @@
+"""The KMD (Kurento Module Descriptor) of each module, made from this server's own classes.
+
+KMS answers `ServerManager.getKmd(moduleName)` with the JSON interface description its module was
+built from. This server has no such files: it describes what it implements, in the same JSON shape
+(name, version, kurentoVersion, code, remoteClasses, complexTypes, events). Classes, their parents,
+constructors, properties, operations and events come from the registered classes themselves;
+the complex types and event payloads they use are listed below, once, as this server sends them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Iterable
+from typing import Any
+
+from .objects import MediaObject, Property
+
+KMD_MODULES = ("core", "elements", "filters")
+
+# Operation parameters whose Python annotation does not name their Kurento type.
+_PARAM_TYPES = {
+    "mediaType": "MediaType",
+    "details": "GstreamerDotDetails",
+    "candidate": "IceCandidate",
+    "options": "OfferOptions",
+}
+_METHOD_PARAM_TYPES = {
+    ("setAudioFormat", "caps"): "AudioCaps",
+    ("setVideoFormat", "caps"): "VideoCaps",
+}
+_RETURN_TYPES = {
+    "getSourceConnections": "ElementConnectionData[]",
+    "getSinkConnections": "ElementConnectionData[]",
+    "getTags": "Tag[]",
+    "getStats": "Stats<>",
+    "getUsedMemory": "int64",
+}
+_PYTHON_TYPES: dict[Any, str] = {str: "String", int: "int", float: "float", bool: "boolean"}
+_ALIASES = frozenset({"getChilds"})  # 6.x spellings the server answers but KMS 7 does not list
+
+# Events and complex types per module, as "field:Type" ("?" after an optional field's name).
+_EVENTS: dict[str, dict[str, tuple[str | None, tuple[str, ...]]]] = {
+    "core": {
+        "RaiseBase": (None, ("source:MediaObject", "timestampMillis:String", "tags:Tag[]")),
+        "Error": ("RaiseBase", ("description:String", "errorCode:int", "type:String")),
+        "Media": ("RaiseBase", ("type:String",)),
+        "ObjectCreated": ("RaiseBase", ("object:MediaObject",)),
+        "ObjectDestroyed": ("RaiseBase", ("objectId:String",)),
+        "MediaSessionStarted": ("Media", ()),
+        "MediaSessionTerminated": ("Media", ()),
+        "MediaStateChanged": ("Media", ("oldState:MediaState", "newState:MediaState")),
+        "ConnectionStateChanged": (
+            "Media",
+            ("oldState:ConnectionState", "newState:ConnectionState"),
+        ),
+        "MediaFlowOutStateChanged": (
+            "Media",
+            ("state:MediaFlowState", "padName:String", "mediaType:MediaType"),
+        ),
+        "MediaFlowInStateChanged": (
+            "Media",
+            ("state:MediaFlowState", "padName:String", "mediaType:MediaType"),
+        ),
+        "MediaTranscodingStateChanged": (
+            "Media",
+            ("state:MediaTranscodingState", "binName:String", "mediaType:MediaType"),
+        ),
+        "ElementConnected": (
+            "Media",
+            (
+                "sink:MediaElement",
+                "mediaType:MediaType",
+                "sourceMediaDescription:String",
+                "sinkMediaDescription:String",
+            ),
+        ),
+        "ElementDisconnected": (
+            "Media",
+            (
+                "sink:MediaElement",
+                "mediaType:MediaType",
+                "sourceMediaDescription:String",
+                "sinkMediaDescription:String",
+            ),
+        ),
+        "UriEndpointStateChanged": ("Media", ("state:UriEndpointState",)),
+    },
+    "elements": {
+        "Recording": ("Media", ()),
+        "Paused": ("Media", ()),
+        "Stopped": ("Media", ()),
+        "IceCandidateFound": ("Media", ("candidate:IceCandidate",)),
+        "IceGatheringDone": ("Media", ()),
+        "IceComponentStateChanged": (
+            "Media",
+            ("streamId:int", "componentId:int", "state:IceComponentState"),
+        ),
+        "DtlsConnectionStateChange": (
+            "Media",
+            (
+                "streamId:String",
+                "componentId:String",
+                "connectionId:String",
+                "state:DtlsConnectionState",
+            ),
+        ),
+        "DataChannelOpened": ("Media", ("channelId:int",)),
+        "DataChannelClosed": ("Media", ("channelId:int",)),
+        "NewCandidatePairSelected": ("Media", ("candidatePair:IceCandidatePair",)),
+    },
+    "filters": {},
+}
+
+_ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
+    "core": {
+        "MediaState": ("DISCONNECTED", "CONNECTED"),
+        "ConnectionState": ("DISCONNECTED", "CONNECTED"),
+        "MediaFlowState": ("FLOWING", "NOT_FLOWING"),
+        "MediaTranscodingState": ("TRANSCODING", "NOT_TRANSCODING"),
+        "MediaType": ("AUDIO", "DATA", "VIDEO"),
+        "UriEndpointState": ("STOP", "START", "PAUSE"),
+        "ServerType": ("KMS", "KCS"),
+        "GstreamerDotDetails": (
+            "SHOW_MEDIA_TYPE",
+            "SHOW_CAPS_DETAILS",
+            "SHOW_NON_DEFAULT_PARAMS",
+            "SHOW_STATES",
+            "SHOW_FULL_PARAMS",
+            "SHOW_ALL",
+            "SHOW_VERBOSE",
+        ),
+        "AudioCodec": ("OPUS", "PCMU", "PCMA", "RAW"),
+        "VideoCodec": ("H265", "AV1", "VP9", "VP8", "H264", "RAW"),
+        "StatsType": (
+            "inboundrtp",
+            "outboundrtp",
+            "session",
+            "datachannel",
+            "track",
+            "transport",
+            "candidatepair",
+            "localcandidate",
+            "remotecandidate",
+            "element",
+            "endpoint",
+        ),
+    },
+    "elements": {
+        "IceComponentState": (
+            "DISCONNECTED",
+            "GATHERING",
+            "CONNECTING",
+            "CONNECTED",
+            "READY",
+            "FAILED",
+        ),
+        "DtlsConnectionState": ("NEW", "CLOSED", "FAILED", "CONNECTING", "CONNECTED"),
+        "MediaProfileSpecType": (
+            "WEBM",
+            "MKV",
+            "MP4",
+            "WEBM_VIDEO_ONLY",
+            "WEBM_AUDIO_ONLY",
+            "MKV_VIDEO_ONLY",
+            "MKV_AUDIO_ONLY",
+            "MP4_VIDEO_ONLY",
+            "MP4_AUDIO_ONLY",
+            "JPEG_VIDEO_ONLY",
+            "KURENTO_SPLIT_RECORDER",
+            "FLV",
+        ),
+    },
+    "filters": {},
+}
+
+_RTP_STREAM = (
+    "ssrc:String",
+    "associateStatsId:String",
+    "isRemote:boolean",
+    "mediaTrackId:String",
+    "transportId:String",
+    "codecId:String",
+    "firCount:int64",
+    "pliCount:int64",
+    "nackCount:int64",
+    "sliCount:int64",
+    "remb:int64",
+    "packetsLost:int64",
+    "fractionLost:double",
+)
+_REGISTERS: dict[str, dict[str, tuple[str | None, tuple[str, ...]]]] = {
+    "core": {
+        "ServerInfo": (
+            None,
+            ("version:String", "modules:ModuleInfo[]", "type:ServerType", "capabilities:String[]"),
+        ),
+        "ModuleInfo": (
+            None,
+            ("version:String", "name:String", "generationTime:String", "factories:String[]"),
+        ),
+        "Tag": (None, ("key:String", "value:String")),
+        "ElementConnectionData": (
+            None,
+            (
+                "source:MediaElement",
+                "sink:MediaElement",
+                "type:MediaType",
+                "sourceDescription:String",
+                "sinkDescription:String",
+            ),
+        ),
+        "Fraction": (None, ("numerator:int", "denominator:int")),
+        "AudioCaps": (None, ("codec:AudioCodec", "bitrate:int")),
+        "VideoCaps": (None, ("codec:VideoCodec", "framerate:Fraction")),
+        "RembParams": (
+            None,
+            (
+                "packetsRecvIntervalTop?:int",
+                "exponentialFactor?:float",
+                "linealFactorMin?:int",
+                "linealFactorGrade?:float",
+                "decrementFactor?:float",
+                "thresholdFactor?:float",
+                "upLosses?:int",
+                "rembOnConnect?:int",
+            ),
+        ),
+        "OfferOptions": (None, ("offerToReceiveAudio?:boolean", "offerToReceiveVideo?:boolean")),
+        "MediaLatencyStat": (None, ("name:String", "type:MediaType", "avg:double")),
+        "Stats": (None, ("id:String", "type:StatsType", "timestampMillis:int64")),
+        "ElementStats": ("Stats", ("inputLatency:MediaLatencyStat[]",)),
+        "EndpointStats": ("ElementStats", ("E2ELatency:MediaLatencyStat[]",)),
+        "RTCStats": ("Stats", ()),
+        "RTCRTPStreamStats": ("RTCStats", _RTP_STREAM),
+        "RTCInboundRTPStreamStats": (
+            "RTCRTPStreamStats",
+            ("packetsReceived:int64", "bytesReceived:int64", "jitter:double"),
+        ),
+        "RTCOutboundRTPStreamStats": (
+            "RTCRTPStreamStats",
+            (
+                "packetsSent:int64",
+                "bytesSent:int64",
+                "targetBitrate:double",
+                "roundTripTime:double",
+            ),
+        ),
+    },
+    "elements": {
+        "IceCandidate": (None, ("candidate:String", "sdpMid:String", "sdpMLineIndex:int")),
+        "IceCandidatePair": (
+            None,
+            (
+                "streamId:String",
+                "componentId:int",
+                "localCandidate:String",
+                "remoteCandidate:String",
+            ),
+        ),
+        "IceConnection": (
+            None,
+            ("streamId:String", "componentId:int", "state:IceComponentState"),
+        ),
+        "DtlsConnection": (
+            None,
+            (
+                "streamId:String",
+                "componentId:String",
+                "connectionId:String",
+                "state:DtlsConnectionState",
+            ),
+        ),
+    },
+    "filters": {},
+}
+
+
+def module_descriptor(
+    name: str, version: str, classes: Iterable[type[MediaObject]]
+) -> dict[str, Any] | None:
+    """The KMD of module `name` for these classes (and the classes they derive from), or None
+    for a module this server does not have."""
+    if name not in KMD_MODULES:
+        return None
+    every: dict[str, type[MediaObject]] = {}
+    for cls in classes:
+        for base in cls.__mro__:
+            if isinstance(base, type) and issubclass(base, MediaObject):
+                every.setdefault(base.TYPE, base)
+    own = sorted(
+        (cls for cls in every.values() if name == cls.MODULE_NAME), key=lambda c: len(c.__mro__)
+    )
+    return {
+        "name": name,
+        "version": version,
+        "kurentoVersion": f"^{version}",
+        "code": {"api": {"js": {"nodeName": f"kurento-client-{name}"}}},
+        "remoteClasses": [_remote_class(cls) for cls in own],
+        "complexTypes": [
+            *(
+                {"typeFormat": "ENUM", "name": n, "values": list(v)}
+                for n, v in _ENUMS[name].items()
+            ),
+            *(
+                _with_parent({"typeFormat": "REGISTER", "name": n}, parent, fields)
+                for n, (parent, fields) in _REGISTERS[name].items()
+            ),
+        ],
+        "events": [
+            _with_parent({"name": n}, parent, fields)
+            for n, (parent, fields) in _EVENTS[name].items()
+        ],
+    }
+
+
+def _with_parent(entry: dict[str, Any], parent: str | None, fields: tuple[str, ...]) -> dict:
+    if parent is not None:
+        entry["extends"] = parent
+    entry["properties"] = [_field(f) for f in fields]
+    return entry
+
+
+def _field(spec: str) -> dict[str, Any]:
+    name, type_name = spec.split(":", 1)
+    if name.endswith("?"):
+        return {"name": name[:-1], "type": type_name, "optional": True}
+    return {"name": name, "type": type_name}
+
+
+def _remote_class(cls: type[MediaObject]) -> dict[str, Any]:
+    parent = next(
+        (b for b in cls.__mro__[1:] if issubclass(b, MediaObject) and b.TYPE != cls.TYPE), None
+    )
+    entry: dict[str, Any] = {"name": cls.TYPE}
+    if cls.ABSTRACT:
+        entry["abstract"] = True
+    if parent is not None:
+        entry["extends"] = parent.TYPE
+    if not cls.ABSTRACT:
+        entry["constructor"] = {
+            "params": [
+                {"name": p.name, "type": p.type_name, **({"optional": True} if p.optional else {})}
+                for p in cls.CONSTRUCTOR
+            ]
+        }
+    own_properties = cls.__dict__.get("PROPERTIES", ())
+    entry["properties"] = [_property(p) for p in own_properties]
+    entry["methods"] = _methods(cls)
+    entry["events"] = sorted(cls.__dict__.get("EVENTS", ()))
+    return entry
+
+
+def _property(prop: Property) -> dict[str, Any]:
+    entry = {"name": prop.name, "type": prop.type_name or _PYTHON_TYPES.get(prop.kind, "String")}
+    if prop.read_only:
+        entry["readOnly"] = True
+    return entry
+
+
+def _methods(cls: type[MediaObject]) -> list[dict[str, Any]]:
+    """The operations the class itself defines, less the getters and setters of properties."""
+    accessors = {f"{verb}{name}" for name in cls.properties() for verb in ("get", "set")}
+    methods = []
+    for attribute, function in cls.__dict__.items():
+        operation = attribute.removeprefix("op_")
+        if (
+            not attribute.startswith("op_")
+            or operation.lower() in accessors
+            or operation in _ALIASES
+        ):
+            continue
+        hints = typing.get_type_hints(function)
+        params = []
+        for name, parameter in inspect.signature(function).parameters.items():
+            if name == "self":
+                continue
+            param: dict[str, Any] = {
+                "name": name,
+                "type": _METHOD_PARAM_TYPES.get((operation, name))
+                or _PARAM_TYPES.get(name)
+                or _type_name(hints.get(name)),
+            }
+            if parameter.default is not inspect.Parameter.empty:
+                param["optional"] = True
+            params.append(param)
+        method: dict[str, Any] = {"name": operation, "params": params}
+        returns = _RETURN_TYPES.get(operation) or _type_name(hints.get("return"))
+        if returns:
+            method["return"] = {"type": returns}
+        methods.append(method)
+    return methods
+
+
+def _type_name(annotation: Any) -> str:
+    """The Kurento type of a plain annotation ("" for none): optional values count as their
+    type, a media object as its class."""
+    if annotation is None or annotation is type(None):
+        return ""
+    options = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if options and typing.get_origin(annotation) is not list:
+        annotation = options[0]
+    if isinstance(annotation, type) and issubclass(annotation, MediaObject):
+        return annotation.TYPE
+    if typing.get_origin(annotation) is list:
+        return f"{_type_name(typing.get_args(annotation)[0])}[]"
+    return _PYTHON_TYPES.get(annotation, "String")
