@@ -20,6 +20,7 @@ from typing import Any
 from .elements import MediaPipeline, UriEndpoint
 from .errors import Code, KurentoError
 from .frames import EncodedFrame
+from .http_upload import http_target
 from .objects import Param, Registry
 from .recording import PROFILES, RecordingWriter
 from .uris import file_path
@@ -58,7 +59,9 @@ class RecorderEndpoint(UriEndpoint):
                 f"Media profile '{media_profile}' is not supported by this server "
                 f"(it records {', '.join(PROFILES)})",
             )
-        path = file_path(uri, directory)
+        # An http(s) URI gets the recording as an upload (as KMS's curlhttpsink sends it);
+        # anything else must be a file in the recordings directory.
+        path = http_target(uri) or file_path(uri, directory)
         self.profile = profile
         super().__init__(registry, pipeline, uri)
         self.path = path

@@ -4,7 +4,8 @@ are (PyAV), never decoded, except audio in a codec the file format cannot hold.
 One `RecordingWriter` per recorder owns the file and a thread of its own, so the event loop only
 queues frames. The file is written so that it stays playable if the server dies mid-recording:
 WebM/Matroska in clusters of at most a second, MP4 as fragments of at most a second (fragmented
-MP4), every packet flushed to the operating system as it is muxed. A clean stop writes the
+MP4), every packet flushed to the operating system as it is muxed. An `http(s)://` target gets
+the same bytes as a chunked POST (http_upload.py). A clean stop writes the
 duration and the seek index too.
 
 Timestamps: a frame's media time is the time since the recording started (pauses left out),
@@ -15,6 +16,7 @@ timestamps jump (a new source, a resume after a pause) is anchored again.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import queue
@@ -29,6 +31,7 @@ import av.container
 import av.stream
 
 from .frames import EncodedFrame
+from .http_upload import HttpTarget, HttpUpload
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +58,20 @@ class Profile:
     options: dict[str, str] = field(default_factory=dict)
 
     @property
+    def content_type(self) -> str:
+        return _CONTENT_TYPES[self.container]
+
+    @property
     def kinds(self) -> tuple[str, ...]:
         return tuple(k for k, wanted in (("audio", self.audio), ("video", self.video)) if wanted)
 
 
+_CONTENT_TYPES = {
+    "webm": "video/webm",
+    "matroska": "video/x-matroska",
+    "mp4": "video/mp4",
+    "flv": "video/x-flv",
+}
 _MATROSKA = {"cluster_time_limit": "1000", "flush_packets": "1"}
 _FRAGMENTED_MP4 = {
     "movflags": "frag_keyframe+empty_moov+default_base_moof",
@@ -143,7 +156,7 @@ class RecordingWriter:
 
     def __init__(
         self,
-        path: Path,
+        path: Path | HttpTarget,
         profile: Profile,
         *,
         on_error: Callable[[str], None],
@@ -183,21 +196,25 @@ class RecordingWriter:
                 logger.error("recording %s failed: %s", self.path, exc)
                 self._on_error(f"Recording to {self.path} failed: {exc}")
         try:
-            file.close()
+            if failed:
+                file.abort()
+            else:
+                file.close()
         except (av.FFmpegError, OSError, ValueError) as exc:
-            if not failed:
-                logger.error("finishing recording %s failed: %s", self.path, exc)
-                self._on_error(f"Finishing the recording {self.path} failed: {exc}")
+            logger.error("finishing recording %s failed: %s", self.path, exc)
+            self._on_error(f"Finishing the recording {self.path} failed: {exc}")
+            file.abort()
         self._on_closed()
 
 
 class _File:
     """The container and its streams; lives on the writer's thread only."""
 
-    def __init__(self, path: Path, profile: Profile) -> None:
+    def __init__(self, path: Path | HttpTarget, profile: Profile) -> None:
         self.path = path
         self.profile = profile
         self.container: av.container.OutputContainer | None = None
+        self.upload: HttpUpload | None = None
         self.streams: dict[str, av.stream.Stream] = {}
         self.timeline = Timeline()
         self.last_ms = {kind: -1 for kind in profile.kinds}
@@ -228,13 +245,17 @@ class _File:
         return seen >= set(self.profile.kinds) or waited >= _HEADER_WAIT
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.container = av.open(
-            str(self.path),
-            "w",
-            format=self.profile.container,
-            container_options=dict(self.profile.options),
-        )
+        options = dict(self.profile.options)
+        if isinstance(self.path, HttpTarget):
+            self.upload = HttpUpload(self.path, self.profile.content_type)
+            self.container = av.open(
+                self.upload, "w", format=self.profile.container, container_options=options
+            )
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.container = av.open(
+                str(self.path), "w", format=self.profile.container, container_options=options
+            )
         first = {kind: frame for kind, frame, _ in reversed(self.pending)}
         video = first.get("video")
         if "video" in self.profile.kinds:
@@ -293,7 +314,17 @@ class _File:
                 self._mux(kind, frame, at)
         assert self.container is not None
         self.container.close()
+        if self.upload is not None:
+            self.upload.finish()
         logger.info("recording %s finished", self.path)
+
+    def abort(self) -> None:
+        """After a failure: let go of the container and the upload, whatever state they are in."""
+        if self.container is not None:
+            with contextlib.suppress(Exception):
+                self.container.close()
+        if self.upload is not None:
+            self.upload.abort()
 
 
 class _AudioTranscoder:

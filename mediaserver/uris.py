@@ -26,7 +26,8 @@ def file_path(uri: str, root: Path) -> Path:
     else:
         raise KurentoError(
             Code.MEDIA_OBJECT_ILLEGAL_PARAM_ERROR,
-            f"URI '{uri}' is not supported: this server reads and writes file:// URIs only",
+            f"URI '{uri}' is not supported here: a file:// URI, or a path in this server's "
+            "directory, is",
         )
     real_root = Path(os.path.realpath(root))
     real = Path(os.path.realpath(path))

@@ -4,10 +4,15 @@ profile; pause, stop and release as KMS has them; paths kept inside the recordin
 from __future__ import annotations
 
 import asyncio
+import base64
+import http.server
 import os
 import signal
+import socket
+import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import av
 import numpy
@@ -247,7 +252,7 @@ async def test_record_pause_stop_without_media_and_release_finishes_the_file(
         "file://{directory}/../outside.webm",
         "file://{directory}",
         "file://elsewhere{directory}/x.webm",
-        "https://example.com/upload",
+        "ftp://example.com/upload.webm",  # http(s) is an upload; other schemes are refused
         "link/escape.webm",
     ],
 )
@@ -308,3 +313,78 @@ async def test_a_recording_survives_the_server_being_killed(tmp_path: Path) -> N
     assert wall - 1.5 < media_seconds(path) <= wall
     with av.open(str(path)) as container:
         assert sum(1 for _ in container.decode(video=0)) > 90
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """Takes one chunked POST, as KMS's recorder sends an http:// recording."""
+
+    bodies: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = bytearray()
+        while True:
+            size = int(self.rfile.readline().strip(), 16)
+            if size == 0:
+                self.rfile.readline()
+                break
+            body += self.rfile.read(size)
+            self.rfile.readline()
+        self.bodies.append((dict(self.headers), bytes(body)))
+        self.send_response(201)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+async def test_an_http_uri_gets_the_recording_as_a_chunked_post(rpc: Rpc, tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Receiver.bodies.clear()
+    try:
+        pipeline = await rpc.create("MediaPipeline")
+        source, peer = await publish(rpc, pipeline)
+        try:
+            uri = f"http://ada:s%40fe@127.0.0.1:{server.server_port}/upload/call.webm"
+            element = await recorder(rpc, pipeline, uri)
+            assert await rpc.invoke(element, "getUri") == uri
+            await rpc.invoke(source, "connect", sink=element)
+            await rpc.invoke(element, "record")
+            await asyncio.sleep(3)
+            await rpc.invoke(element, "stopAndWait")
+        finally:
+            await peer.close()
+        assert "Error" not in await recorded_events(rpc)
+        await rpc.request("release", object=pipeline)
+    finally:
+        server.shutdown()
+        thread.join()
+    [(headers, body)] = _Receiver.bodies
+    assert headers["Content-Type"] == "video/webm"
+    assert headers["Transfer-Encoding"] == "chunked"
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"ada:s@fe").decode()
+    path = tmp_path / "uploaded.webm"
+    path.write_bytes(body)
+    assert streams(path) == {"video": "vp8", "audio": "opus"}
+    assert 2.0 < media_seconds(path) < 3.6
+
+
+async def test_an_http_uri_that_refuses_is_an_error_event(rpc: Rpc) -> None:
+    pipeline = await rpc.create("MediaPipeline")
+    source, peer = await publish(rpc, pipeline)
+    try:
+        with socket.socket() as closed:  # a port nothing listens on
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        element = await recorder(rpc, pipeline, f"http://127.0.0.1:{port}/nowhere.webm")
+        await rpc.invoke(source, "connect", sink=element)
+        await rpc.invoke(element, "record")
+        error = await rpc.next_event("Error", element, timeout=10)
+        assert error["data"]["type"] == "UNEXPECTED_ERROR"
+        assert f"127.0.0.1:{port}/nowhere.webm" in error["data"]["description"]
+        await rpc.invoke(element, "stopAndWait")  # still answers; the element keeps working
+    finally:
+        await peer.close()
+    await rpc.request("release", object=pipeline)
