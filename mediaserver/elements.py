@@ -269,7 +269,12 @@ class MediaElement(MediaObject):
 
     async def op_isMediaTranscoding(self, mediaType: str, binName: str | None = None) -> bool:
         kind = MEDIA_KINDS.get(_media_types(mediaType)[0])
-        return bool(kind) and bool(self.hubs[kind].transcoders)
+        return bool(kind) and self.is_transcoding(kind)
+
+    def is_transcoding(self, kind: str) -> bool:
+        """Whether the element re-encodes media of this kind (its hub, for a sink that cannot
+        take the codec; a player, a source it cannot forward as is)."""
+        return bool(self.hubs[kind].transcoders)
 
     async def op_setAudioFormat(self, caps: dict) -> None:
         return None

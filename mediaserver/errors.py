@@ -50,6 +50,7 @@ class Code(IntEnum):
     ICE_GATHER_CANDIDATES_ERROR = 40400
     ICE_ADD_CANDIDATE_ERROR = 40401
     SERVER_MANAGER_ERROR_KMD_NOT_FOUND = 40500
+    PLAYER_SEEK_FAIL = 40700
 
 
 # The `data.type` KMS sends with the JSON-RPC level codes.

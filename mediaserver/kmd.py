@@ -87,6 +87,7 @@ _EVENTS: dict[str, dict[str, tuple[str | None, tuple[str, ...]]]] = {
         "UriEndpointStateChanged": ("Media", ("state:UriEndpointState",)),
     },
     "elements": {
+        "EndOfStream": ("Media", ()),
         "Recording": ("Media", ()),
         "Paused": ("Media", ()),
         "Stopped": ("Media", ()),
@@ -248,6 +249,10 @@ _REGISTERS: dict[str, dict[str, tuple[str | None, tuple[str, ...]]]] = {
         ),
     },
     "elements": {
+        "VideoInfo": (
+            None,
+            ("isSeekable:boolean", "seekableInit:int64", "seekableEnd:int64", "duration:int64"),
+        ),
         "IceCandidate": (None, ("candidate:String", "sdpMid:String", "sdpMLineIndex:int")),
         "IceCandidatePair": (
             None,

@@ -42,6 +42,7 @@ from .limits import (
     MAX_TRANSACTION_OPERATIONS,
 )
 from .objects import EVENT_ALIASES, MediaObject, Registry
+from .player import PlayerEndpoint
 from .recorder import RecorderEndpoint
 from .sessions import Session, Sessions
 from .webrtc import IceDefaults, WebRtcEndpoint
@@ -122,7 +123,7 @@ class MediaServer:
         self.server_id = str(uuid.uuid4())
         self.sessions = Sessions()
         self.registry = Registry(self._deliver_event)
-        for cls in (MediaPipeline, PassThrough, WebRtcEndpoint, RecorderEndpoint):
+        for cls in (MediaPipeline, PassThrough, WebRtcEndpoint, RecorderEndpoint, PlayerEndpoint):
             self.registry.register_factory(cls)
         self.manager = ServerManager(self.registry, self.sessions)
         self.ice_defaults = IceDefaults(config.stun_address, config.stun_port, config.turn_url)
@@ -421,6 +422,15 @@ class MediaServer:
                 directory=Path(self.config.recordings_dir).resolve(),
                 media_profile=_constructor_param(ctor, "mediaProfile", str, "WEBM"),
                 stop_on_end_of_stream=_constructor_param(ctor, "stopOnEndOfStream", bool, False),
+            )
+        if cls is PlayerEndpoint:
+            return PlayerEndpoint(
+                self.registry,
+                pipeline,
+                uri=_constructor_param(ctor, "uri", str),
+                directory=Path(self.config.recordings_dir).resolve(),
+                use_encoded_media=_constructor_param(ctor, "useEncodedMedia", bool, False),
+                network_cache=_constructor_param(ctor, "networkCache", int, 2000),
             )
         assert issubclass(cls, MediaElement)
         return cls(self.registry, pipeline)  # type: ignore[call-arg]

@@ -104,19 +104,30 @@ class TranscodeWorker:
                         return
 
     def _encoder(self, width: int, height: int) -> av.VideoCodecContext:
-        encoder = av.CodecContext.create(_ENCODERS[self.target], "w")
-        encoder.width = width
-        encoder.height = height
-        encoder.pix_fmt = "yuv420p"
-        encoder.time_base = _TIME_BASE
-        encoder.bit_rate = _BITRATE
-        if self.target == "h264":
-            encoder.profile = "Baseline"
-            encoder.options = {"preset": "ultrafast", "tune": "zerolatency", "level": "31"}
-        else:
-            encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
-        encoder.open()
-        return encoder
+        return open_video_encoder(self.target, width, height)
+
+
+def open_video_encoder(
+    codec: str, width: int, height: int, bitrate: int = _BITRATE, threads: int = 0
+) -> av.VideoCodecContext:
+    """A real-time encoder to `codec` ("vp8" or "h264") that puts out one packet per picture, at
+    once (no look-ahead), so a live stream is never held back; H.264 as WebRTC takes it
+    (constrained baseline, parameter sets in band). A picture with `pict_type` I makes a
+    keyframe. `threads` 0 lets FFmpeg choose."""
+    encoder = av.CodecContext.create(_ENCODERS[codec], "w")
+    encoder.thread_count = threads
+    encoder.width = width
+    encoder.height = height
+    encoder.pix_fmt = "yuv420p"
+    encoder.time_base = _TIME_BASE
+    encoder.bit_rate = bitrate
+    if codec == "h264":
+        encoder.profile = "Baseline"
+        encoder.options = {"preset": "ultrafast", "tune": "zerolatency", "level": "31"}
+    else:
+        encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    encoder.open()
+    return encoder
 
 
 def _captured(source: EncodedFrame, packet: av.Packet) -> float | None:
