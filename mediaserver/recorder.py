@@ -100,6 +100,9 @@ class RecorderEndpoint(UriEndpoint):
         if self.state == "START":
             return
         now = time.monotonic()
+        # Video is written from a keyframe: the one the pad waited for when it was connected
+        # went by before recording, so wait for the next one, and ask the source for it.
+        self.pads["video"].resync()
         if self.writer is None:
             loop = asyncio.get_running_loop()
             self.writer = RecordingWriter(
@@ -111,7 +114,6 @@ class RecorderEndpoint(UriEndpoint):
             self._started_at = now
         elif self.state == "PAUSE":
             self._paused_for += now - self._paused_at
-            self.pads["video"].resync()  # resume at a keyframe
         self.set_state("START")
         self.emit("Recording")
 

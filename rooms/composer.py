@@ -49,6 +49,8 @@ def compose_recording(recording_id: int) -> None:
             recording_id=recording_id, error=str(error), size=directory_bytes(directory)
         )
         return
+    # Readable by the web server that sends it (nginx runs as another user).
+    composed.path.chmod(0o644)
     # The composed file is what people keep: the per-stream files would double the space.
     for track in tracks:
         track.path.unlink(missing_ok=True)

@@ -388,3 +388,28 @@ async def test_an_http_uri_that_refuses_is_an_error_event(rpc: Rpc) -> None:
     finally:
         await peer.close()
     await rpc.request("release", object=pipeline)
+
+
+async def test_recording_starts_at_a_keyframe_when_connected_long_before(
+    media_server: MediaServer, rpc: Rpc
+) -> None:
+    """The keyframe a new connection brings goes by before record(); the file must still start
+    with one (aiortc's publisher, like Chrome, sends keyframes only when asked)."""
+    directory = Path(media_server.config.recordings_dir)
+    pipeline = await rpc.create("MediaPipeline")
+    source, peer = await publish(rpc, pipeline)
+    try:
+        element = await recorder(rpc, pipeline, "later.webm")
+        await rpc.invoke(source, "connect", sink=element)
+        await asyncio.sleep(2.5)  # connected, not recording: its keyframe has gone by
+        await rpc.invoke(element, "record")
+        await asyncio.sleep(2)
+        await rpc.invoke(element, "stopAndWait")
+    finally:
+        await peer.close()
+    with av.open(str(directory / "later.webm")) as container:
+        packets = [p for p in container.demux(video=0) if p.pts is not None]
+        assert packets[0].is_keyframe
+    with av.open(str(directory / "later.webm")) as container:
+        assert sum(1 for _ in container.decode(video=0)) >= len(packets) - 1
+    await rpc.request("release", object=pipeline)
