@@ -63,6 +63,35 @@ process.on('uncaughtException', (error) => {
 require(path.join(TEST_DIR, '_common.js'));
 require(path.join(TEST_DIR, '_proxy.js'));
 
+// --media_dir DIR: the suites' test media (URL_SMALL, URL_BARCODES...: files on the internet)
+// served from DIR on 127.0.0.1 instead, with the same relative paths (format/small.webm,
+// filter/barcodes.webm...). tests/kurento_client/make_media.py makes them.
+let mediaServer = null;
+if (argv.media_dir) {
+  const http = require('http');
+  const root = path.resolve(argv.media_dir);
+  mediaServer = http.createServer((request, response) => {
+    const file = path.join(root, decodeURIComponent(new URL(request.url, 'http://x').pathname));
+    if (!file.startsWith(root + path.sep) || !fs.existsSync(file)) {
+      response.writeHead(404).end();
+      return;
+    }
+    response.writeHead(200, {'Content-Length': fs.statSync(file).size});
+    fs.createReadStream(file).pipe(response);
+  });
+  mediaServer.listen(0, '127.0.0.1');
+  mediaServer.unref();
+  const base = global.URL_VIDEO_FILES;
+  const local = () => `http://127.0.0.1:${mediaServer.address().port}/`;
+  QUnit.begin(() => {
+    for (const name of Object.keys(global)) {
+      if (/^URL_/.test(name) && typeof global[name] === 'string' && global[name].startsWith(base)) {
+        global[name] = local() + global[name].slice(base.length);
+      }
+    }
+  });
+}
+
 const suites = argv._.length ? argv._ : ['.', 'core', 'elements', 'filters', 'transactions'];
 for (const entry of suites) {
   const full = path.resolve(TEST_DIR, entry);
