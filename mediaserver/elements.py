@@ -148,7 +148,8 @@ class MediaElement(MediaObject):
         Property("maxEncoderBitrate", kind=int),
     )
 
-    def __init__(self, registry: Registry, pipeline: MediaPipeline) -> None:
+    def __init__(self, registry: Registry, pipeline: MediaObject) -> None:
+        # The parent is the pipeline, or for a HubPort its hub (hubs.py).
         super().__init__(registry, parent=pipeline)
         self.values.update(encoderBitrate=300000, minEncoderBitrate=0, maxEncoderBitrate=0)
         self.hubs = {

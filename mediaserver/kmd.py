@@ -26,6 +26,8 @@ _PARAM_TYPES = {
     "options": "OfferOptions",
 }
 _METHOD_PARAM_TYPES = {
+    ("connect", "media"): "MediaType",  # Mixer's
+    ("disconnect", "media"): "MediaType",
     ("setAudioFormat", "caps"): "AudioCaps",
     ("setVideoFormat", "caps"): "VideoCaps",
 }
@@ -109,6 +111,7 @@ _EVENTS: dict[str, dict[str, tuple[str | None, tuple[str, ...]]]] = {
         "DataChannelOpened": ("Media", ("channelId:int",)),
         "DataChannelClosed": ("Media", ("channelId:int",)),
         "NewCandidatePairSelected": ("Media", ("candidatePair:IceCandidatePair",)),
+        "OnKeySoftLimit": ("Media", ("mediaType:MediaType",)),
     },
     "filters": {},
 }
@@ -157,6 +160,12 @@ _ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
             "FAILED",
         ),
         "DtlsConnectionState": ("NEW", "CLOSED", "FAILED", "CONNECTING", "CONNECTED"),
+        "CryptoSuite": (
+            "AES_128_CM_HMAC_SHA1_32",
+            "AES_128_CM_HMAC_SHA1_80",
+            "AES_256_CM_HMAC_SHA1_32",
+            "AES_256_CM_HMAC_SHA1_80",
+        ),
         "MediaProfileSpecType": (
             "WEBM",
             "MKV",
@@ -254,6 +263,7 @@ _REGISTERS: dict[str, dict[str, tuple[str | None, tuple[str, ...]]]] = {
             ("isSeekable:boolean", "seekableInit:int64", "seekableEnd:int64", "duration:int64"),
         ),
         "IceCandidate": (None, ("candidate:String", "sdpMid:String", "sdpMLineIndex:int")),
+        "SDES": (None, ("key?:String", "keyBase64?:String", "crypto?:CryptoSuite")),
         "IceCandidatePair": (
             None,
             (
@@ -291,7 +301,7 @@ def module_descriptor(
     every: dict[str, type[MediaObject]] = {}
     for cls in classes:
         for base in cls.__mro__:
-            if isinstance(base, type) and issubclass(base, MediaObject):
+            if isinstance(base, type) and issubclass(base, MediaObject) and base.is_kurento_class():
                 every.setdefault(base.TYPE, base)
     own = sorted(
         (cls for cls in every.values() if name == cls.MODULE_NAME), key=lambda c: len(c.__mro__)
@@ -335,7 +345,12 @@ def _field(spec: str) -> dict[str, Any]:
 
 def _remote_class(cls: type[MediaObject]) -> dict[str, Any]:
     parent = next(
-        (b for b in cls.__mro__[1:] if issubclass(b, MediaObject) and b.TYPE != cls.TYPE), None
+        (
+            b
+            for b in cls.__mro__[1:]
+            if issubclass(b, MediaObject) and b.is_kurento_class() and b.TYPE != cls.TYPE
+        ),
+        None,
     )
     entry: dict[str, Any] = {"name": cls.TYPE}
     if cls.ABSTRACT:

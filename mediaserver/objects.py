@@ -162,11 +162,17 @@ class MediaObject:
         return f"{MODULE}.{cls.TYPE}"
 
     @classmethod
+    def is_kurento_class(cls) -> bool:
+        """Whether the class is one of Kurento's (it names its own TYPE), not a helper base
+        that shares its parent's."""
+        return "TYPE" in cls.__dict__
+
+    @classmethod
     def hierarchy(cls) -> list[str]:
         return [
             f"{MODULE}.{base.TYPE}"
             for base in cls.__mro__[1:]
-            if issubclass(base, MediaObject) and base.TYPE != cls.TYPE
+            if issubclass(base, MediaObject) and base.is_kurento_class() and base.TYPE != cls.TYPE
         ]
 
     @classmethod

@@ -43,9 +43,9 @@ _QUEUE_ITEMS = 4000  # about 40 s of audio and video waiting for a slow disk
 
 # What the file formats hold without transcoding, per media kind.
 _AUDIO_RATES = {"opus": 48000, "pcmu": 8000, "pcma": 8000, "g722": 16000, "aac": 48000}
-_AUDIO_DECODERS = {"opus": "opus", "pcmu": "pcm_mulaw", "pcma": "pcm_alaw", "g722": "g722"}
+AUDIO_DECODERS = {"opus": "opus", "pcmu": "pcm_mulaw", "pcma": "pcm_alaw", "g722": "g722"}
 _AUDIO_ENCODERS = {"opus": "libopus", "aac": "aac"}
-_VIDEO_DECODERS = {"vp8": "vp8", "h264": "h264"}
+VIDEO_DECODERS = {"vp8": "vp8", "h264": "h264"}
 
 
 @dataclass(frozen=True)
@@ -331,7 +331,7 @@ class _AudioTranscoder:
     """Audio in a codec the file cannot hold (G.711 into WebM, Opus into FLV), re-encoded."""
 
     def __init__(self, source: str, target: str) -> None:
-        self.decoder = av.CodecContext.create(_AUDIO_DECODERS[source], "r")
+        self.decoder = av.CodecContext.create(AUDIO_DECODERS[source], "r")
         if source in ("pcmu", "pcma"):
             self.decoder.sample_rate = 8000
             self.decoder.layout = "mono"
@@ -373,7 +373,7 @@ def _video_parameters(frame: EncodedFrame | None) -> tuple[int, int, bytes]:
     """Width, height and (H.264) the parameter sets of a stream, from its first keyframe."""
     if frame is None:
         return 640, 480, b""
-    decoder = av.CodecContext.create(_VIDEO_DECODERS[frame.codec], "r")
+    decoder = av.CodecContext.create(VIDEO_DECODERS[frame.codec], "r")
     width, height = 640, 480
     try:
         for picture in decoder.decode(av.Packet(bytes(frame.packet))):
@@ -414,7 +414,7 @@ def _template(codec: str) -> av.stream.Stream:
 def _make_template(codec: str) -> tuple[av.container.InputContainer, av.stream.Stream]:
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="matroska") as output:
-        if codec in _VIDEO_DECODERS:
+        if codec in VIDEO_DECODERS:
             stream = output.add_stream(_TEMPLATE_ENCODERS[codec], rate=30)
             stream.width = stream.height = 16
             stream.pix_fmt = "yuv420p"

@@ -33,6 +33,8 @@ from . import forwarding, ice
 from .config import Config
 from .elements import MediaElement, MediaPipeline, PassThrough, ServerManager
 from .errors import Code, KurentoError, marshall_error, too_many
+from .http_post import HttpPostEndpoint, HttpPostServer
+from .hubs import HUB_FACTORIES, Composite, Hub, HubPort
 from .limits import (
     MAX_ELEMENTS_PER_PIPELINE,
     MAX_NESTING_DEPTH,
@@ -44,6 +46,8 @@ from .limits import (
 from .objects import EVENT_ALIASES, MediaObject, Registry
 from .player import PlayerEndpoint
 from .recorder import RecorderEndpoint
+from .rtp_endpoint import RtpEndpoint
+from .rtp_sdp import sdes_param
 from .sessions import Session, Sessions
 from .webrtc import IceDefaults, WebRtcEndpoint
 
@@ -123,8 +127,18 @@ class MediaServer:
         self.server_id = str(uuid.uuid4())
         self.sessions = Sessions()
         self.registry = Registry(self._deliver_event)
-        for cls in (MediaPipeline, PassThrough, WebRtcEndpoint, RecorderEndpoint, PlayerEndpoint):
+        for cls in (
+            MediaPipeline,
+            PassThrough,
+            WebRtcEndpoint,
+            RecorderEndpoint,
+            PlayerEndpoint,
+            *HUB_FACTORIES,
+            RtpEndpoint,
+            HttpPostEndpoint,
+        ):
             self.registry.register_factory(cls)
+        self.http_post = HttpPostServer(config.host)
         self.manager = ServerManager(self.registry, self.sessions)
         self.ice_defaults = IceDefaults(config.stun_address, config.stun_port, config.turn_url)
         self.connections: set[ClientConnection] = set()
@@ -201,6 +215,7 @@ class MediaServer:
             await self._ws_server.wait_closed()
         for pipeline in self.registry.pipelines():
             await pipeline.release()
+        await self.http_post.close()
         logger.info("media server stopped")
 
     def _check_path(self, connection: ServerConnection, request: Any) -> Any:
@@ -392,6 +407,8 @@ class MediaServer:
     def _construct(self, cls: type[MediaObject], ctor: dict[str, Any]) -> MediaObject:
         if cls is MediaPipeline:
             return MediaPipeline(self.registry)
+        if cls is HubPort:
+            return self._construct_hub_port(ctor)
         pipeline_id = ctor.get("mediaPipeline")
         if pipeline_id is None:
             raise marshall_error(f"{cls.TYPE} needs the constructor parameter 'mediaPipeline'")
@@ -432,8 +449,55 @@ class MediaServer:
                 use_encoded_media=_constructor_param(ctor, "useEncodedMedia", bool, False),
                 network_cache=_constructor_param(ctor, "networkCache", int, 2000),
             )
-        assert issubclass(cls, MediaElement)
+        if cls is Composite:
+            return Composite(
+                self.registry,
+                pipeline,
+                width=_constructor_param(ctor, "width", int, 800),
+                height=_constructor_param(ctor, "height", int, 600),
+                framerate=_constructor_param(ctor, "framerate", int, 15),
+            )
+        if cls is RtpEndpoint:
+            return self._rtp_endpoint(pipeline, ctor)
+        if cls is HttpPostEndpoint:
+            return HttpPostEndpoint(
+                self.registry,
+                pipeline,
+                server=self.http_post,
+                disconnection_timeout=_constructor_param(ctor, "disconnectionTimeout", int, 2),
+                use_encoded_media=_constructor_param(ctor, "useEncodedMedia", bool, False),
+            )
+        assert issubclass(cls, MediaElement | Hub)
         return cls(self.registry, pipeline)  # type: ignore[call-arg]
+
+    def _construct_hub_port(self, ctor: dict[str, Any]) -> HubPort:
+        """A HubPort is made in a hub (its parent), not in a pipeline."""
+        hub_id = _constructor_param(ctor, "hub", str)
+        hub = self.registry.get(hub_id)
+        if not isinstance(hub, Hub):
+            raise KurentoError(Code.MEDIA_OBJECT_ILLEGAL_PARAM_ERROR, f"'{hub_id}' is not a Hub")
+        if len(hub.children) >= MAX_ELEMENTS_PER_PIPELINE:
+            raise too_many(f"Too many ports in this hub (limit {MAX_ELEMENTS_PER_PIPELINE})")
+        return HubPort(self.registry, hub)
+
+    def _rtp_endpoint(self, pipeline: MediaPipeline, ctor: dict[str, Any]) -> RtpEndpoint:
+        """An RtpEndpoint on the first configured media address of the family it asks for
+        (`useIpv6`); with none of that family it is made, and its negotiation is refused."""
+        sdes = sdes_param(ctor.get("crypto"))
+        ipv6 = _constructor_param(ctor, "useIpv6", bool, False)
+        address = next(
+            (a for a in self.config.ice_addresses if (":" in a) == ipv6),
+            None,
+        )
+        announced = self.config.announced_address if address is not None else None
+        return RtpEndpoint(
+            self.registry,
+            pipeline,
+            address=address,
+            announced=announced,
+            port_range=(self.config.port_min, self.config.port_max),
+            sdes=sdes,
+        )
 
     async def _invoke(self, conn: ClientConnection, session: Session | None, params: dict) -> Any:
         assert session is not None

@@ -50,6 +50,16 @@ _KINDS = tuple(MEDIA_KINDS.values())
 # Seconds without RTP or RTCP from the peer before its media counts as gone (KMS: its RTP
 # session's source timeout); a peer that left properly says so at once (DTLS close).
 PEER_SILENCE_TIMEOUT = 10.0
+# What KMS's BaseRtpEndpoint and SdpEndpoint properties start at (kmsbasertpendpoint.c).
+BASE_RTP_DEFAULTS: dict[str, Any] = {
+    "maxAudioRecvBandwidth": 0,
+    "maxVideoRecvBandwidth": 0,
+    "minVideoRecvBandwidth": 0,
+    "minVideoSendBandwidth": 100,
+    "maxVideoSendBandwidth": 500,
+    "mtu": 1200,
+    "rembParams": None,
+}
 
 
 @dataclass(frozen=True)
@@ -145,14 +155,8 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         super().__init__(registry, pipeline)
         self.ice_defaults = ice
         self.direction = "recvonly" if recvonly else "sendonly" if sendonly else "sendrecv"
+        self.values.update(BASE_RTP_DEFAULTS)
         self.values.update(
-            maxAudioRecvBandwidth=0,
-            maxVideoRecvBandwidth=0,
-            minVideoRecvBandwidth=0,
-            minVideoSendBandwidth=100,
-            maxVideoSendBandwidth=500,
-            mtu=1200,
-            rembParams=None,
             networkInterfaces="",
             iceTcp=True,
             stunServerAddress="",
@@ -210,7 +214,7 @@ class WebRtcEndpoint(BaseRtpEndpoint):
                 raise KurentoError(
                     Code.SDP_END_POINT_ALREADY_NEGOTIATED, "Endpoint already negotiated"
                 )
-            parsed = _parse_sdp(offer, "offer")
+            parsed = parse_sdp(offer, "offer")
             rejected = [_rejected(media) for media in parsed.media]
             if all(rejected):
                 # Like KMS: nothing it can negotiate (plain RTP/AVP, say) is answered, every
@@ -267,7 +271,7 @@ class WebRtcEndpoint(BaseRtpEndpoint):
                     Code.SDP_END_POINT_ANSWER_ALREADY_PROCCESED, "Sdp Answer already processed"
                 )
             _check_transport(
-                _parse_sdp(answer, "answer"), Code.SDP_END_POINT_PROCESS_ANSWER_ERROR, "answer"
+                parse_sdp(answer, "answer"), Code.SDP_END_POINT_PROCESS_ANSWER_ERROR, "answer"
             )
             assert self.pc is not None
             async with self._negotiating(
@@ -675,7 +679,7 @@ def _rtp_stream_stats(
     )
 
 
-def _parse_sdp(sdp: str, kind: str) -> SessionDescription:
+def parse_sdp(sdp: str, kind: str) -> SessionDescription:
     if not sdp.strip() or len(sdp) > 256 * 1024:
         raise KurentoError(Code.SDP_PARSE_ERROR, f"Error parsing SDP {kind}: empty or too long")
     try:

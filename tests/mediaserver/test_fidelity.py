@@ -341,7 +341,7 @@ async def test_get_stats_has_the_endpoint_entry_and_kms_rtp_fields(rpc: Rpc) -> 
 
 
 async def test_error_codes_are_those_of_kms_7(rpc: Rpc) -> None:
-    for type_name in ("Composite", "kurento.MediaElement"):
+    for type_name in ("ZBarFilter", "kurento.MediaElement"):
         unknown = await error_of(rpc, "create", type=type_name)
         assert unknown["code"] == 40108, type_name
         assert unknown["message"] == f"Factory '{type_name}' not found"

@@ -163,15 +163,15 @@ async def test_explicit_transaction_and_a_plain_rtp_offer(
             {"create": "source", "type": "PassThrough", "parent": "pipeline"},
             {"create": "ep", "type": "WebRtcEndpoint", "parent": "pipeline"},
             {"call": "source", "method": "addTag", "args": ["room", "42"]},
-            {"create": "composite", "type": "Composite", "parent": "pipeline"},
+            {"create": "filter", "type": "ZBarFilter", "parent": "pipeline"},
         ],
     )
     assert result["commited"] is True
-    pipeline, source, endpoint, tagged, composite = result["steps"]
+    pipeline, source, endpoint, tagged, missing = result["steps"]
     assert pipeline["ok"] and source["value"].startswith(pipeline["value"] + "/")
     assert endpoint["value"].endswith("_kurento.WebRtcEndpoint")
     assert tagged["ok"]
-    assert composite == {"ok": False, "code": 40108}
+    assert missing == {"ok": False, "code": 40108}
     assert await js_client.run("call", ref="source", method="getTag", args=["room"]) == "42"
     await js_client.run("call", ref="source", method="connect", args=[{"$ref": "ep"}])
     sinks = await js_client.run("call", ref="source", method="getSinkConnections", args=["VIDEO"])
