@@ -97,7 +97,7 @@ class ServerManager(MediaObject):
 
     async def op_getKmd(self, moduleName: str) -> str:
         """The module's interface description, made from the classes this server has."""
-        classes = {type(self), *self.registry.factories.values()}
+        classes = {type(self), Filter, *self.registry.factories.values()}
         descriptor = module_descriptor(moduleName, SERVER_VERSION, classes)
         if descriptor is None:
             raise KurentoError(
@@ -338,6 +338,13 @@ class MediaElement(MediaObject):
 
 class Endpoint(MediaElement):
     TYPE = "Endpoint"
+
+
+class Filter(MediaElement):
+    """The base of the filters module's classes (none is implemented here), listed in the core
+    module's KMD as KMS lists it."""
+
+    TYPE = "Filter"
 
 
 class UriEndpoint(Endpoint):

@@ -444,6 +444,7 @@ async def test_get_kmd_describes_each_module_from_the_servers_own_classes(rpc: R
     core = {c["name"]: c for c in documents["core"]["remoteClasses"]}
     assert "extends" not in core["MediaObject"] and core["MediaObject"]["abstract"] is True
     assert core["MediaElement"]["extends"] == "MediaObject"
+    assert core["Filter"] == {**core["Filter"], "extends": "MediaElement", "abstract": True}
     assert core["BaseRtpEndpoint"]["extends"] == "SdpEndpoint"
     assert core["MediaPipeline"]["constructor"]["params"] == []
     assert {"ElementConnected", "MediaFlowInStateChanged"} <= set(core["MediaElement"]["events"])
