@@ -98,7 +98,9 @@ class Moderation(RoomActions[protocol.ModerationMessage]):
                 return protocol.RecordingSet(on=False, id=message.id)
             case protocol.EndMeeting():
                 await database_sync_to_async(services.meeting_end)(room_id=room_id, by_user=by_user)
-                await self._release_departed(room_id)
+                # Not released here: every connection releases on `room_closed` (this one too,
+                # right after this reply, and its sweep takes whoever has no connection left).
+                # Releasing first kept this page from hearing the end until it was all done.
                 return protocol.MeetingEnded(id=message.id)
         raise AssertionError(f"no handler for {message.type_name}")  # a message added, not here
 
