@@ -18,25 +18,18 @@ import argparse
 import asyncio
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from signaling.kurento import KurentoClient
 
 from .media import encode_media
-from .proc import Child, Server, Worker, cpu_seconds, rss_bytes
+from .proc import Child, Server, Worker, cpu_percent, rss_bytes
 
 MIB = 1024 * 1024
 
 
 def say(text: str = "") -> None:
     print(text, flush=True)
-
-
-async def _cpu_percent(pid: int, window: float) -> float:
-    before, started = cpu_seconds(pid), time.monotonic()
-    await asyncio.sleep(window)
-    return 100.0 * (cpu_seconds(pid) - before) / (time.monotonic() - started)
 
 
 async def run(inputs: int, window: float, framerate: int, work: Path) -> None:
@@ -59,7 +52,7 @@ async def run(inputs: int, window: float, framerate: int, work: Path) -> None:
             (await publisher.call("publish", pipeline=pipeline))["endpoint"] for _ in range(inputs)
         ]
         await asyncio.sleep(3.0)  # every stream flowing
-        idle = await _cpu_percent(server.pid, window)
+        idle = await cpu_percent(server.pid, window)
         rss_idle = rss_bytes(server.pid)
 
         composite = await rpc.create("Composite", mediaPipeline=pipeline, framerate=framerate)
@@ -71,7 +64,7 @@ async def run(inputs: int, window: float, framerate: int, work: Path) -> None:
         ready = await subscriber.call("wait_media", seconds=20)
         await asyncio.sleep(2.0)
         before = await subscriber.call("snapshot")
-        mixing = await _cpu_percent(server.pid, window)
+        mixing = await cpu_percent(server.pid, window)
         after = await subscriber.call("snapshot")
         rss_mixing = rss_bytes(server.pid)
     finally:

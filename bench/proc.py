@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,6 +24,13 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+async def cpu_percent(pid: int, window: float) -> float:
+    """The process's CPU over the next `window` seconds, in % of one core."""
+    before, started = cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(window)
+    return 100.0 * (cpu_seconds(pid) - before) / (time.monotonic() - started)
 
 
 def rss_bytes(pid: int) -> int:

@@ -23,19 +23,13 @@ from pathlib import Path
 from signaling.kurento import KurentoClient
 
 from .media import encode_media
-from .proc import Child, Server, Worker, cpu_seconds, rss_bytes
+from .proc import Child, Server, Worker, cpu_percent, rss_bytes
 
 MIB = 1024 * 1024
 
 
 def say(text: str = "") -> None:
     print(text, flush=True)
-
-
-async def _cpu_percent(pid: int, window: float) -> float:
-    before, started = cpu_seconds(pid), time.monotonic()
-    await asyncio.sleep(window)
-    return 100.0 * (cpu_seconds(pid) - before) / (time.monotonic() - started)
 
 
 async def run(streams: int, window: float, work: Path) -> None:
@@ -68,7 +62,7 @@ async def run(streams: int, window: float, work: Path) -> None:
             (await publisher.call("publish", pipeline=pipeline))["endpoint"] for _ in range(streams)
         ]
         await asyncio.sleep(3.0)  # every stream flowing
-        idle = await _cpu_percent(server.pid, window)
+        idle = await cpu_percent(server.pid, window)
         rss_idle = rss_bytes(server.pid)
 
         recorders = []
@@ -81,7 +75,7 @@ async def run(streams: int, window: float, work: Path) -> None:
             recorders.append(recorder)
         await asyncio.sleep(2.0)
         started = time.monotonic()
-        recording = await _cpu_percent(server.pid, window)
+        recording = await cpu_percent(server.pid, window)
         rss_recording = rss_bytes(server.pid)
         for recorder in recorders:
             await rpc.invoke(recorder, "stopAndWait")

@@ -9,7 +9,6 @@ the element's hubs, what reaches the element's pads goes to the peer, in the cod
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -66,12 +65,8 @@ class RtpEndpoint(BaseRtpEndpoint):
         self.sessions: dict[str, RtpSession] = {}
         self.local: list[LocalMedia] = []
         self.send_codecs: dict[str, str] = {}
-        self.local_sdp: str | None = None
-        self.remote_sdp: str | None = None
-        self.offer_generated = False
         self.media_state = "DISCONNECTED"
         self.connection_state = "DISCONNECTED"
-        self._lock = asyncio.Lock()
         for pad in self.pads.values():
             pad.active = False
 
@@ -84,89 +79,56 @@ class RtpEndpoint(BaseRtpEndpoint):
 
     # -- negotiation -----------------------------------------------------------------------------
 
-    async def op_generateOffer(self, options: dict | None = None) -> str:
-        async with self._lock:
-            if self.local_sdp is not None:
-                raise KurentoError(
-                    Code.SDP_END_POINT_ALREADY_NEGOTIATED, "Endpoint already negotiated"
-                )
-            options = options or {}
-            kinds = [k for k in KINDS if options.get(f"offerToReceive{k.capitalize()}", True)]
-            code = Code.SDP_END_POINT_GENERATE_OFFER_ERROR
-            for kind in kinds:
-                session = await self._open(kind, code)
-                codecs = OFFERED_CODECS[kind]
-                self.local.append(
-                    self._local_media(session, codecs, "sendrecv", self._profile(), _SDES_TAG)
-                )
-            self.offer_generated = True
-            self.local_sdp = write_sdp(self._announced(code), self.local)
-            return self.local_sdp
-
-    async def op_processOffer(self, offer: str) -> str:
-        async with self._lock:
-            if self.remote_sdp is not None or self.offer_generated:
-                raise KurentoError(
-                    Code.SDP_END_POINT_ALREADY_NEGOTIATED, "Endpoint already negotiated"
-                )
-            code = Code.SDP_END_POINT_PROCESS_OFFER_ERROR
-            remotes = parse_remote(parse_sdp(offer, "offer"), offer, self.sdes is not None)
-            address = self._announced(code)
-            try:
-                for remote in remotes:
-                    self.local.append(await self._answer_media(remote, code))
-            except KurentoError:
-                self._close_sessions()
-                raise
-            for local, remote in zip(self.local, remotes, strict=True):
-                if local.port:
-                    self._start(local, remote)
-            self.remote_sdp = offer
-            self.local_sdp = write_sdp(address, self.local)
-            self._negotiated()
-            return self.local_sdp
-
-    async def op_processAnswer(self, answer: str) -> str:
-        async with self._lock:
-            if not self.offer_generated:
-                raise KurentoError(
-                    Code.SDP_END_POINT_NOT_OFFER_GENERATED,
-                    "Offer not generated. It is not possible to process an answer.",
-                )
-            if self.remote_sdp is not None:
-                raise KurentoError(
-                    Code.SDP_END_POINT_ANSWER_ALREADY_PROCCESED, "Sdp Answer already processed"
-                )
-            code = Code.SDP_END_POINT_PROCESS_ANSWER_ERROR
-            remotes = parse_remote(parse_sdp(answer, "answer"), answer, self.sdes is not None)
-            if [r.kind for r in remotes] != [m.kind for m in self.local]:
-                raise KurentoError(
-                    code, "Error processing answer: its media do not match the offer's"
-                )
-            for remote in remotes:
-                if remote.port and not remote.codecs:
-                    raise KurentoError(code, f"Error processing answer: no codec for {remote.kind}")
-                if remote.port and self.sdes is not None and self._remote_key(remote) is None:
-                    raise KurentoError(
-                        code, f"Error processing answer: no matching a=crypto for {remote.kind}"
-                    )
-            for local, remote in zip(self.local, remotes, strict=True):
-                if remote.port:
-                    local.codecs = remote.codecs
-                    self._start(local, remote)
-            self.remote_sdp = answer
-            self._negotiated()
-            return self.local_sdp or ""
-
-    async def op_getLocalSessionDescriptor(self) -> str:
-        if self.local_sdp is None:
-            raise KurentoError(Code.SDP_END_POINT_NO_LOCAL_SDP_ERROR, "Local SDP not generated")
+    async def generate_offer(self, options: dict) -> str:
+        kinds = [k for k in KINDS if options.get(f"offerToReceive{k.capitalize()}", True)]
+        code = Code.SDP_END_POINT_GENERATE_OFFER_ERROR
+        for kind in kinds:
+            session = await self._open(kind, code)
+            codecs = OFFERED_CODECS[kind]
+            self.local.append(
+                self._local_media(session, codecs, "sendrecv", self._profile(), _SDES_TAG)
+            )
+        self.offer_generated = True
+        self.local_sdp = write_sdp(self._announced(code), self.local)
         return self.local_sdp
 
-    async def op_getRemoteSessionDescriptor(self) -> str:
-        if self.remote_sdp is None:
-            raise KurentoError(Code.SDP_END_POINT_NO_REMOTE_SDP_ERROR, "Remote SDP not set")
-        return self.remote_sdp
+    async def process_offer(self, offer: str) -> str:
+        code = Code.SDP_END_POINT_PROCESS_OFFER_ERROR
+        remotes = parse_remote(parse_sdp(offer, "offer"), offer, self.sdes is not None)
+        address = self._announced(code)
+        try:
+            for remote in remotes:
+                self.local.append(await self._answer_media(remote, code))
+        except KurentoError:
+            self._close_sessions()
+            raise
+        for local, remote in zip(self.local, remotes, strict=True):
+            if local.port:
+                self._start(local, remote)
+        self.remote_sdp = offer
+        self.local_sdp = write_sdp(address, self.local)
+        self._negotiated()
+        return self.local_sdp
+
+    async def process_answer(self, answer: str) -> str:
+        code = Code.SDP_END_POINT_PROCESS_ANSWER_ERROR
+        remotes = parse_remote(parse_sdp(answer, "answer"), answer, self.sdes is not None)
+        if [r.kind for r in remotes] != [m.kind for m in self.local]:
+            raise KurentoError(code, "Error processing answer: its media do not match the offer's")
+        for remote in remotes:
+            if remote.port and not remote.codecs:
+                raise KurentoError(code, f"Error processing answer: no codec for {remote.kind}")
+            if remote.port and self.sdes is not None and self._remote_key(remote) is None:
+                raise KurentoError(
+                    code, f"Error processing answer: no matching a=crypto for {remote.kind}"
+                )
+        for local, remote in zip(self.local, remotes, strict=True):
+            if remote.port:
+                local.codecs = remote.codecs
+                self._start(local, remote)
+        self.remote_sdp = answer
+        self._negotiated()
+        return self.local_sdp or ""
 
     def _profile(self) -> str:
         """What KMS's RtpEndpoint offers: AVPF, or SAVPF with SDES."""
@@ -267,9 +229,6 @@ class RtpEndpoint(BaseRtpEndpoint):
         session = self.sessions.get(kind)
         if session is not None:
             session.request_keyframe()
-
-    async def op_requestKeyframe(self) -> None:
-        self.request_keyframe("video")
 
     # -- state -----------------------------------------------------------------------------------
 

@@ -77,11 +77,71 @@ class SessionEndpoint(Endpoint):
 
 
 class SdpEndpoint(SessionEndpoint):
+    """An endpoint negotiated by an SDP offer and answer. The order KMS enforces (one offer, an
+    answer only to our own offer, once) and the descriptors kept are here; subclasses negotiate
+    in `generate_offer`, `process_offer` and `process_answer`, and set `local_sdp` and
+    `remote_sdp` as they go."""
+
     TYPE = "SdpEndpoint"
     PROPERTIES = (
         Property("maxAudioRecvBandwidth", kind=int),
         Property("maxVideoRecvBandwidth", kind=int),
     )
+
+    def __init__(self, registry: Registry, pipeline: MediaPipeline) -> None:
+        super().__init__(registry, pipeline)
+        self.local_sdp: str | None = None
+        self.remote_sdp: str | None = None
+        self.offer_generated = False
+        self._lock = asyncio.Lock()  # one negotiation step at a time
+
+    async def op_generateOffer(self, options: dict | None = None) -> str:
+        async with self._lock:
+            if self.local_sdp is not None:
+                raise KurentoError(
+                    Code.SDP_END_POINT_ALREADY_NEGOTIATED, "Endpoint already negotiated"
+                )
+            return await self.generate_offer(options or {})
+
+    async def op_processOffer(self, offer: str) -> str:
+        async with self._lock:
+            if self.remote_sdp is not None or self.offer_generated:
+                raise KurentoError(
+                    Code.SDP_END_POINT_ALREADY_NEGOTIATED, "Endpoint already negotiated"
+                )
+            return await self.process_offer(offer)
+
+    async def op_processAnswer(self, answer: str) -> str:
+        async with self._lock:
+            if not self.offer_generated:
+                raise KurentoError(
+                    Code.SDP_END_POINT_NOT_OFFER_GENERATED,
+                    "Offer not generated. It is not possible to process an answer.",
+                )
+            if self.remote_sdp is not None:
+                raise KurentoError(
+                    Code.SDP_END_POINT_ANSWER_ALREADY_PROCCESED, "Sdp Answer already processed"
+                )
+            return await self.process_answer(answer)
+
+    async def op_getLocalSessionDescriptor(self) -> str:
+        if self.local_sdp is None:
+            raise KurentoError(Code.SDP_END_POINT_NO_LOCAL_SDP_ERROR, "Local SDP not generated")
+        return self.local_sdp
+
+    async def op_getRemoteSessionDescriptor(self) -> str:
+        if self.remote_sdp is None:
+            raise KurentoError(Code.SDP_END_POINT_NO_REMOTE_SDP_ERROR, "Remote SDP not set")
+        return self.remote_sdp
+
+    async def generate_offer(self, options: dict) -> str:
+        raise NotImplementedError
+
+    async def process_offer(self, offer: str) -> str:
+        raise NotImplementedError
+
+    async def process_answer(self, answer: str) -> str:
+        raise NotImplementedError
 
 
 class BaseRtpEndpoint(SdpEndpoint):
@@ -98,6 +158,9 @@ class BaseRtpEndpoint(SdpEndpoint):
         Property("mtu", kind=int),
         Property("rembParams", kind=dict, type_name="RembParams"),
     )
+
+    async def op_requestKeyframe(self) -> None:
+        self.request_keyframe("video")
 
     def element_stats(self, millis: int) -> dict[str, Any]:
         return complex_value(
@@ -171,9 +234,6 @@ class WebRtcEndpoint(BaseRtpEndpoint):
             track.on_overflow = self.pads[kind].resync
         self.send_codecs: dict[str, str] = {}
         self.receivers: dict[str, list[ForwardingReceiver]] = {kind: [] for kind in _KINDS}
-        self.local_sdp: str | None = None
-        self.remote_sdp: str | None = None
-        self.offer_generated = False
         self.pending_candidates: list[dict[str, Any]] = []
         self.remote_candidates = 0  # added by the client, queued or not (limits.py)
         self.gather_requested = False
@@ -182,7 +242,6 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         self.connection_state = "DISCONNECTED"
         self.peer_gone = False  # its connection closed or failed: media stays DISCONNECTED
         self.streams: list[MediaStream] = []
-        self._lock = asyncio.Lock()
         for pad in self.pads.values():
             pad.active = False
 
@@ -208,88 +267,57 @@ class WebRtcEndpoint(BaseRtpEndpoint):
 
     # -- negotiation --------------------------------------------------------------------------
 
-    async def op_processOffer(self, offer: str) -> str:
-        async with self._lock:
-            if self.remote_sdp is not None or self.offer_generated:
-                raise KurentoError(
-                    Code.SDP_END_POINT_ALREADY_NEGOTIATED, "Endpoint already negotiated"
-                )
-            parsed = parse_sdp(offer, "offer")
-            rejected = [_rejected(media) for media in parsed.media]
-            if all(rejected):
-                # Like KMS: nothing it can negotiate (plain RTP/AVP, say) is answered, every
-                # m-line rejected with port 0, not refused as an error.
-                self.remote_sdp, self.local_sdp = offer, _rejecting_answer(parsed)
-                return self.local_sdp
-            if any(rejected):
-                raise KurentoError(
-                    Code.SDP_END_POINT_PROCESS_OFFER_ERROR,
-                    "Error processing offer: it mixes WebRTC (SAVPF) and plain RTP media",
-                )
-            _check_transport(parsed, Code.SDP_END_POINT_PROCESS_OFFER_ERROR, "offer")
-            pc = self._peer_connection()
-            async with self._negotiating(
-                Code.SDP_END_POINT_PROCESS_OFFER_ERROR, "Error processing offer"
-            ):
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-                for transceiver in pc.getTransceivers():
-                    self._attach(transceiver)
-                await pc.setLocalDescription(await pc.createAnswer())
-            self.remote_sdp = offer
-            return await self._negotiated()
-
-    async def op_generateOffer(self, options: dict | None = None) -> str:
-        async with self._lock:
-            if self.local_sdp is not None:
-                raise KurentoError(
-                    Code.SDP_END_POINT_ALREADY_NEGOTIATED, "Endpoint already negotiated"
-                )
-            options = options or {}
-            pc = self._peer_connection()
-            async with self._negotiating(
-                Code.SDP_END_POINT_GENERATE_OFFER_ERROR, "Error generating offer"
-            ):
-                for kind in _KINDS:
-                    if options.get(f"offerToReceive{kind.capitalize()}", True) is False:
-                        continue
-                    self._attach(pc.addTransceiver(kind, direction=self.direction))
-                await pc.setLocalDescription(await pc.createOffer())
-            self.offer_generated = True
-            self.local_sdp = pc.localDescription.sdp
-            self._emit_candidates_if_requested()
+    async def process_offer(self, offer: str) -> str:
+        parsed = parse_sdp(offer, "offer")
+        rejected = [_rejected(media) for media in parsed.media]
+        if all(rejected):
+            # Like KMS: nothing it can negotiate (plain RTP/AVP, say) is answered, every
+            # m-line rejected with port 0, not refused as an error.
+            self.remote_sdp, self.local_sdp = offer, _rejecting_answer(parsed)
             return self.local_sdp
-
-    async def op_processAnswer(self, answer: str) -> str:
-        async with self._lock:
-            if not self.offer_generated:
-                raise KurentoError(
-                    Code.SDP_END_POINT_NOT_OFFER_GENERATED,
-                    "Offer not generated. It is not possible to process an answer.",
-                )
-            if self.remote_sdp is not None:
-                raise KurentoError(
-                    Code.SDP_END_POINT_ANSWER_ALREADY_PROCCESED, "Sdp Answer already processed"
-                )
-            _check_transport(
-                parse_sdp(answer, "answer"), Code.SDP_END_POINT_PROCESS_ANSWER_ERROR, "answer"
+        if any(rejected):
+            raise KurentoError(
+                Code.SDP_END_POINT_PROCESS_OFFER_ERROR,
+                "Error processing offer: it mixes WebRTC (SAVPF) and plain RTP media",
             )
-            assert self.pc is not None
-            async with self._negotiating(
-                Code.SDP_END_POINT_PROCESS_ANSWER_ERROR, "Error processing answer", reset=False
-            ):
-                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-            self.remote_sdp = answer
-            return await self._negotiated()
+        _check_transport(parsed, Code.SDP_END_POINT_PROCESS_OFFER_ERROR, "offer")
+        pc = self._peer_connection()
+        async with self._negotiating(
+            Code.SDP_END_POINT_PROCESS_OFFER_ERROR, "Error processing offer"
+        ):
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+            for transceiver in pc.getTransceivers():
+                self._attach(transceiver)
+            await pc.setLocalDescription(await pc.createAnswer())
+        self.remote_sdp = offer
+        return await self._negotiated()
 
-    async def op_getLocalSessionDescriptor(self) -> str:
-        if self.local_sdp is None:
-            raise KurentoError(Code.SDP_END_POINT_NO_LOCAL_SDP_ERROR, "Local SDP not generated")
+    async def generate_offer(self, options: dict) -> str:
+        pc = self._peer_connection()
+        async with self._negotiating(
+            Code.SDP_END_POINT_GENERATE_OFFER_ERROR, "Error generating offer"
+        ):
+            for kind in _KINDS:
+                if options.get(f"offerToReceive{kind.capitalize()}", True) is False:
+                    continue
+                self._attach(pc.addTransceiver(kind, direction=self.direction))
+            await pc.setLocalDescription(await pc.createOffer())
+        self.offer_generated = True
+        self.local_sdp = pc.localDescription.sdp
+        self._emit_candidates_if_requested()
         return self.local_sdp
 
-    async def op_getRemoteSessionDescriptor(self) -> str:
-        if self.remote_sdp is None:
-            raise KurentoError(Code.SDP_END_POINT_NO_REMOTE_SDP_ERROR, "Remote SDP not set")
-        return self.remote_sdp
+    async def process_answer(self, answer: str) -> str:
+        _check_transport(
+            parse_sdp(answer, "answer"), Code.SDP_END_POINT_PROCESS_ANSWER_ERROR, "answer"
+        )
+        assert self.pc is not None
+        async with self._negotiating(
+            Code.SDP_END_POINT_PROCESS_ANSWER_ERROR, "Error processing answer", reset=False
+        ):
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        self.remote_sdp = answer
+        return await self._negotiated()
 
     @contextlib.asynccontextmanager
     async def _negotiating(
@@ -369,9 +397,6 @@ class WebRtcEndpoint(BaseRtpEndpoint):
     def request_keyframe(self, kind: str) -> None:
         for receiver in self.receivers[kind]:
             receiver.request_keyframe()
-
-    async def op_requestKeyframe(self) -> None:
-        self.request_keyframe("video")
 
     # -- ICE ----------------------------------------------------------------------------------
 

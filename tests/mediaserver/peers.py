@@ -51,13 +51,37 @@ class PatternTrack(MediaStreamTrack):
         return frame
 
 
+class ColourTrack(MediaStreamTrack):
+    """320x240 video of one solid colour (15 fps by default), to tell senders apart in a mix."""
+
+    kind = "video"
+
+    def __init__(self, rgb: tuple[int, int, int], fps: int = 15) -> None:
+        super().__init__()
+        self.rgb, self.fps = rgb, fps
+        self._start: float | None = None
+        self._count = 0
+
+    async def recv(self) -> av.VideoFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        await asyncio.sleep(max(0.0, self._start + self._count / self.fps - time.monotonic()))
+        image = numpy.full((240, 320, 3), self.rgb, numpy.uint8)
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = int(self._count * VIDEO_CLOCK_RATE / self.fps)
+        frame.time_base = VIDEO_TIME_BASE
+        self._count += 1
+        return frame
+
+
 class ToneTrack(MediaStreamTrack):
-    """A 440 Hz tone in 20 ms frames at 48 kHz."""
+    """A steady tone (440 Hz by default) in 20 ms frames at 48 kHz."""
 
     kind = "audio"
 
-    def __init__(self) -> None:
+    def __init__(self, hertz: float = 440, level: int = 8000) -> None:
         super().__init__()
+        self.hertz, self.level = hertz, level
         self._start: float | None = None
         self._samples = 0
 
@@ -67,7 +91,7 @@ class ToneTrack(MediaStreamTrack):
             self._start = time.monotonic()
         await asyncio.sleep(max(0.0, self._start + self._samples / rate - time.monotonic()))
         t = (numpy.arange(count) + self._samples) / rate
-        samples = (numpy.sin(2 * math.pi * 440 * t) * 8000).astype(numpy.int16)
+        samples = (numpy.sin(2 * math.pi * self.hertz * t) * self.level).astype(numpy.int16)
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = rate
         frame.pts = self._samples

@@ -445,6 +445,11 @@ async def test_get_kmd_describes_each_module_from_the_servers_own_classes(rpc: R
     assert "extends" not in core["MediaObject"] and core["MediaObject"]["abstract"] is True
     assert core["MediaElement"]["extends"] == "MediaObject"
     assert core["Filter"] == {**core["Filter"], "extends": "MediaElement", "abstract": True}
+    # Methods are declared where KMS's interface declares them, not on each endpoint class.
+    methods = {name: {m["name"] for m in core[name]["methods"]} for name in core}
+    assert {"generateOffer", "processOffer", "processAnswer"} <= methods["SdpEndpoint"]
+    assert {"getLocalSessionDescriptor", "getRemoteSessionDescriptor"} <= methods["SdpEndpoint"]
+    assert "requestKeyframe" in methods["BaseRtpEndpoint"]
     assert core["BaseRtpEndpoint"]["extends"] == "SdpEndpoint"
     assert core["MediaPipeline"]["constructor"]["params"] == []
     assert {"ElementConnected", "MediaFlowInStateChanged"} <= set(core["MediaElement"]["events"])

@@ -6,76 +6,23 @@ and mixes the audio chosen, and a hub's ports released with it."""
 from __future__ import annotations
 
 import asyncio
-import fractions
-import math
 import threading
-import time
 from collections.abc import Callable
 
 import av
 import numpy
 import pytest
 from aiortc import MediaStreamTrack
-from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, VIDEO_TIME_BASE
 
 from mediaserver.hubs import Composite, HubPort
 from mediaserver.mixing import grid
 from mediaserver.server import MediaServer
 
-from .peers import Peer
+from .peers import ColourTrack, Peer, ToneTrack
 from .rpc import Rpc, RpcError
 from .test_player import make_media, media_dir
 
 RED, GREEN, BLUE = (220, 30, 30), (30, 200, 30), (30, 30, 220)
-
-
-class ColourTrack(MediaStreamTrack):
-    """320x240 video of one solid colour at 15 fps."""
-
-    kind = "video"
-
-    def __init__(self, rgb: tuple[int, int, int], fps: int = 15) -> None:
-        super().__init__()
-        self.rgb, self.fps = rgb, fps
-        self._start: float | None = None
-        self._count = 0
-
-    async def recv(self) -> av.VideoFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        await asyncio.sleep(max(0.0, self._start + self._count / self.fps - time.monotonic()))
-        image = numpy.full((240, 320, 3), self.rgb, numpy.uint8)
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts = int(self._count * VIDEO_CLOCK_RATE / self.fps)
-        frame.time_base = VIDEO_TIME_BASE
-        self._count += 1
-        return frame
-
-
-class PitchTrack(MediaStreamTrack):
-    """A steady tone of one frequency in 20 ms frames at 48 kHz."""
-
-    kind = "audio"
-
-    def __init__(self, hertz: float) -> None:
-        super().__init__()
-        self.hertz = hertz
-        self._start: float | None = None
-        self._samples = 0
-
-    async def recv(self) -> av.AudioFrame:
-        rate, count = 48000, int(48000 * AUDIO_PTIME)
-        if self._start is None:
-            self._start = time.monotonic()
-        await asyncio.sleep(max(0.0, self._start + self._samples / rate - time.monotonic()))
-        t = (numpy.arange(count) + self._samples) / rate
-        samples = (numpy.sin(2 * math.pi * self.hertz * t) * 6000).astype(numpy.int16)
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = rate
-        frame.pts = self._samples
-        frame.time_base = fractions.Fraction(1, rate)
-        self._samples += count
-        return frame
 
 
 class Watcher(Peer):
@@ -135,7 +82,7 @@ async def publish_into(
     await rpc.invoke(endpoint, "connect", sink=port)
     if hear:
         await rpc.invoke(port, "connect", sink=endpoint)
-    peer = Watcher(send=True, receive=hear, tracks=(PitchTrack(hertz), ColourTrack(rgb)))
+    peer = Watcher(send=True, receive=hear, tracks=(ToneTrack(hertz, level=6000), ColourTrack(rgb)))
     await peer.negotiate(rpc, endpoint)
     return endpoint, peer
 
