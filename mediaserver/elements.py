@@ -108,8 +108,9 @@ class ServerManager(MediaObject):
     async def op_getCpuCount(self) -> int:
         return len(os.sched_getaffinity(0))
 
-    async def op_getUsedCpu(self, interval: int = 1000) -> float:
-        """Percent of all CPUs this process used over the next `interval` ms (at most 10 s)."""
+    async def op_getUsedCpu(self, interval: int) -> float:
+        """Percent of all CPUs this process used over the next `interval` ms (at most 10 s).
+        The interval is required, as in KMS (its interface gives it no `optional`)."""
         wall_start, cpu_start = time.monotonic(), time.process_time()
         await asyncio.sleep(min(max(interval, 1), 10_000) / 1000)
         wall, cpu = time.monotonic() - wall_start, time.process_time() - cpu_start
@@ -181,6 +182,17 @@ class MediaElement(MediaObject):
 
     def request_keyframe(self, kind: str) -> None:
         """A sink wants a keyframe from this element's outgoing stream."""
+
+    def on_sink_data(self, message: str | bytes) -> None:
+        """A data message from the element connected to this one's DATA sink. Only a
+        WebRtcEndpoint with data channels takes it; KMS's other elements, PassThrough among
+        them (kmspassthrough.c links audio and video only), let it go nowhere."""
+
+    def push_data(self, message: str | bytes) -> None:
+        """A data message out of this element: to every element connected to its DATA output
+        (KMS's data output is a tee)."""
+        for sink in tuple(self.sinks["DATA"]):
+            sink.on_sink_data(message)
 
     def flow_in_at(self, kind: str) -> float:
         """When media last reached the element's sink pad from the element connected to it:
@@ -354,7 +366,7 @@ class UriEndpoint(Endpoint):
     TYPE = "UriEndpoint"
     EVENTS = frozenset({"UriEndpointStateChanged"})
     PROPERTIES = (
-        Property("uri", read_only=True),
+        Property("uri", final=True),
         Property("state", read_only=True, type_name="UriEndpointState"),
     )
 

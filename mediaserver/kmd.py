@@ -4,7 +4,10 @@ KMS answers `ServerManager.getKmd(moduleName)` with the JSON interface descripti
 built from. This server has no such files: it describes what it implements, in the same JSON shape
 (name, version, kurentoVersion, code, remoteClasses, complexTypes, events). Classes, their parents,
 constructors, properties, operations and events come from the registered classes themselves;
-the complex types and event payloads they use are listed below, once, as this server sends them.
+the complex types and event payloads are listed below, once: all of KMS 7's, those this server
+never sends included (the RTC*Stats of transports and candidates, CodecConfiguration...), so a
+client reading the KMD finds what it would find in KMS's. tests/mediaserver/test_kmd.py holds
+KMS 7's list of names and checks the KMD against it.
 """
 
 from __future__ import annotations
@@ -134,6 +137,7 @@ _ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
             "SHOW_ALL",
             "SHOW_VERBOSE",
         ),
+        "FilterType": ("AUDIO", "AUTODETECT", "VIDEO"),
         "AudioCodec": ("OPUS", "PCMU", "PCMA", "RAW"),
         "VideoCodec": ("H265", "AV1", "VP9", "VP8", "H264", "RAW"),
         "StatsType": (
@@ -148,6 +152,16 @@ _ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
             "remotecandidate",
             "element",
             "endpoint",
+        ),
+        "RTCDataChannelState": ("connecting", "open", "closing", "closed"),
+        "RTCStatsIceCandidateType": ("host", "serverreflexive", "peerreflexive", "relayed"),
+        "RTCStatsIceCandidatePairState": (
+            "frozen",
+            "waiting",
+            "inprogress",
+            "failed",
+            "succeeded",
+            "cancelled",
         ),
     },
     "elements": {
@@ -179,6 +193,53 @@ _ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
             "JPEG_VIDEO_ONLY",
             "KURENTO_SPLIT_RECORDER",
             "FLV",
+        ),
+        "GapsFixMethod": ("NONE", "GENPTS", "FILL_IF_TRANSCODING"),
+        "CertificateKeyType": ("RSA", "ECDSA"),
+        "DSCPValue": (
+            "NO_DSCP",
+            "NO_VALUE",
+            "AUDIO_VERYLOW",
+            "AUDIO_LOW",
+            "AUDIO_MEDIUM",
+            "AUDIO_HIGH",
+            "VIDEO_VERYLOW",
+            "VIDEO_LOW",
+            "VIDEO_MEDIUM",
+            "VIDEO_MEDIUM_THROUGHPUT",
+            "VIDEO_HIGH",
+            "VIDEO_HIGH_THROUGHPUT",
+            "DATA_VERYLOW",
+            "DATA_LOW",
+            "DATA_MEDIUM",
+            "DATA_HIGH",
+            "CHROME_HIGH",
+            "CHROME_MEDIUM",
+            "CHROME_LOW",
+            "CHROME_VERYLOW",
+            "CS0",
+            "CS1",
+            "CS2",
+            "CS3",
+            "CS4",
+            "CS5",
+            "CS6",
+            "CS7",
+            "AF11",
+            "AF12",
+            "AF13",
+            "AF21",
+            "AF22",
+            "AF23",
+            "AF31",
+            "AF32",
+            "AF33",
+            "AF41",
+            "AF42",
+            "AF43",
+            "EF",
+            "VOICEADMIT",
+            "LE",
         ),
     },
     "filters": {},
@@ -256,6 +317,104 @@ _REGISTERS: dict[str, dict[str, tuple[str | None, tuple[str, ...]]]] = {
                 "roundTripTime:double",
             ),
         ),
+        "RTCCodec": (
+            "RTCStats",
+            (
+                "payloadType:int64",
+                "codec:String",
+                "clockRate:int64",
+                "channels:int64",
+                "parameters:String",
+            ),
+        ),
+        "RTCPeerConnectionStats": (
+            "RTCStats",
+            ("dataChannelsOpened:int64", "dataChannelsClosed:int64"),
+        ),
+        "RTCMediaStreamStats": ("RTCStats", ("streamIdentifier:String", "trackIds:String[]")),
+        "RTCMediaStreamTrackStats": (
+            "RTCStats",
+            (
+                "trackIdentifier:String",
+                "remoteSource:boolean",
+                "ssrcIds:String[]",
+                "frameWidth:int64",
+                "frameHeight:int64",
+                "framesPerSecond:double",
+                "framesSent:int64",
+                "framesReceived:int64",
+                "framesDecoded:int64",
+                "framesDropped:int64",
+                "framesCorrupted:int64",
+                "audioLevel:double",
+                "echoReturnLoss:double",
+                "echoReturnLossEnhancement:double",
+            ),
+        ),
+        "RTCDataChannelStats": (
+            "RTCStats",
+            (
+                "label:String",
+                "protocol:String",
+                "datachannelid:int64",
+                "state:RTCDataChannelState",
+                "messagesSent:int64",
+                "bytesSent:int64",
+                "messagesReceived:int64",
+                "bytesReceived:int64",
+            ),
+        ),
+        "RTCTransportStats": (
+            "RTCStats",
+            (
+                "bytesSent:int64",
+                "bytesReceived:int64",
+                "rtcpTransportStatsId:String",
+                "activeConnection:boolean",
+                "selectedCandidatePairId:String",
+                "localCertificateId:String",
+                "remoteCertificateId:String",
+            ),
+        ),
+        "RTCIceCandidateAttributes": (
+            "RTCStats",
+            (
+                "ipAddress:String",
+                "portNumber:int64",
+                "transport:String",
+                "candidateType:RTCStatsIceCandidateType",
+                "priority:int64",
+                "addressSourceUrl:String",
+            ),
+        ),
+        "RTCIceCandidatePairStats": (
+            "RTCStats",
+            (
+                "transportId:String",
+                "localCandidateId:String",
+                "remoteCandidateId:String",
+                "state:RTCStatsIceCandidatePairState",
+                "priority:int64",
+                "nominated:boolean",
+                "writable:boolean",
+                "readable:boolean",
+                "bytesSent:int64",
+                "bytesReceived:int64",
+                "roundTripTime:double",
+                "availableOutgoingBitrate:double",
+                "availableIncomingBitrate:double",
+            ),
+        ),
+        "RTCCertificateStats": (
+            "RTCStats",
+            (
+                "fingerprint:String",
+                "fingerprintAlgorithm:String",
+                "base64Certificate:String",
+                "issuerCertificateId:String",
+            ),
+        ),
+        "CodecConfiguration": (None, ("name?:String", "properties?:String<>")),
     },
     "elements": {
         "VideoInfo": (
@@ -373,13 +532,16 @@ def _remote_class(cls: type[MediaObject]) -> dict[str, Any]:
 
 def _property(prop: Property) -> dict[str, Any]:
     entry = {"name": prop.name, "type": prop.type_name or _PYTHON_TYPES.get(prop.kind, "String")}
-    if prop.read_only:
+    if prop.final:
+        entry["final"] = True
+    elif prop.read_only:
         entry["readOnly"] = True
     return entry
 
 
 def _methods(cls: type[MediaObject]) -> list[dict[str, Any]]:
-    """The operations the class itself defines, less the getters and setters of properties."""
+    """The operations the class itself defines, less the getters and setters of properties and
+    the overrides of an inherited operation (the parent class already lists them)."""
     accessors = {f"{verb}{name}" for name in cls.properties() for verb in ("get", "set")}
     methods = []
     for attribute, function in cls.__dict__.items():
@@ -388,6 +550,7 @@ def _methods(cls: type[MediaObject]) -> list[dict[str, Any]]:
             not attribute.startswith("op_")
             or operation.lower() in accessors
             or operation in _ALIASES
+            or _overrides(cls, attribute, function)
         ):
             continue
         hints = typing.get_type_hints(function)
@@ -412,6 +575,17 @@ def _methods(cls: type[MediaObject]) -> list[dict[str, Any]]:
     return methods
 
 
+def _overrides(cls: type[MediaObject], attribute: str, function: Any) -> bool:
+    """Whether a class further up defines the same operation with the same parameters (a
+    Dispatcher's connect(source, sink) is its own operation, not MediaElement's)."""
+    inherited = next(
+        (b.__dict__[attribute] for b in cls.__mro__[1:] if attribute in b.__dict__), None
+    )
+    return inherited is not None and list(inspect.signature(inherited).parameters) == list(
+        inspect.signature(function).parameters
+    )
+
+
 def _type_name(annotation: Any) -> str:
     """The Kurento type of a plain annotation ("" for none): optional values count as their
     type, a media object as its class."""
@@ -425,3 +599,11 @@ def _type_name(annotation: Any) -> str:
     if typing.get_origin(annotation) is list:
         return f"{_type_name(typing.get_args(annotation)[0])}[]"
     return _PYTHON_TYPES.get(annotation, "String")
+
+
+def enum_values(name: str) -> tuple[str, ...]:
+    """The values of a Kurento enum type of any module (empty for an unknown name)."""
+    for enums in _ENUMS.values():
+        if name in enums:
+            return enums[name]
+    return ()

@@ -35,3 +35,9 @@ MAX_PROPERTY_BYTES = 16 * 1024  # one property value, as JSON
 MAX_REMOTE_CANDIDATES = 100  # ICE candidates added to one endpoint, queued or not
 MAX_CANDIDATE_LENGTH = 1_024  # characters of one candidate line
 MAX_SDP_MID = 64  # characters of a candidate's sdpMid
+
+# -- WebRtcEndpoint data channels (data_channels.py) ---------------------------------------------
+MAX_DATA_MESSAGE_BYTES = 262_144  # one message either way (what aiortc announces it takes)
+MAX_DATA_BUFFERED_BYTES = 1_048_576  # queued towards the peer; a message past it is dropped
+MAX_DATA_CHANNEL_LABEL = 1_024  # characters of a label or protocol
+MAX_DATA_CHANNELS = 64  # channels one endpoint keeps at once (KMS wires one, closes the rest)

@@ -64,6 +64,8 @@ EventSink = Callable[["MediaObject", str, dict[str, Any]], None]
 class Property:
     name: str
     read_only: bool = False
+    # Set once, by the constructor or the server (KMS's "final"): answered by getX, never setX.
+    final: bool = False
     kind: type = str
     # The Kurento type, for the KMD (kmd.py), when `kind` does not say it: an enum, a complex
     # type, a list.
@@ -125,13 +127,13 @@ class MediaObject:
     EVENTS: ClassVar[frozenset[str]] = frozenset({"Error"})
     PROPERTIES: ClassVar[tuple[Property, ...]] = (
         # Answered by the op_get* methods below; listed so the KMD shows them as properties.
-        Property("mediaPipeline", read_only=True, type_name="MediaPipeline"),
-        Property("parent", read_only=True, type_name="MediaObject"),
-        Property("id", read_only=True),
+        Property("mediaPipeline", final=True, type_name="MediaPipeline"),
+        Property("parent", final=True, type_name="MediaObject"),
+        Property("id", final=True),
         Property("children", read_only=True, type_name="MediaObject[]"),
         Property("name"),
         Property("sendTagsInEvents", kind=bool),
-        Property("creationTime", read_only=True, kind=int),
+        Property("creationTime", final=True, kind=int),
     )
 
     def __init__(
@@ -218,7 +220,7 @@ class MediaObject:
             raise method_not_found(operation, len(params))
         if prefix == "get":
             return self.get_property(prop.name)
-        if prop.read_only:
+        if prop.read_only or prop.final:
             raise method_not_found(operation, len(params))
         if prop.name not in params and len(params) != 1:
             raise marshall_error(f"Operation '{operation}' takes the parameter '{prop.name}'")

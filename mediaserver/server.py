@@ -35,6 +35,7 @@ from .elements import MediaElement, MediaPipeline, PassThrough, ServerManager
 from .errors import Code, KurentoError, marshall_error, too_many
 from .http_post import HttpPostEndpoint, HttpPostServer
 from .hubs import HUB_FACTORIES, Composite, Hub, HubPort
+from .kmd import enum_values
 from .limits import (
     MAX_ELEMENTS_PER_PIPELINE,
     MAX_NESTING_DEPTH,
@@ -430,7 +431,18 @@ class MediaServer:
                     Code.MEDIA_OBJECT_ILLEGAL_PARAM_ERROR,
                     "A WebRtcEndpoint cannot be both recvonly and sendonly",
                 )
-            return WebRtcEndpoint(self.registry, pipeline, ice=self.ice_defaults, **flags)
+            return WebRtcEndpoint(
+                self.registry,
+                pipeline,
+                ice=self.ice_defaults,
+                **flags,
+                use_data_channels=_constructor_param(ctor, "useDataChannels", bool, False),
+                qos_dscp=_enum_param(ctor, "qosDscp", "DSCPValue", "NO_VALUE"),
+                # Checked, then served with aiortc's ECDSA certificate either way (webrtc.py).
+                certificate_key_type=_enum_param(
+                    ctor, "certificateKeyType", "CertificateKeyType", "RSA"
+                ),
+            )
         if cls is RecorderEndpoint:
             return RecorderEndpoint(
                 self.registry,
@@ -737,6 +749,15 @@ def _constructor_param(ctor: dict[str, Any], name: str, kind: type, default: Any
         raise KurentoError(Code.MARSHALL_ERROR, f"'{name}' parameter is required")
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise KurentoError(Code.MARSHALL_ERROR, f"'{name}' parameter should be a {kind.__name__}")
+    return value
+
+
+def _enum_param(ctor: dict[str, Any], name: str, enum: str, default: str) -> str:
+    """A constructor parameter of a Kurento enum type: a value not of the enum is refused with
+    40001, as KMS's generated code refuses it while unmarshalling."""
+    value = _constructor_param(ctor, name, str, default)
+    if value not in enum_values(enum):
+        raise KurentoError(Code.MARSHALL_ERROR, f"Invalid value for '{enum}': '{value[:64]}'")
     return value
 
 

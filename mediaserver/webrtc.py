@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from aiortc import (
 from aiortc.rtcdtlstransport import X509_DIGEST_ALGORITHMS
 from aiortc.sdp import SessionDescription, candidate_from_sdp, candidate_to_sdp
 
+from .data_channels import DataChannels, DataMessage
 from .elements import MEDIA_KINDS, Endpoint, MediaPipeline
 from .errors import Code, KurentoError, invalid_params, too_large, too_many
 from .forwarding import (
@@ -59,6 +61,33 @@ BASE_RTP_DEFAULTS: dict[str, Any] = {
     "maxVideoSendBandwidth": 500,
     "mtu": 1200,
     "rembParams": None,
+}
+# The DSCP codepoint KMS puts on a WebRtcEndpoint's packets for each DSCPValue
+# (WebRtcEndpointImpl.cpp); NO_VALUE and NO_DSCP leave the sockets alone.
+DSCP_CODEPOINTS = {
+    **{f"CS{n}": 8 * n for n in range(8)},
+    **{f"AF{c}{d}": 8 * c + 2 * d for c in range(1, 5) for d in range(1, 4)},
+    "EF": 46,
+    "VOICEADMIT": 44,
+    "LE": 1,
+    "AUDIO_VERYLOW": 1,
+    "AUDIO_LOW": 0,
+    "AUDIO_MEDIUM": 46,
+    "AUDIO_HIGH": 46,
+    "VIDEO_VERYLOW": 1,
+    "VIDEO_LOW": 0,
+    "VIDEO_MEDIUM": 36,
+    "VIDEO_MEDIUM_THROUGHPUT": 38,
+    "VIDEO_HIGH": 36,
+    "VIDEO_HIGH_THROUGHPUT": 34,
+    "DATA_VERYLOW": 1,
+    "DATA_LOW": 0,
+    "DATA_MEDIUM": 10,
+    "DATA_HIGH": 18,
+    "CHROME_HIGH": 56,
+    "CHROME_MEDIUM": 56,
+    "CHROME_LOW": 0,
+    "CHROME_VERYLOW": 8,
 }
 
 
@@ -181,6 +210,9 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         Param("mediaPipeline", "MediaPipeline"),
         Param("recvonly", "boolean", optional=True),
         Param("sendonly", "boolean", optional=True),
+        Param("useDataChannels", "boolean", optional=True),
+        Param("certificateKeyType", "CertificateKeyType", optional=True),
+        Param("qosDscp", "DSCPValue", optional=True),
     )
     EVENTS = frozenset(
         {
@@ -214,9 +246,22 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         ice: IceDefaults,
         recvonly: bool = False,
         sendonly: bool = False,
+        use_data_channels: bool = False,
+        certificate_key_type: str = "RSA",
+        qos_dscp: str = "NO_VALUE",
     ) -> None:
         super().__init__(registry, pipeline)
         self.ice_defaults = ice
+        self.use_data_channels = use_data_channels
+        # aiortc's DTLS takes ECDSA keys only (its cipher list is ECDHE-ECDSA): KMS's default,
+        # RSA, is accepted and served with the ECDSA certificate aiortc makes.
+        self.certificate_key_type = certificate_key_type
+        self.dscp = DSCP_CODEPOINTS.get(qos_dscp)
+        self.data = DataChannels(self.id, self._emit_live, self.push_data)
+        # Offered m-lines this endpoint rejects without aiortc seeing them (an application
+        # m-line without useDataChannels, as KMS has no handler for it then): index -> mid.
+        self.dropped_mlines: dict[int, str | None] = {}
+        self.bundled_rejects: set[str] = set()
         self.direction = "recvonly" if recvonly else "sendonly" if sendonly else "sendrecv"
         self.values.update(BASE_RTP_DEFAULTS)
         self.values.update(
@@ -269,28 +314,52 @@ class WebRtcEndpoint(BaseRtpEndpoint):
 
     async def process_offer(self, offer: str) -> str:
         parsed = parse_sdp(offer, "offer")
-        rejected = [_rejected(media) for media in parsed.media]
+        dropped = self._unhandled_mlines(parsed)
+        rejected = [_rejected(media) or i in dropped for i, media in enumerate(parsed.media)]
         if all(rejected):
             # Like KMS: nothing it can negotiate (plain RTP/AVP, say) is answered, every
             # m-line rejected with port 0, not refused as an error.
             self.remote_sdp, self.local_sdp = offer, _rejecting_answer(parsed)
             return self.local_sdp
-        if any(rejected):
+        if any(_rejected(media) for media in parsed.media):
             raise KurentoError(
                 Code.SDP_END_POINT_PROCESS_OFFER_ERROR,
                 "Error processing offer: it mixes WebRTC (SAVPF) and plain RTP media",
             )
+        kept = offer
+        if dropped:
+            kept = _without_mlines(offer, dropped, parsed)
+            self.dropped_mlines = {i: parsed.media[i].rtp.muxId for i in dropped}
+            bundle = next((g for g in parsed.group if g.semantic == "BUNDLE"), None)
+            self.bundled_rejects = {
+                mid for mid in self.dropped_mlines.values() if bundle and mid in bundle.items
+            }
+            parsed = parse_sdp(kept, "offer")
         _check_transport(parsed, Code.SDP_END_POINT_PROCESS_OFFER_ERROR, "offer")
         pc = self._peer_connection()
         async with self._negotiating(
             Code.SDP_END_POINT_PROCESS_OFFER_ERROR, "Error processing offer"
         ):
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=kept, type="offer"))
             for transceiver in pc.getTransceivers():
                 self._attach(transceiver)
             await pc.setLocalDescription(await pc.createAnswer())
         self.remote_sdp = offer
         return await self._negotiated()
+
+    def _unhandled_mlines(self, offer: SessionDescription) -> list[int]:
+        """The offered m-lines KMS has no handler for, which it rejects in its answer: any
+        application m-line without useDataChannels, every one after the first with it, and
+        media of other kinds."""
+        dropped, data_taken = [], not self.use_data_channels
+        for index, media in enumerate(offer.media):
+            if media.kind in _KINDS:
+                continue
+            if media.kind == "application" and not data_taken and media.port != 0:
+                data_taken = True
+                continue
+            dropped.append(index)
+        return dropped
 
     async def generate_offer(self, options: dict) -> str:
         pc = self._peer_connection()
@@ -340,7 +409,13 @@ class WebRtcEndpoint(BaseRtpEndpoint):
 
     def _peer_connection(self) -> RTCPeerConnection:
         if self.pc is None:
-            self.pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers()))
+            # With useDataChannels an offer carries an application m-line, as KMS's does.
+            self.pc = RTCPeerConnection(
+                RTCConfiguration(
+                    iceServers=self._ice_servers(),
+                    alwaysNegotiateDataChannels=self.use_data_channels,
+                )
+            )
             self.pc.on("connectionstatechange", self._on_connection_state)
         return self.pc
 
@@ -368,6 +443,9 @@ class WebRtcEndpoint(BaseRtpEndpoint):
     async def _negotiated(self) -> str:
         assert self.pc is not None
         self._watch_streams()
+        self._mark_packets()
+        if self.use_data_channels and self.pc.sctp is not None and _data_accepted(self.pc):
+            self.data.attach(self.pc)
         for transceiver in self.pc.getTransceivers():
             codecs = [c for c in transceiver._codecs if codec_name(c) not in ("rtx", "red")]
             if transceiver.kind in self.pads and codecs:
@@ -376,6 +454,10 @@ class WebRtcEndpoint(BaseRtpEndpoint):
                 pad.active = True
                 pad.resync()
         self.local_sdp = self.pc.localDescription.sdp
+        if self.dropped_mlines:
+            self.local_sdp = _with_rejected_mlines(
+                self.local_sdp, self.remote_sdp or "", self.dropped_mlines
+            )
         pending, self.pending_candidates = self.pending_candidates, []
         for candidate in pending:
             try:
@@ -398,6 +480,45 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         for receiver in self.receivers[kind]:
             receiver.request_keyframe()
 
+    def on_sink_data(self, message: DataMessage) -> None:
+        self.data.send(message)
+
+    def _mark_packets(self) -> None:
+        """Put the qosDscp codepoint on the endpoint's ICE sockets, as KMS's ICE agent does."""
+        if self.dscp is None:
+            return
+        for stream in self.streams:
+            for protocol in stream.ice._connection._protocols:
+                sock = protocol.transport.get_extra_info("socket")
+                if sock is None:
+                    continue
+                with contextlib.suppress(OSError):
+                    if sock.family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, self.dscp << 2)
+                    else:
+                        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, self.dscp << 2)
+
+    # -- data channels ------------------------------------------------------------------------
+
+    async def op_createDataChannel(
+        self,
+        label: str = "",
+        ordered: bool = True,
+        maxPacketLifeTime: int = -1,
+        maxRetransmits: int = -1,
+        protocol: str = "",
+    ) -> None:
+        self.data.create(
+            label=label,
+            ordered=ordered,
+            max_packet_life_time=maxPacketLifeTime,
+            max_retransmits=maxRetransmits,
+            protocol=protocol,
+        )
+
+    async def op_closeDataChannel(self, channelId: int) -> None:
+        self.data.close(channelId)
+
     # -- ICE ----------------------------------------------------------------------------------
 
     async def op_gatherCandidates(self) -> None:
@@ -418,8 +539,8 @@ class WebRtcEndpoint(BaseRtpEndpoint):
             self.emit("IceGatheringDone")
             return
         seen: set[int] = set()
-        for transceiver in self.pc.getTransceivers():
-            ice_transport = transceiver.receiver.transport.transport
+        for mid, index, dtls in self._streams():
+            ice_transport = dtls.transport
             if id(ice_transport) in seen:
                 continue
             seen.add(id(ice_transport))
@@ -429,8 +550,8 @@ class WebRtcEndpoint(BaseRtpEndpoint):
                     candidate=complex_value(
                         "IceCandidate",
                         candidate="candidate:" + candidate_to_sdp(candidate),
-                        sdpMid=transceiver.mid,
-                        sdpMLineIndex=transceiver._get_mline_index(),
+                        sdpMid=mid,
+                        sdpMLineIndex=self._offered_index(index),
                     ),
                 )
         self.emit("IceGatheringDone")
@@ -492,13 +613,14 @@ class WebRtcEndpoint(BaseRtpEndpoint):
             raise KurentoError(
                 Code.ICE_ADD_CANDIDATE_ERROR, "Invalid ICE candidate: a number out of range"
             )
-        parsed.sdpMid = candidate["sdpMid"]
-        parsed.sdpMLineIndex = candidate["sdpMLineIndex"]
+        parsed.sdpMid, parsed.sdpMLineIndex = self._negotiated_stream(
+            candidate["sdpMid"], candidate["sdpMLineIndex"]
+        )
         if parsed.ip.endswith(".local"):
             return  # mDNS names are not resolved here; the peer's checks reach us anyway
         if self.pc is None or not any(
-            parsed.sdpMid == t.mid or parsed.sdpMLineIndex == t._get_mline_index()
-            for t in self.pc.getTransceivers()
+            parsed.sdpMid == mid or parsed.sdpMLineIndex == index
+            for mid, index, _ in self._streams()
         ):
             raise KurentoError(
                 Code.ICE_ADD_CANDIDATE_ERROR,
@@ -510,6 +632,50 @@ class WebRtcEndpoint(BaseRtpEndpoint):
             raise KurentoError(
                 Code.ICE_ADD_CANDIDATE_ERROR, f"Cannot add candidate: {exc}"
             ) from exc
+
+    def _offered_index(self, index: int | None) -> int | None:
+        """An m-line index of what aiortc negotiated, as numbered in the offer (rejected
+        m-lines aiortc never saw come in between)."""
+        if index is None:
+            return None
+        for dropped in sorted(self.dropped_mlines):
+            if dropped <= index:
+                index += 1
+        return index
+
+    def _negotiated_stream(self, mid: str | None, index: int | None) -> tuple[Any, Any]:
+        """A candidate's sdpMid and sdpMLineIndex (as the offer numbers them) for aiortc. One
+        for a rejected m-line that was in the BUNDLE group belongs to the bundle's transport
+        (a browser gathers on the first m-line, its data channel maybe)."""
+        if not self.dropped_mlines:
+            return mid, index
+        if mid is not None:
+            rejected = mid in self.dropped_mlines.values()
+        else:
+            rejected = index in self.dropped_mlines
+            mid = self.dropped_mlines.get(index) if rejected else None
+        if rejected:
+            streams = self._streams()
+            if mid in self.bundled_rejects and streams:
+                return streams[0][0], streams[0][1]
+            return "", -1  # matches no stream: refused as for an unknown sdpMid
+        if index is not None:
+            index -= sum(1 for dropped in self.dropped_mlines if dropped < index)
+        return mid, index
+
+    def _streams(self) -> list[tuple[str | None, int | None, Any]]:
+        """What aiortc negotiated, in m-line order: (mid, its index for aiortc, DTLS transport)
+        of each transceiver and of the data channels' SCTP transport."""
+        if self.pc is None:
+            return []
+        streams = [
+            (t.mid, t._get_mline_index(), t.receiver.transport) for t in self.pc.getTransceivers()
+        ]
+        sctp = self.pc.sctp
+        if sctp is not None and sctp.mid is not None:
+            index = self.pc._RTCPeerConnection__sctp_mline_index  # type: ignore[attr-defined]
+            streams.append((sctp.mid, index, sctp.transport))
+        return sorted(streams, key=lambda stream: stream[1] if stream[1] is not None else 1 << 30)
 
     def _ice_servers(self) -> list[RTCIceServer]:
         servers = []
@@ -529,15 +695,14 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         in m-line order; one in all with BUNDLE) and report their states from now on. Runs once
         both descriptions are set, before aiortc's connection task starts checking."""
         assert self.pc is not None
-        transceivers = self.pc.getTransceivers()
+        negotiated = self._streams()
         watched = {id(stream.ice) for stream in self.streams}
-        for transceiver in transceivers:
-            dtls = transceiver.receiver.transport
+        for _, _, dtls in negotiated:
             ice = dtls.transport
             if id(ice) in watched:
                 continue
             watched.add(id(ice))
-            sharing = sum(1 for t in transceivers if t.receiver.transport.transport is ice)
+            sharing = sum(1 for _, _, other in negotiated if other.transport is ice)
             stream = MediaStream(
                 len(self.streams) + 1, ice, dtls, bundled=sharing > 1, emit=self._emit_live
             )
@@ -623,6 +788,8 @@ class WebRtcEndpoint(BaseRtpEndpoint):
             return stats
         wanted = {k for t, k in MEDIA_KINDS.items() if mediaType in (None, t)}
         millis = int(time.time() * 1000)
+        if mediaType in (None, "DATA"):
+            stats.update(self.data.stats(millis))
         # aiortc reports every SSRC of a receiver under one stats id, so a retransmission stream
         # would hide the media stream: read the receivers' per-SSRC statistics instead.
         for kind in wanted:
@@ -666,6 +833,7 @@ class WebRtcEndpoint(BaseRtpEndpoint):
 
     async def on_release(self) -> None:
         await super().on_release()
+        self.data.stop()
         for track in self.tracks.values():
             track.stop()
         if self.pc is not None:
@@ -764,6 +932,72 @@ def _rejecting_answer(offer: SessionDescription) -> str:
         if media.rtp.muxId:
             lines.append(f"a=mid:{media.rtp.muxId}")
     return "\r\n".join(lines) + "\r\n"
+
+
+def _data_accepted(pc: RTCPeerConnection) -> bool:
+    """Whether both descriptions keep the application m-line (a port of 0 rejects it)."""
+    for description in (pc.localDescription, pc.remoteDescription):
+        if description is None:
+            return False
+        parsed = SessionDescription.parse(description.sdp)
+        if not any(m.kind == "application" and m.port != 0 for m in parsed.media):
+            return False
+    return True
+
+
+def _mline_blocks(sdp: str) -> tuple[list[str], list[list[str]]]:
+    """An SDP's session lines and its m-sections' lines."""
+    session: list[str] = []
+    blocks: list[list[str]] = []
+    for line in sdp.splitlines():
+        if not line:
+            continue
+        if line.startswith("m="):
+            blocks.append([line])
+        elif blocks:
+            blocks[-1].append(line)
+        else:
+            session.append(line)
+    return session, blocks
+
+
+def _join(session: list[str], blocks: list[list[str]]) -> str:
+    return "\r\n".join([*session, *(line for block in blocks for line in block)]) + "\r\n"
+
+
+def _without_mlines(offer: str, dropped: list[int], parsed: SessionDescription) -> str:
+    """The offer as aiortc gets it: without the m-lines rejected beforehand, nor their mids in
+    its BUNDLE group."""
+    session, blocks = _mline_blocks(offer)
+    gone = {parsed.media[i].rtp.muxId for i in dropped} - {None}
+    kept_session = []
+    for line in session:
+        if line.startswith("a=group:BUNDLE"):
+            items = [i for i in line.split()[1:] if i not in gone]
+            line = " ".join(["a=group:BUNDLE", *items])
+        kept_session.append(line)
+    return _join(kept_session, [b for i, b in enumerate(blocks) if i not in dropped])
+
+
+def _with_rejected_mlines(answer: str, offer: str, dropped: dict[int, str | None]) -> str:
+    """aiortc's answer with each m-line rejected beforehand back at its place, as KMS's reject
+    handler writes it: the offered media, proto and formats, port 0, inactive. Unlike KMS (no
+    a=mid there), its mid is kept, as JSEP and browsers want, and its transport attributes are
+    the bundle's, which aiortc peers insist on; it stays out of the BUNDLE group."""
+    session, blocks = _mline_blocks(answer)
+    _, offered = _mline_blocks(offer)
+    transport = [
+        line
+        for line in (blocks[0] if blocks else [])
+        if line.startswith(("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:", "a=setup:"))
+    ]
+    for index in sorted(dropped):
+        media, _port, proto_and_formats = offered[index][0].split(" ", 2)
+        rejected = [f"{media} 0 {proto_and_formats}", "c=IN IP4 0.0.0.0", "a=inactive"]
+        if dropped[index] is not None:
+            rejected.append(f"a=mid:{dropped[index]}")
+        blocks.insert(min(index, len(blocks)), rejected + transport)
+    return _join(session, blocks)
 
 
 def _parse_turn_url(value: str) -> RTCIceServer | None:
