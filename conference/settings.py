@@ -207,6 +207,9 @@ RECORDINGS_DIR = env.path("RECORDINGS_DIR", default=BASE_DIR / "recordings")
 RECORDINGS_MEDIA_DIR = env.str("RECORDINGS_MEDIA_DIR", default=str(RECORDINGS_DIR))
 # What one room's recordings may take on disk, in bytes (0: no limit): recording stops there.
 RECORDINGS_MAX_BYTES_PER_ROOM = env.int("RECORDINGS_MAX_BYTES_PER_ROOM", default=5 * 1024**3)
+# The largest video a room's owner may upload to play into a meeting (it counts against the
+# room's space above too).
+ROOM_VIDEO_MAX_BYTES = env.int("ROOM_VIDEO_MAX_BYTES", default=500 * 1024**2)
 # Behind nginx: the internal location that serves RECORDINGS_DIR (X-Accel-Redirect); empty,
 # Django streams the file itself.
 RECORDINGS_X_ACCEL_PREFIX = env.str("RECORDINGS_X_ACCEL_PREFIX", default="")

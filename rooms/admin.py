@@ -30,6 +30,7 @@ from rooms.models import (
     Room,
     RoomModerator,
     RoomRemoval,
+    RoomVideo,
 )
 
 
@@ -713,3 +714,30 @@ class RecordingAdmin(admin.ModelAdmin):
             return "—"
         url = reverse("rooms:recording_download", args=[recording.room.slug, recording.pk])
         return format_html('<a href="{}">{}</a>', url, gettext("Download"))
+
+
+@admin.register(RoomVideo)
+class RoomVideoAdmin(admin.ModelAdmin):
+    """The videos rooms' owners uploaded to play into their meetings: staff see and delete them
+    (with their files). They are uploaded on the room's recordings page."""
+
+    list_display = ("title", "room", "uploaded_at", "length", "size_shown", "uploaded_by")
+    search_fields = ("title", "room__name", "room__slug", "uploaded_by__username")
+    list_select_related = ("room", "uploaded_by")
+    date_hierarchy = "uploaded_at"
+    fields = ("title", "room", "uploaded_by", "uploaded_at", "length", "size_shown", "file")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description=_("length"))
+    def length(self, video: RoomVideo) -> str:
+        return video.length or "—"
+
+    @admin.display(description=_("size"), ordering="size")
+    def size_shown(self, video: RoomVideo) -> str:
+        return filesizeformat(video.size)

@@ -34,7 +34,7 @@ def compose_recording(recording_id: int) -> None:
             path=root / track.file,
             offset=max(0.0, (track.started_at - recording.started_at).total_seconds()),
             label=track.label,
-            screen=track.source == "screen",
+            screen=track.source in ("screen", "playback"),  # the largest cells
         )
         for track in recording.tracks.all()
         if (root / track.file).is_file()

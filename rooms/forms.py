@@ -40,3 +40,13 @@ class RoomForm(forms.ModelForm):
         if not name:
             raise forms.ValidationError(_("Give the room a name."))
         return name
+
+
+class VideoUploadForm(forms.Form):
+    """A video for the room's owner to play into its meetings."""
+
+    title = forms.CharField(label=_("Title"), max_length=100, required=False)
+    file = forms.FileField(
+        label=_("Video file (WebM or MP4)"),
+        widget=forms.ClearableFileInput(attrs={"accept": "video/webm,video/mp4,.webm,.mp4,.mkv"}),
+    )

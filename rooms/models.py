@@ -168,6 +168,15 @@ class Participant(models.Model):
         return f"{self.display_name} in {self.room}"
 
 
+def clock(seconds: float | None) -> str:
+    """A duration as a clock shows it (1:02:03, 4:05), or "" if unknown."""
+    if seconds is None:
+        return ""
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{rest:02d}" if hours else f"{minutes}:{rest:02d}"
+
+
 def _room_link(related_name: str) -> models.ForeignKey:
     return models.ForeignKey(
         Room, on_delete=models.CASCADE, related_name=related_name, verbose_name=_("room")
@@ -356,12 +365,7 @@ class Recording(models.Model):
 
     @property
     def length(self) -> str:
-        """The composed file's duration as a clock shows it (1:02:03, 4:05), or "" if none."""
-        if self.duration is None:
-            return ""
-        minutes, seconds = divmod(round(self.duration), 60)
-        hours, minutes = divmod(minutes, 60)
-        return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+        return clock(self.duration)
 
 
 class RecordingTrack(models.Model):
@@ -392,3 +396,28 @@ class RecordingTrack(models.Model):
 
     def __str__(self) -> str:
         return self.file
+
+
+class RoomVideo(models.Model):
+    """A video the room's owner uploaded to play into its meetings (WebM or MP4). The file lives
+    under RECORDINGS_DIR, in `file`; deleting the row deletes it (rooms.signals)."""
+
+    room = _room_link("videos")
+    uploaded_by = _by_link(_("uploaded by"))
+    title = models.CharField(_("title"), max_length=100)
+    file = models.CharField(_("file"), max_length=300)  # under RECORDINGS_DIR
+    size = models.BigIntegerField(_("size in bytes"), default=0)
+    duration = models.FloatField(_("duration in seconds"), null=True, blank=True)
+    uploaded_at = models.DateTimeField(_("uploaded at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("video")
+        verbose_name_plural = _("videos")
+        ordering = ("-uploaded_at", "-pk")
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def length(self) -> str:
+        return clock(self.duration)

@@ -10,6 +10,8 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
 from django.utils.translation import gettext
 
 from rooms.invites import invite_is_valid
@@ -21,6 +23,7 @@ from rooms.models import (
     Room,
     RoomModerator,
     RoomRemoval,
+    RoomVideo,
 )
 
 
@@ -275,9 +278,10 @@ def recording_directory(recording: Recording) -> Path:
 
 
 def recordings_bytes(*, room: Room) -> int:
-    """What the room's recordings take on disk: the sizes recorded, and what a running one has
-    written so far."""
+    """What the room's recordings and videos take on disk: the sizes recorded, and what a
+    running recording has written so far."""
     total = sum(Recording.objects.filter(room=room).values_list("size", flat=True))
+    total += sum(RoomVideo.objects.filter(room=room).values_list("size", flat=True))
     running = recording_running(room_id=room.pk)
     if running is not None and running.directory:
         total += directory_bytes(recording_directory(running))
@@ -288,3 +292,52 @@ def directory_bytes(directory: Path) -> int:
     if not directory.is_dir():
         return 0
     return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+
+
+# --- Videos to play into a meeting -----------------------------------------------------------
+def videos_of(*, room: Room) -> QuerySet[RoomVideo]:
+    return RoomVideo.objects.filter(room=room).select_related("uploaded_by")
+
+
+def video_for(
+    *, room: Room, video_id: int, user: AbstractBaseUser | AnonymousUser
+) -> RoomVideo | None:
+    """One of the room's uploaded videos, for someone who may see them; None otherwise."""
+    if not room_recordings_visible_to(room=room, user=user):
+        return None
+    return RoomVideo.objects.filter(room=room, pk=video_id).first()
+
+
+@dataclass(frozen=True)
+class Playable:
+    """A file the room's owner can play into a meeting: a ready recording or an uploaded video.
+    `key` names it in the room socket's `play` message ("recording:<id>", "video:<id>")."""
+
+    key: str
+    title: str
+    file: str  # under RECORDINGS_DIR
+    length: str
+
+
+def playable_for(*, room: Room, user: AbstractBaseUser | AnonymousUser) -> list[Playable]:
+    """What the user may play into the room's meetings, newest first: nothing unless they may
+    see its recordings (its owner, staff)."""
+    if not room_recordings_visible_to(room=room, user=user):
+        return []
+    videos = [Playable(f"video:{v.pk}", v.title, v.file, v.length) for v in videos_of(room=room)]
+    recordings = [
+        Playable(
+            f"recording:{r.pk}",
+            gettext("Recording of %(when)s")
+            % {"when": date_format(localtime(r.started_at), "DATETIME_FORMAT")},
+            r.file,
+            r.length,
+        )
+        for r in recordings_of(room=room).filter(state=Recording.State.READY).exclude(file="")
+    ]
+    return videos + recordings
+
+
+def playable(*, room: Room, user: AbstractBaseUser | AnonymousUser, key: str) -> Playable | None:
+    """The file `key` names, if the user may play it into the room."""
+    return next((p for p in playable_for(room=room, user=user) if p.key == key), None)

@@ -25,4 +25,6 @@ urlpatterns = [
         views.recording_delete,
         name="recording_delete",
     ),
+    path("<slug:slug>/videos/", views.video_upload, name="video_upload"),
+    path("<slug:slug>/videos/<int:video_id>/delete/", views.video_delete, name="video_delete"),
 ]

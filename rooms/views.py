@@ -22,7 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from rooms import selectors, services
-from rooms.forms import RoomForm
+from rooms.forms import RoomForm, VideoUploadForm
 from rooms.invites import invite_token
 from rooms.models import Recording, Room
 from signaling.protocol import close_codes
@@ -190,6 +190,12 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "also_here_yourself": presence.you_elsewhere,
             "asks_to_join": asks_to_join,
             "being_recorded": selectors.recording_running(room_id=room.pk) is not None,
+            # What the owner (or staff) can play into the meeting; None: they may not.
+            "playable": (
+                selectors.playable_for(room=room, user=request.user)
+                if selectors.room_recordings_visible_to(room=room, user=request.user)
+                else None
+            ),
             # A public room's address, to share from the room's details (private: invite_url).
             "room_url": (
                 None if room.is_private else request.build_absolute_uri(room.get_absolute_url())
@@ -315,6 +321,8 @@ def recordings(request: HttpRequest, slug: str) -> HttpResponse:
         {
             "room": room,
             "recordings": listed,
+            "videos": selectors.videos_of(room=room),
+            "upload_form": VideoUploadForm(),
             # Refresh the page while one is being prepared, so its Download appears.
             "preparing": any(r.state == Recording.State.COMPOSING for r in listed),
         },
@@ -348,4 +356,45 @@ def recording_delete(request: HttpRequest, slug: str, recording_id: int) -> Http
         messages.error(request, refused.message)
     else:
         messages.success(request, gettext("Recording deleted."))
+    return redirect("rooms:recordings", slug=slug)
+
+
+# --- Videos to play into a meeting: the owner's (and staff's) --------------------------------
+@login_required
+@require_POST
+def video_upload(request: HttpRequest, slug: str) -> HttpResponse:
+    room = _recordings_room(request, slug)
+    form = VideoUploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+        return redirect("rooms:recordings", slug=slug)
+    try:
+        services.video_add(
+            room=room,
+            by_user=request.user,
+            upload=form.cleaned_data["file"],
+            title=form.cleaned_data["title"],
+        )
+    except services.ActionRefused as refused:
+        messages.error(request, refused.message)
+    else:
+        messages.success(request, gettext("Video uploaded: play it from the call, Room menu."))
+    return redirect("rooms:recordings", slug=slug)
+
+
+@login_required
+@require_POST
+def video_delete(request: HttpRequest, slug: str, video_id: int) -> HttpResponse:
+    room = _recordings_room(request, slug)
+    video = selectors.video_for(room=room, video_id=video_id, user=request.user)
+    if video is None:
+        raise Http404(gettext("No such video."))
+    try:
+        services.video_delete(video=video, by_user=request.user)
+    except services.ActionRefused as refused:
+        messages.error(request, refused.message)
+    else:
+        messages.success(request, gettext("Video deleted."))
     return redirect("rooms:recordings", slug=slug)

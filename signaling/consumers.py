@@ -34,7 +34,7 @@ from rooms.selectors import Refusal
 from signaling import media, protocol, turn
 from signaling.collaboration import Collaboration
 from signaling.moderation import Moderation
-from signaling.selectors import publishing_sync, sharing_sync
+from signaling.selectors import playing_sync, publishing_sync, sharing_sync
 from signaling.sockets import TypedSocketConsumer
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ def _snapshot(participant: Participant, ref: str | int | None = None) -> protoco
     room = selectors.room_by_slug(slug=participant.room.slug) or participant.room
     publishing = publishing_sync(room.pk)
     sharing = sharing_sync(room.pk)
+    playing = playing_sync(room.pk)
     moderators = selectors.room_moderator_ids(room=room)
     return protocol.Snapshot(
         you=participant.pk,
@@ -92,6 +93,7 @@ def _snapshot(participant: Participant, ref: str | int | None = None) -> protoco
                 **events.participant_payload(p),
                 "publishing": p.pk in publishing,
                 "sharing": p.pk in sharing,
+                "playing": playing.get(p.pk),  # the title of the video they play, or null
                 **publishing.get(p.pk, {"audio": False, "video": False}),
             }
             for p in selectors.participants_live(room=room)
@@ -285,6 +287,9 @@ class RoomConsumer(TypedSocketConsumer):
                     )
                 case protocol.MediaState(audio=audio, video=video):
                     await media.set_media_state(media=own, audio=audio, video=video)
+                case protocol.Play(file=file):
+                    title = await media.play(media=own, file=file)
+                    await self.send_message(protocol.Playing(title=title, id=message.id))
                 case protocol.Unpublish(source=source):
                     await media.unpublish(media=own, source=source)
                     await self.send_message(protocol.Unpublished(source=source, id=message.id))

@@ -32,7 +32,8 @@ class RoomPipeline(models.Model):
 
 class MediaEndpoint(models.Model):
     """A WebRtcEndpoint held by a participant, for one source of media (its camera and
-    microphone, or a shared screen).
+    microphone, or a shared screen); or, for a video the participant plays into the room
+    (source `playback`), the PlayerEndpoint playing it.
 
     `publisher` unset: the participant's own publishing endpoint for that source. Set: the
     endpoint through which the participant receives that publisher's source (connected from the
@@ -42,6 +43,7 @@ class MediaEndpoint(models.Model):
     class Source(models.TextChoices):
         CAMERA = "camera", "camera and microphone"
         SCREEN = "screen", "shared screen"
+        PLAYBACK = "playback", "played video"
 
     pipeline = models.ForeignKey(RoomPipeline, on_delete=models.CASCADE, related_name="endpoints")
     owner = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="endpoints")
@@ -59,6 +61,8 @@ class MediaEndpoint(models.Model):
     # is on screen).
     audio_on = models.BooleanField(default=True)
     video_on = models.BooleanField(default=True)
+    # A played video's publishing PlayerEndpoint: what it is called (its title).
+    label = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

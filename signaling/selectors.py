@@ -29,3 +29,9 @@ def publishing_sync(room_id: int) -> dict[int, dict[str, bool]]:
 def sharing_sync(room_id: int) -> set[int]:
     """Participants of the room that share a screen."""
     return set(_publishing(room_id, MediaEndpoint.Source.SCREEN).values_list("owner_id", flat=True))
+
+
+def playing_sync(room_id: int) -> dict[int, str]:
+    """Participants of the room that play a video into it, with its title."""
+    rows = _publishing(room_id, MediaEndpoint.Source.PLAYBACK).values_list("owner_id", "label")
+    return dict(rows)

@@ -28,7 +28,7 @@ def test_known_messages_parse_to_typed_values():
         (
             '{"type": "nope"}',
             "unknown_type",
-            "ice, leave, media_state, moderate_media, moderator, mute_all, ping, publish, reaction",
+            "ice, leave, media_state, moderate_media, moderator, mute_all, ping, play, publish",
         ),
         ('{"type": "ping", "sdp": "x"}', "invalid", "sdp"),
         ('{"type": "ping", "id": true}', "invalid", "id"),

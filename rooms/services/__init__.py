@@ -1,6 +1,6 @@
-"""Writes on rooms, participants and their chat, hands and reactions, and (`recordings`, whose
-functions are here too) on recordings. Every change that others must see is published from
-here."""
+"""Writes on rooms, participants and their chat, hands and reactions, and (`recordings` and
+`videos`, whose functions are here too) on recordings and the videos played into meetings.
+Every change that others must see is published from here."""
 
 import logging
 import re
@@ -754,3 +754,4 @@ from rooms.services.recordings import (  # noqa: E402, F401
     recording_track_add,
     recording_track_end,
 )
+from rooms.services.videos import video_add, video_delete  # noqa: E402, F401

@@ -94,6 +94,8 @@ def recording_track_add(
     label = participant.display_name
     if source == "screen":
         label = gettext("%(name)s (screen)") % {"name": label}
+    elif source == "playback":
+        label = gettext("%(name)s (video)") % {"name": label}
     track = RecordingTrack.objects.create(
         recording=recording,
         participant=participant,

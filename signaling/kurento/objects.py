@@ -106,6 +106,15 @@ class RecorderEndpoint(MediaElement):
 
 
 @dataclass(frozen=True)
+class PlayerEndpoint(MediaElement):
+    """Plays a file (or a stream) from the media server's filesystem or the network into the
+    pipeline: it raises EndOfStream at the end."""
+
+    async def play(self) -> None:
+        await self._invoke("play")
+
+
+@dataclass(frozen=True)
 class MediaPipeline(MediaObject):
     async def create_webrtc_endpoint(
         self, *, recvonly: bool = False, sendonly: bool = False
@@ -124,6 +133,10 @@ class MediaPipeline(MediaObject):
             "RecorderEndpoint", mediaPipeline=self.id, uri=uri, mediaProfile=media_profile
         )
         return RecorderEndpoint(self.client, object_id)
+
+    async def create_player_endpoint(self, *, uri: str) -> PlayerEndpoint:
+        object_id = await self.client.create("PlayerEndpoint", mediaPipeline=self.id, uri=uri)
+        return PlayerEndpoint(self.client, object_id)
 
 
 async def create_pipeline(client: KurentoClient) -> MediaPipeline:

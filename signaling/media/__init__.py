@@ -14,6 +14,7 @@ Server from the embedded mediaserver/. Its modules, by concern:
 - `ice`: candidates both ways;
 - `moderation`: a moderator's block of someone's microphone or camera, on the media server;
 - `recording`: a recorder per published stream while the meeting is recorded;
+- `playback`: a video played into the room (a PlayerEndpoint, published as "playback");
 - `sweeping`: releasing what departed participants and emptied rooms held;
 - `healing`: rebuilding rooms when their media server restarted or stays away;
 - `loopback`: the pre-join connection test (one endpoint connected to itself, in a pipeline of
@@ -35,6 +36,7 @@ from signaling.media.negotiation import (
     unpublish,
     unsubscribe,
 )
+from signaling.media.playback import play
 from signaling.media.recording import (
     composing_done,
     enforce_quota,
@@ -55,6 +57,7 @@ __all__ = [
     "composing_done",
     "enforce_quota",
     "media_client",
+    "play",
     "publish",
     "record_published",
     "record_room",

@@ -27,7 +27,15 @@ from signaling.kurento import (
 )
 from signaling.media import clients, ice, pipelines, recording
 from signaling.media.errors import MediaError, media_error
-from signaling.media.session import CAMERA, SCREEN, KnownEndpoint, ParticipantMedia, Source, Target
+from signaling.media.session import (
+    CAMERA,
+    PLAYBACK,
+    SCREEN,
+    KnownEndpoint,
+    ParticipantMedia,
+    Source,
+    Target,
+)
 from signaling.models import MediaEndpoint, RoomPipeline
 
 logger = logging.getLogger(__name__)
@@ -76,11 +84,15 @@ def _plan_sync(participant: Participant, publisher_id: Target, kind: Source) -> 
             .first()
         )
         if source is None:
-            what = "sharing a screen" if kind == SCREEN else "sending media"
+            what = {SCREEN: "sharing a screen", PLAYBACK: "playing a video"}.get(
+                kind, "sending media"
+            )
             raise MediaError("not_publishing", f"That participant is not {what}.")
         blocked = moderator_blocked(source.owner)
         if kind == SCREEN:
             blocked &= {"AUDIO"}
+        elif kind == PLAYBACK:  # a played video is not its player's camera or microphone
+            blocked = frozenset()
     elif kind == SCREEN:
         room = participant.room
         if not selectors.room_allows_sharing(room=room, user=participant.user):
@@ -227,7 +239,7 @@ async def _negotiate(
 
 def _blocked_now_sync(publisher_id: int, source: Source) -> frozenset[str]:
     publisher = Participant.objects.filter(pk=publisher_id).first()
-    if publisher is None:
+    if publisher is None or source == PLAYBACK:
         return frozenset()
     blocked = moderator_blocked(publisher)
     return blocked & {"AUDIO"} if source == SCREEN else blocked
@@ -293,7 +305,7 @@ async def subscribe(
 
     Once the browser has the answer, call `ice.start_ice`.
     """
-    if publisher_id == media.participant.pk:
+    if publisher_id == media.participant.pk and source != PLAYBACK:  # a video you play: you see it
         raise MediaError("invalid", "You cannot subscribe to yourself.")
     started = asyncio.get_running_loop().time()
     try:
@@ -379,16 +391,23 @@ def _viewer_rows_sync(publisher_id: int, source: Source) -> list[MediaEndpoint]:
 
 
 async def unpublish(*, media: ParticipantMedia, source: Source = CAMERA) -> bool:
-    """Stop publishing a source (stop sharing the screen): the participant's endpoint for it and
-    every receiving endpoint fed by it."""
-    participant = media.participant
-    row = await database_sync_to_async(endpoint_row_sync)(participant.pk, None, source)
+    """Stop publishing a source (stop sharing the screen, stop a played video): the
+    participant's endpoint for it and every receiving endpoint fed by it."""
     media.forget((None, source))
-    if row is None:
+    return await withdraw(participant=media.participant, source=source)
+
+
+async def withdraw(
+    *, participant: Participant, source: Source, endpoint_id: str | None = None
+) -> bool:
+    """Release what the participant publishes of `source` (only if it is `endpoint_id`, when
+    given) and every receiving endpoint fed by it, and tell the room. False if there was none."""
+    row = await database_sync_to_async(endpoint_row_sync)(participant.pk, None, source)
+    if row is None or endpoint_id not in (None, row.endpoint_id):
         return False
     viewers = await database_sync_to_async(_viewer_rows_sync)(participant.pk, source)
     await recording.finish_stream(publisher_id=participant.pk, source=source)
-    await release_row(row, media)
+    await release_row(row)
     for viewer in viewers:
         await release_row(viewer)
     event = protocol.ParticipantUnpublished(participant_id=participant.pk, source=source)

@@ -32,7 +32,7 @@ from signaling.kurento import (
     WebRtcEndpoint,
 )
 from signaling.media import clients
-from signaling.media.session import SCREEN, Source
+from signaling.media.session import PLAYBACK, SCREEN, Source
 from signaling.models import MediaEndpoint, MediaRecorder
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,8 @@ def _blocked(row: MediaEndpoint) -> frozenset[str]:
     """What a moderator blocked of this stream: a screen's sound goes with the microphone."""
     from signaling.media.negotiation import moderator_blocked
 
+    if row.source == PLAYBACK:  # a played video is not its player's camera
+        return frozenset()
     blocked = moderator_blocked(row.owner)
     return blocked & {"AUDIO"} if row.source == SCREEN else blocked
 

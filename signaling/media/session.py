@@ -17,10 +17,12 @@ EARLY_TARGET_LIMIT = 64
 # Whose media an endpoint carries: None for the participant's own (publishing), else the id
 # of the publisher it receives.
 Target = int | None
-# Which of it: "camera" (camera and microphone) or "screen" (a shared screen).
+# Which of it: "camera" (camera and microphone), "screen" (a shared screen), or "playback" (a
+# video the participant plays into the room: a PlayerEndpoint, see signaling.media.playback).
 Source = str
 CAMERA: Source = "camera"
 SCREEN: Source = "screen"
+PLAYBACK: Source = "playback"
 # One endpoint of a connection: whose media, and which source.
 Stream = tuple[Target, Source]
 

@@ -127,6 +127,9 @@ def _sdp_problem(kind: str, sdp: str) -> str | None:
 # What a participant publishes: its camera and microphone, or a shared screen (with the tab's
 # or system's sound where the browser offers it). Each is a connection of its own.
 Source = Literal["camera", "screen"]
+# What a participant's page receives (or stops): those, or a video a participant plays into the
+# room (`play`), which the media server sends as that participant's "playback".
+Watched = Literal["camera", "screen", "playback"]
 
 
 @message
@@ -144,11 +147,22 @@ class Publish(ClientMessage):
 
 @message
 class Unpublish(ClientMessage):
-    """Stop sending a source (your camera, or your screen: stop sharing); the reply is
-    `unpublished`."""
+    """Stop sending a source (your camera, or your screen: stop sharing; or stop the video you
+    play into the room, "playback"); the reply is `unpublished`."""
 
     type_name: ClassVar[str] = "unpublish"
-    source: Source = "camera"
+    source: Watched = "camera"
+
+
+@message
+class Play(ClientMessage):
+    """Play a video into the room for everyone (the room's owner, staff): `file` names one of
+    the room's uploaded videos ("video:<id>") or ready recordings ("recording:<id>"). The reply
+    `playing` has its title; everyone gets `participant_published` with source "playback". Stop
+    it with `unpublish` of source "playback"; it also stops at its end."""
+
+    type_name: ClassVar[str] = "play"
+    file: str = dataclasses.field(metadata={"max_length": 40})
 
 
 @message
@@ -161,7 +175,7 @@ class Subscribe(ClientMessage):
     sdp: str = dataclasses.field(metadata={"max_length": _MAX_SDP_LENGTH})
     # false: audio only for now (the tile is not on screen); `video` turns it on later
     video: bool = True
-    source: Source = "camera"
+    source: Watched = "camera"
 
     def problem(self) -> str | None:
         return _sdp_problem(self.type_name, self.sdp)
@@ -175,7 +189,7 @@ class Video(ClientMessage):
     type_name: ClassVar[str] = "video"
     publisher: int
     on: bool
-    source: Source = "camera"
+    source: Watched = "camera"
 
 
 @message
@@ -184,7 +198,7 @@ class Unsubscribe(ClientMessage):
 
     type_name: ClassVar[str] = "unsubscribe"
     publisher: int
-    source: Source = "camera"
+    source: Watched = "camera"
 
 
 @message
@@ -204,7 +218,7 @@ class Ice(ClientMessage):
     type_name: ClassVar[str] = "ice"
     target: str | int
     candidate: dict
-    source: Source = "camera"
+    source: Watched = "camera"
 
     @property
     def publisher(self) -> int | None:

@@ -99,6 +99,14 @@ class Published(Reply):
 
 
 @message
+class Playing(Reply):
+    """The video asked for plays into the room now (source "playback" of yours)."""
+
+    type_name: ClassVar[str] = "playing"
+    title: str
+
+
+@message
 class Unpublished(Reply):
     type_name: ClassVar[str] = "unpublished"
     source: str = "camera"
@@ -170,11 +178,13 @@ class ParticipantLeft(ServerMessage):
 
 @message
 class ParticipantPublished(ServerMessage):
-    """A participant sends a source: its camera, or a shared screen."""
+    """A participant sends a source: its camera, a shared screen, or a video it plays into the
+    room ("playback", whose `title` says which)."""
 
     type_name: ClassVar[str] = "participant_published"
     participant_id: int
     source: str = "camera"
+    title: str = ""
 
 
 @message

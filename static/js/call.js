@@ -209,7 +209,7 @@ class Tile {
 /** The key in `Call.links` of the connection a server message names (target and source). */
 function linkKey(target, source = 'camera') {
   if (target === 'publish') return source === 'screen' ? 'share' : 'publish';
-  return source === 'screen' ? `screen:${target}` : target;
+  return source === 'camera' ? target : `${source}:${target}`;
 }
 
 /**
@@ -232,16 +232,18 @@ class Link {
   /**
    * @param {Call} call
    * @param {string | number} target the key of this connection in `call.links`: 'publish' (your
-   *   camera), 'share' (your screen), a publisher's id (their camera), or `screen:<id>`
+   *   camera), 'share' (your screen), a publisher's id (their camera), `screen:<id>` (their
+   *   screen) or `playback:<id>` (a video they play into the room)
    * @param {Tile} tile where its picture shows
    */
   constructor(call, target, tile) {
     this.call = call;
     this.target = target;
     this.local = target === 'publish' || target === 'share';
-    this.source = target === 'share' || String(target).startsWith('screen:') ? 'screen' : 'camera';
+    const [prefix, id] = String(target).includes(':') ? String(target).split(':') : [null, target];
+    this.source = target === 'share' ? 'screen' : prefix ?? 'camera';
     // Whose media, on the wire: 'publish' for your own, else the publisher's participant id.
-    this.publisher = this.local ? 'publish' : Number(String(target).replace('screen:', ''));
+    this.publisher = this.local ? 'publish' : Number(id);
     this.tile = tile;
     this.pc = null;
     this.closed = false;
@@ -468,7 +470,8 @@ export class Call {
     this.sinkId = '';
     this.links = new Map(); // 'publish' or publisher id -> Link
     this.tiles = new Map(); // another participant's id -> Tile
-    this.screens = new Map(); // another participant's id -> the Tile of the screen they share
+    // `screen:<id>` / `playback:<id>` -> the Tile of a screen someone shares or a video they play
+    this.screens = new Map();
     this.userIds = new Map(); // participant id -> their account's id
     this.screenStream = null; // the screen this tab shares
     this.screenTile = null; // and its preview
@@ -584,6 +587,7 @@ export class Call {
     for (const p of participants) this.joined(p);
     for (const p of participants) if (p.publishing && p.id !== you) this.subscribe(p.id);
     for (const p of participants) if (p.sharing && p.id !== you) this.subscribeScreen(p.id);
+    for (const p of participants) if (p.playing) this.subscribeScreen(p.id, 'playback', p.playing);
     const stream = await this.preview();
     // Seeing the others comes first: the server answers a socket's requests in order, so the
     // subscribe offers go out before our own publish offer (waiting at most a moment).
@@ -638,51 +642,67 @@ export class Call {
     this.visibility.observe(tile.root);
   }
 
-  /** The tile of another participant's shared screen, made on first need. */
-  #screenOf(id) {
-    let tile = this.screens.get(id);
+  /**
+   * The tile of another participant's shared screen (`source` 'screen'), or of a video someone
+   * plays into the room ('playback', called `title`), made on first need.
+   */
+  #screenOf(id, source, title) {
+    const key = `${source}:${id}`;
+    let tile = this.screens.get(key);
     if (!tile) {
-      const name = this.names.get(id) || gettext('Someone');
+      const name = id === this.you ? gettext('You') : this.names.get(id) || gettext('Someone');
+      const playback = source === 'playback';
       tile = new Tile(this.stage, {
-        name: interpolate(gettext("%(name)s's screen"), { name }),
+        name: playback ? title || gettext('Video') : interpolate(gettext("%(name)s's screen"), { name }),
         local: false,
       });
       tile.root.classList.add('tile--screen');
-      tile.root.dataset.screenOf = String(id);
-      tile.root.dataset.tileKey = `screen:${id}`;
-      tile.video.setAttribute('aria-label', interpolate(gettext("%(name)s's shared screen"), { name }));
+      if (playback) tile.root.classList.add('tile--playback');
+      tile.root.dataset[playback ? 'playbackOf' : 'screenOf'] = String(id);
+      tile.root.dataset.tileKey = key;
+      tile.video.setAttribute(
+        'aria-label',
+        playback
+          ? interpolate(gettext('Video played by %(name)s: %(title)s'), { name, title })
+          : interpolate(gettext("%(name)s's shared screen"), { name }),
+      );
       tile.clear(gettext('Connecting…'));
-      this.screens.set(id, tile);
-      this.#watchVisibility(`screen:${id}`, tile);
+      this.screens.set(key, tile);
+      this.#watchVisibility(key, tile);
       if (this.sinkId) this.#applySink(tile).catch(() => {});
-      if (this.userId !== null && this.userIds?.get(id) === this.userId) tile.silence();
-      tile.onPin = () => this.layout.togglePin(`screen:${id}`);
-      this.layout.presented(`screen:${id}`);
+      // Your own screen in another tab would echo; a video you play is heard as everyone hears it.
+      if (!playback && this.userId !== null && this.userIds?.get(id) === this.userId) tile.silence();
+      tile.onPin = () => this.layout.togglePin(key);
+      this.layout.presented(key);
     }
     return tile;
   }
 
-  /** Receive another participant's shared screen (they started sharing, or already were). */
-  subscribeScreen(id) {
-    if (id === this.you || this.you === null) return;
-    const key = `screen:${id}`;
+  /**
+   * Receive another participant's shared screen (they started sharing, or already were), or a
+   * video someone plays into the room (`source` 'playback', yourself included).
+   */
+  subscribeScreen(id, source = 'screen', title = '') {
+    if (this.you === null || (id === this.you && source !== 'playback')) return;
+    const key = `${source}:${id}`;
     const existing = this.links.get(key);
     if (existing) {
       existing.failures = 0;
       existing.start();
       return;
     }
-    this.#link(key, this.#screenOf(id)).start();
+    this.#link(key, this.#screenOf(id, source, title)).start();
   }
 
-  /** They stopped sharing (or left): the screen's tile goes. */
-  dropScreen(id) {
-    this.dropLink(`screen:${id}`);
-    const tile = this.screens.get(id);
+  /** They stopped sharing or playing (or left): that tile goes. */
+  dropScreen(id, source = 'screen') {
+    const key = `${source}:${id}`;
+    this.dropLink(key);
+    const tile = this.screens.get(key);
     if (!tile) return;
     this.visibility?.unobserve(tile.root);
     tile.remove();
-    this.screens.delete(id);
+    this.screens.delete(key);
   }
 
   /** Whether this tab shares its screen. */
@@ -773,8 +793,11 @@ export class Call {
    * bring their pictures back.
    */
   reset() {
-    // Others' screens come back with their `participant_published` (if they still share).
-    for (const id of [...this.screens.keys()]) this.dropScreen(id);
+    // Others' screens and videos come back with their `participant_published` (if still on).
+    for (const key of [...this.screens.keys()]) {
+      const [source, id] = key.split(':');
+      this.dropScreen(Number(id), source);
+    }
     this.healing = new Set(this.links.keys());
     for (const [target, link] of [...this.links]) {
       link.close();
@@ -820,6 +843,7 @@ export class Call {
   /** Someone left: their tile goes. */
   left(id) {
     this.dropScreen(id);
+    this.dropScreen(id, 'playback');
     this.dropLink(id);
     const tile = this.tiles.get(id);
     if (tile) this.visibility?.unobserve(tile.root);

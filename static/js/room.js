@@ -8,6 +8,7 @@ import { Hands } from './hands.js';
 import { Moderation } from './moderation.js';
 import { gettext, interpolate, ngettext, pgettext } from './i18n.js';
 import { Reactions } from './reactions.js';
+import { Playback } from './playback.js';
 import { Recording } from './recording.js';
 import { RoomSocket } from './room-socket.js';
 
@@ -398,6 +399,15 @@ const recording = new Recording({
   notice: (text) => showNotice(text),
   announce: (text) => announce(text),
 });
+const playback = new Playback({
+  socket,
+  select: $('play-select'),
+  playButton: $('play-button'),
+  stopButton: $('play-stop-button'),
+  nameOf: (id) => nameOf(people.get(id) ?? {}),
+  notice: (text) => showNotice(text),
+  announce: (text) => announce(text),
+});
 const reactions = new Reactions({
   socket,
   button: ui.reactions,
@@ -432,6 +442,7 @@ on('snapshot', (message) => {
   hands.setSnapshot(message.hands ?? [], you);
   moderation.setSnapshot(message, you);
   recording.setSnapshot(message);
+  playback.setSnapshot(message, you);
   reactions.setYou(you);
   showRoom(message.room);
   setStatus('connected', gettext('Connected'));
@@ -489,6 +500,7 @@ on('media_reset', ({ reason }) => {
   }, 15_000);
   announce(gettext('Reconnecting media…'));
   call.reset();
+  playback.reset(); // a video played into the room does not survive its media server
 });
 
 on('media_interrupted', () => {
@@ -501,7 +513,12 @@ on('media_restored', () => {
   call.kick();
 });
 
-on('participant_published', ({ participant_id: id, source }) => {
+on('participant_published', ({ participant_id: id, source, title }) => {
+  if (source === 'playback') {
+    call.subscribeScreen(id, 'playback', title);
+    playback.started(id, title);
+    return;
+  }
   if (source === 'screen') {
     call.subscribeScreen(id);
     updatePerson(id, { sharing: true });
@@ -516,6 +533,11 @@ on('participant_published', ({ participant_id: id, source }) => {
 });
 
 on('participant_unpublished', ({ participant_id: id, source }) => {
+  if (source === 'playback') {
+    call.dropScreen(id, 'playback');
+    playback.stopped(id);
+    return;
+  }
   if (source === 'screen') {
     call.dropScreen(id);
     updatePerson(id, { sharing: false });

@@ -22,6 +22,8 @@ class Caller:
         # A shared screen: this caller's own, and the ones it receives.
         self.sharer: Peer | None = None
         self.screens: dict[int, Peer] = {}
+        # Videos played into the room that it receives, by who plays them.
+        self.played: dict[int, Peer] = {}
         self.events: list[dict[str, Any]] = []
         self._serial = 0
 
@@ -38,11 +40,13 @@ class Caller:
 
     async def _handle(self, message: dict[str, Any]) -> None:
         if message["type"] == "ice_candidate":
-            target, screen = message["target"], message.get("source") == "screen"
+            target, source = message["target"], message.get("source", "camera")
+            screen = source == "screen"
             if target == "publish":
                 peer = self.sharer if screen else self.publisher
             else:
-                peer = (self.screens if screen else self.viewers).get(target)
+                peers = {"screen": self.screens, "playback": self.played}.get(source, self.viewers)
+                peer = peers.get(target)
             if peer is not None:
                 await peer.add_remote_candidate(message["candidate"])
         else:
@@ -114,20 +118,23 @@ class Caller:
             await self.trickle(self.sharer, "publish", "screen")
         return reply
 
-    async def watch_screen(self, publisher: int) -> dict[str, Any]:
-        """Receive a publisher's shared screen; the reply."""
-        if publisher in self.screens:
-            await self.screens[publisher].close()
-        peer = self.screens[publisher] = Peer(send=False, receive=True)
-        message = {"type": "subscribe", "publisher": publisher, "source": "screen"}
+    async def watch_screen(self, publisher: int, source: str = "screen") -> dict[str, Any]:
+        """Receive a publisher's shared screen (or the video they play, source "playback");
+        the reply."""
+        peers = self.played if source == "playback" else self.screens
+        if publisher in peers:
+            await peers[publisher].close()
+        peer = peers[publisher] = Peer(send=False, receive=True)
+        message = {"type": "subscribe", "publisher": publisher, "source": source}
         reply = await self.request({**message, "sdp": await peer.offer()})
         if reply["type"] == "subscribed":
-            assert reply["source"] == "screen" and reply["publisher"] == publisher, reply
+            assert reply["source"] == source and reply["publisher"] == publisher, reply
             await peer.accept(reply["sdp"])
-            await self.trickle(peer, publisher, "screen")
+            await self.trickle(peer, publisher, source)
         return reply
 
     async def close_peers(self) -> None:
-        for peer in [self.publisher, self.sharer, *self.viewers.values(), *self.screens.values()]:
+        peers = [*self.viewers.values(), *self.screens.values(), *self.played.values()]
+        for peer in [self.publisher, self.sharer, *peers]:
             if peer is not None:
                 await peer.close()
