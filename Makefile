@@ -95,7 +95,8 @@ pytest-topology: $(VENV)/.installed-test translations
 
 # Debian packages the real-component tests use: Chromium (browser tests), coturn (TURN tests),
 # iptables (fault tests drop the media server's packets on loopback), gettext (xgettext and
-# msgmerge for `make i18n-check`), fonts-noto-cjk (Korean text in Chromium's pages).
+# msgmerge for `make i18n-check`), fonts-noto-cjk (Korean text in Chromium's pages), libzbar0
+# (the media server's ZBarFilter reads codes with it; without it creating one is refused).
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
@@ -104,6 +105,7 @@ system-deps:
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	command -v xgettext >/dev/null || missing="$$missing gettext"; \
 	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
+	dpkg -s libzbar0 >/dev/null 2>&1 || missing="$$missing libzbar0"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "Installing Debian packages:$$missing"; \

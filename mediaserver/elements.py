@@ -353,8 +353,8 @@ class Endpoint(MediaElement):
 
 
 class Filter(MediaElement):
-    """The base of the filters module's classes (none is implemented here), listed in the core
-    module's KMD as KMS lists it."""
+    """The base of the filters module's classes (filters.py), listed in the core module's KMD
+    as KMS lists it."""
 
     TYPE = "Filter"
 
@@ -400,17 +400,22 @@ class UriEndpoint(Endpoint):
         """Stop writing or reading (subclasses)."""
 
 
-class PassThrough(MediaElement):
-    """Forwards what it receives to its sinks unchanged."""
-
-    TYPE = "PassThrough"
-    ABSTRACT = False
+class ForwardsAsIs(MediaElement):
+    """An element whose output is its input, frame for frame (not a Kurento class: PassThrough
+    and the filters that only look at their media share it)."""
 
     def on_sink_frame(self, kind: str, frame: EncodedFrame) -> None:
         self.hubs[kind].push(frame)
 
     def request_keyframe(self, kind: str) -> None:
         self.pads[kind].request_keyframe()
+
+
+class PassThrough(ForwardsAsIs):
+    """Forwards what it receives to its sinks unchanged."""
+
+    TYPE = "PassThrough"
+    ABSTRACT = False
 
 
 def _media_types(media_type: str | None) -> tuple[str, ...]:

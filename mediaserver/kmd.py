@@ -116,7 +116,9 @@ _EVENTS: dict[str, dict[str, tuple[str | None, tuple[str, ...]]]] = {
         "NewCandidatePairSelected": ("Media", ("candidatePair:IceCandidatePair",)),
         "OnKeySoftLimit": ("Media", ("mediaType:MediaType",)),
     },
-    "filters": {},
+    "filters": {
+        "CodeFound": ("Media", ("codeType:String", "value:String")),
+    },
 }
 
 _ENUMS: dict[str, dict[str, tuple[str, ...]]] = {

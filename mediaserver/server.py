@@ -33,6 +33,7 @@ from . import forwarding, ice
 from .config import Config
 from .elements import MediaElement, MediaPipeline, PassThrough, ServerManager
 from .errors import Code, KurentoError, marshall_error, too_many
+from .filters import FILTER_FACTORIES
 from .http_post import HttpPostEndpoint, HttpPostServer
 from .hubs import HUB_FACTORIES, Composite, Hub, HubPort
 from .kmd import enum_values
@@ -137,6 +138,7 @@ class MediaServer:
             *HUB_FACTORIES,
             RtpEndpoint,
             HttpPostEndpoint,
+            *FILTER_FACTORIES,
         ):
             self.registry.register_factory(cls)
         self.http_post = HttpPostServer(config.host)

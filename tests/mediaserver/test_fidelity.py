@@ -341,7 +341,7 @@ async def test_get_stats_has_the_endpoint_entry_and_kms_rtp_fields(rpc: Rpc) -> 
 
 
 async def test_error_codes_are_those_of_kms_7(rpc: Rpc) -> None:
-    for type_name in ("ZBarFilter", "kurento.MediaElement"):
+    for type_name in ("FaceOverlayFilter", "kurento.MediaElement"):
         unknown = await error_of(rpc, "create", type=type_name)
         assert unknown["code"] == 40108, type_name
         assert unknown["message"] == f"Factory '{type_name}' not found"
@@ -491,7 +491,9 @@ async def test_get_kmd_describes_each_module_from_the_servers_own_classes(rpc: R
     assert "DtlsConnectionStateChange" in webrtc_endpoint["events"]
     elements_types = {t["name"] for t in documents["elements"]["complexTypes"]}
     assert {"IceCandidate", "IceCandidatePair", "DtlsConnectionState"} <= elements_types
-    assert documents["filters"]["remoteClasses"] == []
+    zbar = {c["name"]: c for c in documents["filters"]["remoteClasses"]}["ZBarFilter"]
+    assert (zbar["extends"], zbar["events"]) == ("Filter", ["CodeFound"])
+    assert [e["name"] for e in documents["filters"]["events"]] == ["CodeFound"]
 
     missing = await error_of(
         rpc, "invoke", object=manager, operation="getKmd", operationParams={"moduleName": "nope"}

@@ -335,11 +335,22 @@ event DataChannelClosed extends Media
 event NewCandidatePairSelected extends Media
   fields candidatePair:IceCandidatePair
 """,
+    # Only what this server implements of the module (the other classes answer 40108).
+    "filters": """\
+class ZBarFilter extends Filter
+  ctor mediaPipeline:MediaPipeline
+  events CodeFound
+event CodeFound extends Media
+  fields codeType:String, value:String
+""",
 }
+# Modules of which the server implements a part: the reference must be in KMS's files.
+PARTIAL = frozenset({"filters"})
 
 INTERFACES = {
     "core": "server/module-core/src/server/interface",
     "elements": "server/module-elements/src/server/interface",
+    "filters": "server/module-filters/src/server/interface",
 }
 
 
@@ -441,10 +452,10 @@ def _differences(found: set[str], expected: set[str]) -> dict[str, list[str]]:
     return {"missing": sorted(expected - found), "extra": sorted(found - expected)}
 
 
-@pytest.mark.parametrize("module", ["core", "elements"])
+@pytest.mark.parametrize("module", ["core", "elements", "filters"])
 async def test_get_kmd_lists_what_kms7_lists(rpc: Rpc, module: str) -> None:
     """Every class, constructor parameter, property, method, event and complex type of KMS 7's
-    module, with its types, and nothing else."""
+    module (of filters, what is implemented), with its types, and nothing else."""
     kmd = json.loads(await rpc.invoke(MANAGER, "getKmd", moduleName=module))
     found = kmd_lines([kmd])
     assert _differences(found, reference_lines(KMS7[module])) == {"missing": [], "extra": []}
@@ -481,8 +492,11 @@ def main() -> None:
         if documents is None:
             raise SystemExit("no Kurento sources at $KURENTO_SRC (default /tmp/kurento-src)")
         differences = _differences(kmd_lines(documents), reference_lines(KMS7[module]))
-        failed |= differences != {"missing": [], "extra": []}
-        print(module, "matches KMS 7" if not failed else differences)
+        if module in PARTIAL:
+            differences["extra"] = []  # KMS's classes this server leaves out
+        ok = differences == {"missing": [], "extra": []}
+        failed |= not ok
+        print(module, "matches KMS 7" if ok else differences)
     raise SystemExit(1 if failed else 0)
 
 

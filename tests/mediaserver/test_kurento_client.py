@@ -133,13 +133,13 @@ async def test_unimplemented_factory_is_an_error_not_a_crash(
     await js_client.run("create", ref="pipeline", type="MediaPipeline")
     reply = await js_client.try_run(
         "create",
-        ref="zbar",
-        type="ZBarFilter",
+        ref="overlay",
+        type="FaceOverlayFilter",
         parent="pipeline",
         params={},
     )
     assert not reply["ok"]
-    assert "ZBarFilter' not found" in reply["error"]
+    assert "FaceOverlayFilter' not found" in reply["error"]
     assert reply["code"] == 40108
     # The connection and the session keep working.
     await js_client.run("create", ref="ep", type="WebRtcEndpoint", parent="pipeline")
@@ -163,7 +163,7 @@ async def test_explicit_transaction_and_a_plain_rtp_offer(
             {"create": "source", "type": "PassThrough", "parent": "pipeline"},
             {"create": "ep", "type": "WebRtcEndpoint", "parent": "pipeline"},
             {"call": "source", "method": "addTag", "args": ["room", "42"]},
-            {"create": "filter", "type": "ZBarFilter", "parent": "pipeline"},
+            {"create": "filter", "type": "FaceOverlayFilter", "parent": "pipeline"},
         ],
     )
     assert result["commited"] is True

@@ -403,10 +403,10 @@ async def test_unknown_object_and_operation_errors(rpc: Rpc) -> None:
         "Event 'IceCandidateFound' not supported",
     )
     with pytest.raises(RpcError) as factory:
-        await rpc.create("ZBarFilter", mediaPipeline=pipeline)
+        await rpc.create("FaceOverlayFilter", mediaPipeline=pipeline)
     assert (factory.value.code, factory.value.message) == (
         40108,  # MEDIA_OBJECT_NOT_AVAILABLE, what KMS 7's module manager answers
-        "Factory 'ZBarFilter' not found",
+        "Factory 'FaceOverlayFilter' not found",
     )
     with pytest.raises(RpcError) as abstract:
         await rpc.create("MediaElement", mediaPipeline=pipeline)
