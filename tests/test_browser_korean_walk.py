@@ -22,6 +22,7 @@ ALLOWED |= {"English", "TURN", "HTTPS"}
 ALLOWED |= {"localhost", "http", "https", "rooms", "invite", "ms", "kbps", "Mb", "fake", "device"}
 ALLOWED |= {"Fake", "Default", "Audio", "Input", "Output", "Weekly", "sync"}  # device, room names
 ALLOWED |= {"Enter", "Shift", "Esc"}  # keys, as their keycaps say
+ALLOWED |= {"WebM", "MP"}  # video file formats (MP4), as Korean interfaces write them
 
 # Everything a person reads or a screen reader says: text in the page, and the attributes that
 # become names and descriptions. Hidden elements (a closed panel) are skipped by innerText but
