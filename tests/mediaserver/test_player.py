@@ -6,13 +6,15 @@ a viewer that joins late gets a picture at once; http:// sources; bad sources re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import http.server
 import math
+import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
@@ -22,7 +24,9 @@ import numpy
 import pytest
 
 from mediaserver.server import MediaServer
+from tests.conftest import require
 
+from .conftest import KURENTO_CLIENT_DIR
 from .peers import Peer
 from .rpc import Rpc, RpcError
 from .test_recorder import marks, streams, sync_offsets
@@ -380,6 +384,91 @@ async def test_plays_an_http_source(media_server: MediaServer, rpc: Rpc) -> None
         assert peer.received.video_frames >= 45 and peer.received.non_black_frames > 0
         assert peer.received.audio_frames >= 80
         await rpc.request("release", object=pipeline)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def rtsp_server() -> AsyncIterator[tuple[str, str]]:
+    """A real RTSP server (npm rtsp-streaming-server, tests/kurento_client/rtsp_server.js):
+    the URL base producers publish to, and the one clients play from."""
+    node = shutil.which("node")
+    require(node is not None, "Node.js (node)")
+    require(
+        (KURENTO_CLIENT_DIR / "node_modules" / "rtsp-streaming-server").is_dir(),
+        "npm rtsp-streaming-server (make test installs it in tests/kurento_client)",
+    )
+    publish, play = free_port(), free_port()
+    rtp = free_port(socket.SOCK_DGRAM) & ~1  # a pair of its own per stream, from here up
+    process = await asyncio.create_subprocess_exec(
+        node,
+        str(KURENTO_CLIENT_DIR / "rtsp_server.js"),
+        str(publish),
+        str(play),
+        str(rtp),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(10):
+            assert (await process.stdout.readline()).strip() == b"ready"
+        yield f"rtsp://127.0.0.1:{publish}", f"rtsp://127.0.0.1:{play}"
+    finally:
+        process.kill()
+        await process.wait()
+
+
+def publish_rtsp(source: Path, url: str) -> None:
+    """Publish a file to an RTSP server in real time (ANNOUNCE/RECORD, RTP over UDP), as a
+    camera or an encoder pushing its stream would; the encoded packets go as they are."""
+    with (
+        av.open(str(source)) as clip,
+        av.open(url, "w", format="rtsp", options={"rtsp_transport": "udp"}) as out,
+    ):
+        streams = {s.index: out.add_stream_from_template(s) for s in clip.streams}
+        started = time.monotonic()
+        for packet in clip.demux():
+            if packet.dts is None:
+                continue
+            delay = started + float(packet.pts * packet.time_base) - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+
+
+async def test_plays_an_rtsp_source(media_server: MediaServer, rpc: Rpc, tmp_path: Path) -> None:
+    """A live RTSP stream (a camera, say) from a real RTSP server: VP8 and Opus go on as they
+    are, the viewer decodes them, and stopping the player lets the stream go."""
+    clip = make_media(tmp_path / "camera.webm", seconds=8.0)
+    async with rtsp_server() as (publish_base, play_base):
+        publisher = asyncio.create_task(
+            asyncio.to_thread(publish_rtsp, clip, f"{publish_base}/camera")
+        )
+        await asyncio.sleep(1.0)  # announced and recording
+        pipeline = await rpc.create("MediaPipeline")
+        element = await player(rpc, pipeline, f"{play_base}/camera", networkCache=200)
+        log = EventLog(rpc)
+        _, peer = await viewer(rpc, pipeline, element)
+        try:
+            await connected(peer)
+            await rpc.invoke(element, "play")
+            await peer.wait_video(60, timeout=15)
+            assert peer.received.non_black_frames > 0
+            assert peer.received.sizes == {(320, 240)}
+            assert peer.received.audio_frames > 50
+            assert not await rpc.invoke(element, "isMediaTranscoding", mediaType="VIDEO")
+            await rpc.invoke(element, "stop")
+            assert "STOP" in log.states()
+        finally:
+            await peer.close()
+            await rpc.request("release", object=pipeline)
+            await publisher
+        assert await players_gone()
 
 
 async def test_bad_sources_are_reported_and_the_player_keeps_working(
