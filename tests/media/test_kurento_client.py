@@ -82,7 +82,7 @@ async def test_errors_are_typed(client):
         await WebRtcEndpoint(client, "nope_kurento.WebRtcEndpoint").gather_candidates()
     assert missing.value.code == 40101
     with pytest.raises(TypeNotFound):
-        await client.create("ZBarFilter", mediaPipeline="x")
+        await client.create("FaceOverlayFilter", mediaPipeline="x")
     pipeline = await create_pipeline(client)
     endpoint = await pipeline.create_webrtc_endpoint()
     with pytest.raises(SdpError) as bad_sdp:
