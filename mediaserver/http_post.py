@@ -21,13 +21,10 @@ import threading
 import uuid
 from typing import Any
 
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-
 from .elements import MediaPipeline
 from .frames import EncodedFrame
 from .objects import Param, Registry
-from .playback import AUDIO_CLOCK, VIDEO_CLOCK, Clock, Playback, Source, SourceInfo
-from .rtp_send import Packetizer
+from .playback import Clock, Playback, Source, SourceInfo, packetizers
 from .webrtc import SessionEndpoint
 
 logger = logging.getLogger(__name__)
@@ -267,14 +264,7 @@ class HttpPostEndpoint(HttpEndpoint):
         self.body: BodyStream | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._clock = Clock.now()
-        self._packetizers = {
-            codec: Packetizer(RTCRtpCodecParameters(mimeType=mime, clockRate=rate, payloadType=0))
-            for codec, mime, rate in (
-                ("vp8", "video/VP8", VIDEO_CLOCK),
-                ("h264", "video/H264", VIDEO_CLOCK),
-                ("opus", "audio/opus", AUDIO_CLOCK),
-            )
-        }
+        self._packetizers = packetizers()
 
     def flow_in_at(self, kind: str) -> float:
         return 0.0  # nothing comes in from other elements

@@ -36,7 +36,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 from .frames import EncodedFrame
 from .recording import AUDIO_DECODERS, VIDEO_DECODERS
 from .rtp_send import Packetizer
-from .transcoding import open_video_encoder
+from .transcoding import open_opus_encoder, open_video_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -301,13 +301,7 @@ class _Input:
 
     def encode_audio(self, mix: numpy.ndarray, pts: int) -> list[av.Packet]:
         if self.encoder is None:
-            encoder = av.CodecContext.create("libopus", "w")
-            encoder.sample_rate = AUDIO_RATE
-            encoder.layout = "mono"
-            encoder.format = "s16"
-            encoder.time_base = Fraction(1, AUDIO_RATE)
-            encoder.open()
-            self.encoder = encoder
+            self.encoder = open_opus_encoder("mono")
         samples = numpy.clip(mix, -32768, 32767).astype(numpy.int16).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
         frame.sample_rate = AUDIO_RATE

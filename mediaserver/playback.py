@@ -33,13 +33,14 @@ from typing import Protocol
 import av
 import av.container
 import av.stream
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from av.bitstream import BitStreamFilterContext
 from av.video.frame import PictureType
 
 from .forwarding import is_keyframe
 from .frames import EncodedFrame
 from .rtp_send import Packetizer
-from .transcoding import open_video_encoder
+from .transcoding import open_opus_encoder, open_video_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,13 @@ VIDEO_CLOCK = 90000
 AUDIO_CLOCK = 48000
 OPEN_TIMEOUT = 10.0  # seconds to open a network source
 READ_TIMEOUT = 10.0  # seconds a network source may stay silent before it counts as broken
+# The codecs a playing element sends (as they are, or transcoded to), packetized once for all
+# its sinks.
+_SENT_CODECS = (
+    ("vp8", "video/VP8", VIDEO_CLOCK),
+    ("h264", "video/H264", VIDEO_CLOCK),
+    ("opus", "audio/opus", AUDIO_CLOCK),
+)
 _MAX_LATE = 0.5  # seconds behind schedule (a stalled network source) before the clock restarts
 _OPUS_FRAME = 960  # samples: 20 ms at 48 kHz
 _BITRATE_RANGE = (300_000, 4_000_000)  # re-encoded video, around the source's own bitrate
@@ -64,6 +72,14 @@ NETWORK_SCHEMES = tuple(_NETWORK_PROTOCOLS)
 # Error types KMS's player reports (PlayerEndpointImpl: invalid-uri and invalid-media signals).
 INVALID_URI = "INVALID_URI"
 INVALID_MEDIA = "INVALID_MEDIA"
+
+
+def packetizers() -> dict[str, Packetizer]:
+    """A packetizer per codec a playing element sends (PlayerEndpoint, HttpPostEndpoint)."""
+    return {
+        codec: Packetizer(RTCRtpCodecParameters(mimeType=mime, clockRate=rate, payloadType=0))
+        for codec, mime, rate in _SENT_CODECS
+    }
 
 
 @dataclass(frozen=True)
@@ -472,13 +488,7 @@ class _AudioOutput:
         self.samples = 0
         if self.as_is:
             return
-        encoder = av.CodecContext.create("libopus", "w")
-        encoder.sample_rate = AUDIO_CLOCK
-        encoder.layout = "stereo"
-        encoder.format = "s16"
-        encoder.time_base = Fraction(1, AUDIO_CLOCK)
-        encoder.open()
-        self.encoder = encoder
+        self.encoder = open_opus_encoder("stereo")
         self.resampler = av.AudioResampler(
             format="s16", layout="stereo", rate=AUDIO_CLOCK, frame_size=_OPUS_FRAME
         )

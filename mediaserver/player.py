@@ -17,25 +17,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-
 from .elements import MediaPipeline, UriEndpoint
 from .errors import Code, KurentoError
 from .frames import EncodedFrame
 from .objects import Param, Property, Registry, complex_value
 from .playback import (
-    AUDIO_CLOCK,
     INVALID_URI,
     NETWORK_SCHEMES,
-    VIDEO_CLOCK,
     Clock,
     Playback,
     Source,
     SourceInfo,
     file_source,
     network_source,
+    packetizers,
 )
-from .rtp_send import Packetizer
 from .uris import file_path
 
 logger = logging.getLogger(__name__)
@@ -81,14 +77,7 @@ class PlayerEndpoint(UriEndpoint):
         self.info: SourceInfo | None = None
         self.transcoding: dict[str, str] = {}  # kind -> the codec the player encodes to
         self._clock = Clock.now()
-        self._packetizers = {
-            codec: Packetizer(RTCRtpCodecParameters(mimeType=mime, clockRate=rate, payloadType=0))
-            for codec, mime, rate in (
-                ("vp8", "video/VP8", VIDEO_CLOCK),
-                ("h264", "video/H264", VIDEO_CLOCK),
-                ("opus", "audio/opus", AUDIO_CLOCK),
-            )
-        }
+        self._packetizers = packetizers()
         self._running: dict[Playback, asyncio.Event] = {}  # set when the thread has ended
 
     # -- media flow ----------------------------------------------------------------------------

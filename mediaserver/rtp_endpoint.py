@@ -28,7 +28,7 @@ from .rtp_sdp import (
     write_sdp,
 )
 from .rtp_session import Remote, RtpSession, SrtpKeys, closing, open_session
-from .webrtc import BASE_RTP_DEFAULTS, PEER_SILENCE_TIMEOUT, BaseRtpEndpoint, parse_sdp
+from .webrtc import PEER_SILENCE_TIMEOUT, BaseRtpEndpoint, parse_sdp
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,6 @@ class RtpEndpoint(BaseRtpEndpoint):
         sdes: Sdes | None = None,
     ) -> None:
         super().__init__(registry, pipeline)
-        self.values.update(BASE_RTP_DEFAULTS)
         self.address = address  # None: no address of the family asked for (useIpv6)
         self.announced = announced or address
         self.port_range = port_range
@@ -65,17 +64,6 @@ class RtpEndpoint(BaseRtpEndpoint):
         self.sessions: dict[str, RtpSession] = {}
         self.local: list[LocalMedia] = []
         self.send_codecs: dict[str, str] = {}
-        self.media_state = "DISCONNECTED"
-        self.connection_state = "DISCONNECTED"
-        for pad in self.pads.values():
-            pad.active = False
-
-    def get_property(self, name: str) -> Any:
-        if name == "mediaState":
-            return self.media_state
-        if name == "connectionState":
-            return self.connection_state
-        return super().get_property(name)
 
     # -- negotiation -----------------------------------------------------------------------------
 
@@ -231,16 +219,6 @@ class RtpEndpoint(BaseRtpEndpoint):
             session.request_keyframe()
 
     # -- state -----------------------------------------------------------------------------------
-
-    def _set_connection_state(self, state: str) -> None:
-        if state != self.connection_state:
-            old, self.connection_state = self.connection_state, state
-            self.emit("ConnectionStateChanged", oldState=old, newState=state)
-
-    def _set_media_state(self, state: str) -> None:
-        if state != self.media_state:
-            old, self.media_state = self.media_state, state
-            self.emit("MediaStateChanged", oldState=old, newState=state)
 
     def check_flow(self, now: float) -> None:
         """Flow first, then the media state: CONNECTED while the peer sends RTP or RTCP."""

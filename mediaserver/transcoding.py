@@ -29,6 +29,7 @@ _ENCODERS = {"vp8": "libvpx", "h264": "libx264"}
 TRANSCODABLE = tuple(_ENCODERS)
 _TIME_BASE = Fraction(1, 90000)
 _BITRATE = 1_000_000
+OPUS_RATE = 48000  # what WebRTC's Opus runs at, whatever the source
 _QUEUE_FRAMES = 30
 
 
@@ -126,6 +127,17 @@ def open_video_encoder(
         encoder.options = {"preset": "ultrafast", "tune": "zerolatency", "level": "31"}
     else:
         encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    encoder.open()
+    return encoder
+
+
+def open_opus_encoder(layout: str) -> av.AudioCodecContext:
+    """An Opus encoder at 48 kHz, taking 16-bit samples in `layout` ("mono", "stereo")."""
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate = OPUS_RATE
+    encoder.layout = layout
+    encoder.format = "s16"
+    encoder.time_base = Fraction(1, OPUS_RATE)
     encoder.open()
     return encoder
 

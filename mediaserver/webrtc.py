@@ -174,7 +174,9 @@ class SdpEndpoint(SessionEndpoint):
 
 
 class BaseRtpEndpoint(SdpEndpoint):
-    """An endpoint whose getStats starts with its EndpointStats entry, as KMS's do."""
+    """An endpoint that sends and receives RTP: its media and connection states (and their
+    events), its bandwidth properties, and a getStats that starts with its EndpointStats entry,
+    as KMS's do. Its pads stay inactive until a negotiation says what it sends."""
 
     TYPE = "BaseRtpEndpoint"
     EVENTS = frozenset({"MediaStateChanged", "ConnectionStateChanged"})
@@ -187,6 +189,31 @@ class BaseRtpEndpoint(SdpEndpoint):
         Property("mtu", kind=int),
         Property("rembParams", kind=dict, type_name="RembParams"),
     )
+
+    def __init__(self, registry: Registry, pipeline: MediaPipeline) -> None:
+        super().__init__(registry, pipeline)
+        self.values.update(BASE_RTP_DEFAULTS)
+        self.media_state = "DISCONNECTED"
+        self.connection_state = "DISCONNECTED"
+        for pad in self.pads.values():
+            pad.active = False
+
+    def get_property(self, name: str) -> Any:
+        if name == "mediaState":
+            return self.media_state
+        if name == "connectionState":
+            return self.connection_state
+        return super().get_property(name)
+
+    def _set_connection_state(self, state: str) -> None:
+        if state != self.connection_state:
+            old, self.connection_state = self.connection_state, state
+            self.emit("ConnectionStateChanged", oldState=old, newState=state)
+
+    def _set_media_state(self, state: str) -> None:
+        if state != self.media_state:
+            old, self.media_state = self.media_state, state
+            self.emit("MediaStateChanged", oldState=old, newState=state)
 
     async def op_requestKeyframe(self) -> None:
         self.request_keyframe("video")
@@ -263,7 +290,6 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         self.dropped_mlines: dict[int, str | None] = {}
         self.bundled_rejects: set[str] = set()
         self.direction = "recvonly" if recvonly else "sendonly" if sendonly else "sendrecv"
-        self.values.update(BASE_RTP_DEFAULTS)
         self.values.update(
             networkInterfaces="",
             iceTcp=True,
@@ -283,20 +309,12 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         self.remote_candidates = 0  # added by the client, queued or not (limits.py)
         self.gather_requested = False
         self.gathering_done = False
-        self.media_state = "DISCONNECTED"
-        self.connection_state = "DISCONNECTED"
         self.peer_gone = False  # its connection closed or failed: media stays DISCONNECTED
         self.streams: list[MediaStream] = []
-        for pad in self.pads.values():
-            pad.active = False
 
     # -- properties ---------------------------------------------------------------------------
 
     def get_property(self, name: str) -> Any:
-        if name == "mediaState":
-            return self.media_state
-        if name == "connectionState":
-            return self.connection_state
         if name == "ICECandidatePairs":
             return [stream.pair for stream in self.streams if stream.pair is not None]
         if name == "IceConnectionState":
@@ -735,16 +753,6 @@ class WebRtcEndpoint(BaseRtpEndpoint):
                     errorCode=Code.CONNECT_ERROR.value,
                     type="CONNECT_ERROR",
                 )
-
-    def _set_connection_state(self, state: str) -> None:
-        if state != self.connection_state:
-            old, self.connection_state = self.connection_state, state
-            self.emit("ConnectionStateChanged", oldState=old, newState=state)
-
-    def _set_media_state(self, state: str) -> None:
-        if state != self.media_state:
-            old, self.media_state = self.media_state, state
-            self.emit("MediaStateChanged", oldState=old, newState=state)
 
     def check_flow(self, now: float) -> None:
         """Media flow first, then the media state, so that the first MediaFlowOutStateChanged

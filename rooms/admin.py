@@ -669,8 +669,27 @@ class RecordingTrackInline(_ReadOnlyInline):
     show_change_link = False
 
 
+class _FileAdmin(admin.ModelAdmin):
+    """Files the product made or was given (recordings, uploaded videos): staff see and delete
+    them, nothing else; deleting the row deletes the file (rooms.signals)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description=_("length"))
+    def length(self, obj: Recording | RoomVideo) -> str:
+        return obj.length or "—"
+
+    @admin.display(description=_("size"), ordering="size")
+    def size_shown(self, obj: Recording | RoomVideo) -> str:
+        return filesizeformat(obj.size) if obj.size else "—"
+
+
 @admin.register(Recording)
-class RecordingAdmin(admin.ModelAdmin):
+class RecordingAdmin(_FileAdmin):
     """Every room's recordings: staff download them and delete them (with their files). They are
     made in the meeting only (a moderator's Start recording)."""
 
@@ -694,20 +713,6 @@ class RecordingAdmin(admin.ModelAdmin):
     )
     readonly_fields = fields
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    @admin.display(description=_("length"))
-    def length(self, recording: Recording) -> str:
-        return recording.length or "—"
-
-    @admin.display(description=_("size"), ordering="size")
-    def size_shown(self, recording: Recording) -> str:
-        return filesizeformat(recording.size) if recording.size else "—"
-
     @admin.display(description=_("file"))
     def download(self, recording: Recording) -> str:
         if recording.state != Recording.State.READY:
@@ -717,7 +722,7 @@ class RecordingAdmin(admin.ModelAdmin):
 
 
 @admin.register(RoomVideo)
-class RoomVideoAdmin(admin.ModelAdmin):
+class RoomVideoAdmin(_FileAdmin):
     """The videos rooms' owners uploaded to play into their meetings: staff see and delete them
     (with their files). They are uploaded on the room's recordings page."""
 
@@ -727,17 +732,3 @@ class RoomVideoAdmin(admin.ModelAdmin):
     date_hierarchy = "uploaded_at"
     fields = ("title", "room", "uploaded_by", "uploaded_at", "length", "size_shown", "file")
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    @admin.display(description=_("length"))
-    def length(self, video: RoomVideo) -> str:
-        return video.length or "—"
-
-    @admin.display(description=_("size"), ordering="size")
-    def size_shown(self, video: RoomVideo) -> str:
-        return filesizeformat(video.size)

@@ -34,7 +34,7 @@ from rooms.selectors import Refusal
 from signaling import media, protocol, turn
 from signaling.collaboration import Collaboration
 from signaling.moderation import Moderation
-from signaling.selectors import playing_sync, publishing_sync, sharing_sync
+from signaling.selectors import published_sync
 from signaling.sockets import TypedSocketConsumer
 
 logger = logging.getLogger(__name__)
@@ -80,9 +80,7 @@ def _waiting_message(room_id: int) -> protocol.Waiting:
 def _snapshot(participant: Participant, ref: str | int | None = None) -> protocol.Snapshot:
     """The room now; who waits only for a moderator."""
     room = selectors.room_by_slug(slug=participant.room.slug) or participant.room
-    publishing = publishing_sync(room.pk)
-    sharing = sharing_sync(room.pk)
-    playing = playing_sync(room.pk)
+    published = published_sync(room.pk)
     moderators = selectors.room_moderator_ids(room=room)
     return protocol.Snapshot(
         you=participant.pk,
@@ -91,10 +89,10 @@ def _snapshot(participant: Participant, ref: str | int | None = None) -> protoco
         participants=[
             {
                 **events.participant_payload(p),
-                "publishing": p.pk in publishing,
-                "sharing": p.pk in sharing,
-                "playing": playing.get(p.pk),  # the title of the video they play, or null
-                **publishing.get(p.pk, {"audio": False, "video": False}),
+                "publishing": p.pk in published.cameras,
+                "sharing": p.pk in published.sharing,
+                "playing": published.playing.get(p.pk),  # the title of the video they play
+                **published.cameras.get(p.pk, {"audio": False, "video": False}),
             }
             for p in selectors.participants_live(room=room)
         ],

@@ -2,36 +2,35 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from dataclasses import dataclass, field
 
 from rooms.models import Participant
 from signaling.models import MediaEndpoint
 
 
-def _publishing(room_id: int, source: str) -> QuerySet[MediaEndpoint]:
-    return MediaEndpoint.objects.filter(
+@dataclass
+class Published:
+    """What the room's connected participants send, by participant id."""
+
+    # Their camera and microphone, with whether each is on.
+    cameras: dict[int, dict[str, bool]] = field(default_factory=dict)
+    sharing: set[int] = field(default_factory=set)  # a screen
+    playing: dict[int, str] = field(default_factory=dict)  # a video, by its title
+
+
+def published_sync(room_id: int) -> Published:
+    """What the room's participants publish now, in one query."""
+    rows = MediaEndpoint.objects.filter(
         pipeline__room_id=room_id,
         publisher__isnull=True,
-        source=source,
         owner__state=Participant.State.CONNECTED,
-    )
-
-
-def publishing_sync(room_id: int) -> dict[int, dict[str, bool]]:
-    """Participants of the room that publish their camera and microphone, with whether their
-    audio and video are on."""
-    rows = _publishing(room_id, MediaEndpoint.Source.CAMERA).values_list(
-        "owner_id", "audio_on", "video_on"
-    )
-    return {owner: {"audio": audio, "video": video} for owner, audio, video in rows}
-
-
-def sharing_sync(room_id: int) -> set[int]:
-    """Participants of the room that share a screen."""
-    return set(_publishing(room_id, MediaEndpoint.Source.SCREEN).values_list("owner_id", flat=True))
-
-
-def playing_sync(room_id: int) -> dict[int, str]:
-    """Participants of the room that play a video into it, with its title."""
-    rows = _publishing(room_id, MediaEndpoint.Source.PLAYBACK).values_list("owner_id", "label")
-    return dict(rows)
+    ).values_list("owner_id", "source", "audio_on", "video_on", "label")
+    published = Published()
+    for owner, source, audio, video, label in rows:
+        if source == MediaEndpoint.Source.CAMERA:
+            published.cameras[owner] = {"audio": audio, "video": video}
+        elif source == MediaEndpoint.Source.SCREEN:
+            published.sharing.add(owner)
+        elif source == MediaEndpoint.Source.PLAYBACK:
+            published.playing[owner] = label
+    return published

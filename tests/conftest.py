@@ -13,6 +13,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,6 +90,14 @@ def _fresh_channel_layer() -> Iterator[None]:
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+
+
+@pytest.fixture
+def recordings_dir(settings, tmp_path) -> Path:
+    """RECORDINGS_DIR (and the media server's view of it) in the test's own directory."""
+    settings.RECORDINGS_DIR = tmp_path / "recordings"
+    settings.RECORDINGS_MEDIA_DIR = str(settings.RECORDINGS_DIR)
+    return settings.RECORDINGS_DIR
 
 
 @pytest.fixture

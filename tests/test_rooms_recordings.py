@@ -14,14 +14,7 @@ from rooms import services
 from rooms.models import Recording, RecordingTrack, RoomModerator
 from tests.conftest import record_participant
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def recordings_dir(settings, tmp_path: Path) -> Path:
-    settings.RECORDINGS_DIR = tmp_path / "recordings"
-    settings.RECORDINGS_MEDIA_DIR = str(settings.RECORDINGS_DIR)
-    return settings.RECORDINGS_DIR
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("recordings_dir")]
 
 
 def _ready(room, by, directory: Path, content: bytes = b"\x00\x00\x00\x18ftypmp42") -> Recording:

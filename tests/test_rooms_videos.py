@@ -5,8 +5,6 @@ to the owner only."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -14,14 +12,7 @@ from django.urls import reverse
 from rooms.models import RoomModerator, RoomVideo
 from tests.mediaserver.test_player import make_media
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def recordings_dir(settings, tmp_path: Path) -> Path:
-    settings.RECORDINGS_DIR = tmp_path / "recordings"
-    settings.RECORDINGS_MEDIA_DIR = str(settings.RECORDINGS_DIR)
-    return settings.RECORDINGS_DIR
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("recordings_dir")]
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from rooms.models import Participant
 from signaling import protocol, turn
 from signaling.kurento import (
     KurentoError,
-    MediaPipeline,
     MediaServerUnavailable,
     ObjectNotFound,
     WebRtcEndpoint,
@@ -167,23 +166,15 @@ async def release_row(row: MediaEndpoint, media: ParticipantMedia | None = None)
 async def _new_endpoint(
     room_id: int, record: RoomPipeline | None, *, receiving: bool
 ) -> tuple[RoomPipeline, WebRtcEndpoint]:
-    """A WebRtcEndpoint in the room's pipeline; a pipeline the server lost is rebuilt once."""
-    for attempt in (1, 2):
-        record = await pipelines.room_pipeline(room_id, record)
-        pipeline = MediaPipeline(clients.media_client(record.server_url), record.pipeline_id)
-        try:
-            # The publisher's endpoint only receives; a viewer's only sends.
-            endpoint = await pipeline.create_webrtc_endpoint(
-                recvonly=not receiving, sendonly=receiving
-            )
-        except ObjectNotFound:
-            if attempt == 2:
-                raise
-            await pipelines.rebuild_room(record, reason="pipeline_gone")
-            record = None
-            continue
-        return record, endpoint
-    raise AssertionError("unreachable")
+    """A WebRtcEndpoint in the room's pipeline. The publisher's endpoint only receives; a
+    viewer's only sends."""
+    return await pipelines.create_in_room(
+        room_id,
+        record,
+        lambda pipeline: pipeline.create_webrtc_endpoint(
+            recvonly=not receiving, sendonly=receiving
+        ),
+    )
 
 
 async def _negotiate(

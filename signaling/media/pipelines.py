@@ -9,6 +9,8 @@ use the winner's. One pipeline per room, across any number of workers.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from channels.db import database_sync_to_async
 from django.db import IntegrityError, transaction
@@ -17,12 +19,14 @@ from conference import metrics
 from rooms import events
 from rooms.models import Room
 from signaling import protocol
-from signaling.kurento import create_pipeline
+from signaling.kurento import MediaPipeline, ObjectNotFound, create_pipeline
 from signaling.media import clients
 from signaling.media.errors import MediaError
 from signaling.models import MediaEndpoint, RoomPipeline
 
 logger = logging.getLogger(__name__)
+
+E = TypeVar("E")  # the media element a caller creates
 
 
 def _pipeline_of_sync(room_id: int) -> RoomPipeline | None:
@@ -58,6 +62,28 @@ async def room_pipeline(room_id: int, known: RoomPipeline | None = None) -> Room
         if record is None:
             raise MediaError("not_found", "This room no longer exists.")
     return record
+
+
+async def create_in_room(
+    room_id: int,
+    known: RoomPipeline | None,
+    create: Callable[[MediaPipeline], Awaitable[E]],
+) -> tuple[RoomPipeline, E]:
+    """Create a media element in the room's pipeline with `create`; a pipeline the media
+    server lost is rebuilt once (the room is told, see rebuild_room) and the element made in
+    the new one."""
+    record = known
+    for attempt in (1, 2):
+        record = await room_pipeline(room_id, record)
+        pipeline = MediaPipeline(clients.media_client(record.server_url), record.pipeline_id)
+        try:
+            return record, await create(pipeline)
+        except ObjectNotFound:
+            if attempt == 2:
+                raise
+            await rebuild_room(record, reason="pipeline_gone")
+            record = None
+    raise AssertionError("unreachable")
 
 
 def _forget_sync(record_id: int, pipeline_id: str) -> bool:

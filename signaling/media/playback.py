@@ -20,10 +20,10 @@ from django.db import IntegrityError
 from rooms import events, selectors
 from rooms.models import Participant
 from signaling import protocol
-from signaling.kurento import KurentoError, MediaPipeline, MediaServerUnavailable, ObjectNotFound
+from signaling.kurento import KurentoError, MediaServerUnavailable
 from signaling.media import clients, pipelines, recording
 from signaling.media.errors import MediaError, media_error
-from signaling.media.negotiation import withdraw
+from signaling.media.negotiation import unpublish, withdraw
 from signaling.media.session import PLAYBACK, ParticipantMedia
 from signaling.models import MediaEndpoint, RoomPipeline
 
@@ -34,12 +34,11 @@ _ending: set[asyncio.Task[None]] = set()
 
 
 def _playable_sync(participant: Participant, key: str) -> selectors.Playable | None:
-    room = participant.room
-    return selectors.playable(room=room, user=participant.user, key=key)
-
-
-def _may_play_sync(participant: Participant) -> bool:
-    return selectors.room_recordings_visible_to(room=participant.room, user=participant.user)
+    """The file `key` names; MediaError if the participant may not play into the room."""
+    room, user = participant.room, participant.user
+    if not selectors.room_recordings_visible_to(room=room, user=user):
+        raise MediaError("forbidden", "Only the room's owner may play a video here.")
+    return selectors.playable(room=room, user=user, key=key)
 
 
 def _record_sync(
@@ -71,14 +70,16 @@ async def play(*, media: ParticipantMedia, file: str) -> str:
     """Play the room's video or recording `file` ("video:<id>", "recording:<id>") into the
     room as the participant's "playback"; returns its title. What they played before stops."""
     participant = media.participant
-    if not await database_sync_to_async(_may_play_sync)(participant):
-        raise MediaError("forbidden", "Only the room's owner may play a video here.")
     found = await database_sync_to_async(_playable_sync)(participant, file)
     if found is None:
         raise MediaError("not_found", "There is no such video or recording to play.")
-    await stop(media=media)
+    await unpublish(media=media, source=PLAYBACK)  # what they played before
     try:
-        record, player = await _new_player(participant.room_id, media_uri(found.file))
+        record, player = await pipelines.create_in_room(
+            participant.room_id,
+            None,
+            lambda pipeline: pipeline.create_player_endpoint(uri=media_uri(found.file)),
+        )
     except (KurentoError, MediaServerUnavailable) as error:
         raise media_error(error) from None
     try:
@@ -102,28 +103,6 @@ async def play(*, media: ParticipantMedia, file: str) -> str:
     await recording.record_published(participant=participant, source=PLAYBACK)
     logger.info("participant %s plays %s into room %s", participant.pk, file, participant.room_id)
     return found.title
-
-
-async def stop(*, media: ParticipantMedia) -> bool:
-    """Stop the video the participant plays, if any."""
-    media.forget((None, PLAYBACK))
-    return await withdraw(participant=media.participant, source=PLAYBACK)
-
-
-async def _new_player(room_id: int, uri: str) -> tuple[RoomPipeline, Any]:
-    """A PlayerEndpoint in the room's pipeline; a pipeline the server lost is rebuilt once."""
-    record: RoomPipeline | None = None
-    for attempt in (1, 2):
-        record = await pipelines.room_pipeline(room_id, record)
-        pipeline = MediaPipeline(clients.media_client(record.server_url), record.pipeline_id)
-        try:
-            return record, await pipeline.create_player_endpoint(uri=uri)
-        except ObjectNotFound:
-            if attempt == 2:
-                raise
-            await pipelines.rebuild_room(record, reason="pipeline_gone")
-            record = None
-    raise AssertionError("unreachable")
 
 
 def _on_end(participant: Participant, player_id: str) -> Any:

@@ -3,6 +3,7 @@ Protocol from the page: Chrome's own SDP, trickle ICE and codecs against the for
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -133,11 +134,12 @@ def media_server_process() -> Iterator[str]:
     assert process.wait(timeout=10) == 0
 
 
-@pytest.fixture
-def page_url(media_server_process: str) -> Iterator[str]:
-    """The test page from a loopback HTTP server: a secure context in the same (local) address
-    space as the media server, so Chrome's local-network-access checks let it connect."""
-    body = PAGE.replace("MEDIA_SERVER_URL", repr(media_server_process)).encode()
+@contextlib.contextmanager
+def served_page(page: str, media_server_url: str, path: str) -> Iterator[str]:
+    """A test page (`MEDIA_SERVER_URL` in it replaced) from a loopback HTTP server: a secure
+    context in the same (local) address space as the media server, so Chrome's local-network-
+    access checks let it connect. Yields the page's URL."""
+    body = page.replace("MEDIA_SERVER_URL", repr(media_server_url)).encode()
 
     class Page(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -153,9 +155,17 @@ def page_url(media_server_process: str) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/call"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{path}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def page_url(media_server_process: str) -> Iterator[str]:
+    with served_page(PAGE, media_server_process, "call") as url:
+        yield url
 
 
 def test_chromium_publishes_and_views_through_the_server(chromium, page_url: str) -> None:

@@ -9,8 +9,6 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from threading import Thread
 
 import pytest
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
@@ -19,7 +17,10 @@ from mediaserver.limits import MAX_DATA_CHANNEL_LABEL
 
 from .peers import Peer
 from .rpc import Rpc, RpcError
-from .test_chromium import media_server_process  # noqa: F401 (a fixture)
+from .test_chromium import (
+    media_server_process,  # noqa: F401 (a fixture)
+    served_page,
+)
 
 
 class DataPeer:
@@ -348,27 +349,10 @@ window.echo = async (text) => {
 
 @pytest.fixture
 def echo_page(media_server_process: str) -> Iterator[str]:  # noqa: F811 (the imported fixture)
-    body = PAGE.replace("MEDIA_SERVER_URL", repr(media_server_process)).encode()
-
-    class Page(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/echo"
-    server.shutdown()
-    server.server_close()
+    with served_page(PAGE, media_server_process, "echo") as url:
+        yield url
 
 
-@pytest.mark.browser
 def test_chromium_data_channel_echo(chromium, echo_page: str) -> None:
     context = chromium.new_context()
     page = context.new_page()
