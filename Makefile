@@ -20,11 +20,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# mediaserver/_fanout.c: the editable install builds it (an edit must rebuild it).
+$(VENV)/.installed: pyproject.toml mediaserver/_fanout.c | $(BIN)/python
 	$(BIN)/pip install --quiet --editable .
 	@touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml mediaserver/_fanout.c | $(BIN)/python
 	$(BIN)/pip install --quiet --editable '.[test]'
 	@touch $@ $(VENV)/.installed
 
@@ -78,8 +79,15 @@ define run_pytest
 	exit $$status
 endef
 
+# The whole suite runs on the native fan-out send path (built by the editable install); the
+# media server's forwarding tests run again on the Python path it falls back to without a
+# compiler (MEDIASERVER_NATIVE=0): both must forward the same.
+FALLBACK_TESTS := tests/mediaserver/test_forwarding.py tests/mediaserver/test_rtp_send.py \
+	tests/mediaserver/test_fanout.py tests/mediaserver/test_hubs.py
 pytest: $(VENV)/.installed-test translations
 	@$(call run_pytest,)
+	@echo "== the media server's Python send path (MEDIASERVER_NATIVE=0) =="
+	@export MEDIASERVER_NATIVE=0; $(call run_pytest,$(FALLBACK_TESTS))
 
 # The tests marked `topology` again, on PostgreSQL and Redis. Outside CI a machine without them
 # skips this pass with a notice; under CI=true it runs and fails.

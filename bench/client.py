@@ -2,11 +2,14 @@
 driven by JSON lines on stdin, answering on stdout.
 
     python -m bench.client publisher URL MEDIA_FILE
-    python -m bench.client subscriber URL [counting|forwarding]
+    python -m bench.client subscriber URL [native|counting|forwarding]
 
 Publishers replay pre-encoded media (bench/media.py) and never encode. Subscribers never decode.
 Their receivers keep aiortc's SRTP, RTP statistics and receiver reports, and either
-* "counting" (the default, the cheapest): count frames by the RTP marker bit, with no jitter buffer,
+* "native" (the default, the cheapest): "counting" until the first audio and video frames have
+  arrived, then bench/native_receiver.py reads the socket and decrypts and counts in C (STUN,
+  DTLS and RTCP still go to aiortc), so the clients stay cheaper than the server they measure;
+* "counting": count frames by the RTP marker bit, with no jitter buffer,
   NACKs or bandwidth estimation (no REMB), or
 * "forwarding": are the media server's own `ForwardingReceiver`s (built while
   `mediaserver.forwarding.FORWARDING` is set): aiortc's full receive path (jitter buffer, NACK,
@@ -43,6 +46,7 @@ from mediaserver.forwarding import FORWARDING, EncodedFrame, ForwardingReceiver
 from signaling.kurento import KurentoClient
 
 from .media import EncodedMedia, LoopTrack
+from .native_receiver import NativeReceiver
 
 SUBSCRIBE_CONCURRENCY = 4
 NEGOTIATION_TIMEOUT = 60.0
@@ -113,10 +117,14 @@ class CountingReceiver(ForwardingReceiver):
 class Subscriber:
     """A receive-only peer whose receivers count encoded frames and never decode."""
 
+    native_receivers = False  # "native": bench/native_receiver.py takes over once media flows
+
     def __init__(self) -> None:
         self.frames = {"audio": 0, "video": 0}
         self.media = asyncio.Event()  # set once both audio and video frames arrived
         self.receivers: dict[str, ForwardingReceiver] = {}
+        self.native: NativeReceiver | None = None
+        self._before_native: dict[str, tuple[int, int, int, int]] = {}
         token = FORWARDING.set(True)
         try:
             self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -139,11 +147,41 @@ class Subscriber:
             frames[kind] += 1
             if not media.is_set() and frames["audio"] and frames["video"]:
                 media.set()
+                if self.native_receivers:
+                    self._go_native()
 
         return count
 
+    def _go_native(self) -> None:
+        """Hand the socket to the native receiver; what aiortc counted so far is kept."""
+        payload_types = {}
+        for kind, receiver in self.receivers.items():
+            codecs = receiver._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
+            payload_types[kind] = next(pt for pt, c in codecs.items() if c.name != "rtx")
+        native = NativeReceiver(self.pc, payload_types)
+        for kind in ("video", "audio"):
+            expected, received = self._aiortc_packets(kind)
+            payload = getattr(self.receivers[kind], "payload_bytes", 0)
+            self._before_native[kind] = (self.frames[kind], expected, received, payload)
+        if native.attach():
+            self.native = native
+
     def packets(self, kind: str) -> tuple[int, int]:
         """(expected, received) RTP packets of the main stream of a kind (RTX aside)."""
+        if self.native is not None:
+            _, expected, received, _ = self._native_counts(kind)
+            return expected, received
+        return self._aiortc_packets(kind)
+
+    def _native_counts(self, kind: str) -> tuple[int, int, int, int]:
+        """(frames, expected, received, payload bytes): aiortc's before the switch plus the
+        native receiver's after it (a packet in flight at the switch counts as expected)."""
+        assert self.native is not None
+        before = self._before_native[kind]
+        after = self.native.counters(kind)
+        return tuple(a + b for a, b in zip(before, after, strict=True))  # type: ignore[return-value]
+
+    def _aiortc_packets(self, kind: str) -> tuple[int, int]:
         streams = self.receivers[kind]._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
         known = [s for s in streams.values() if s.max_seq is not None]
         if not known:
@@ -154,6 +192,9 @@ class Subscriber:
     def counters(self) -> list[int]:
         """[video frames, audio frames, (expected, received) video packets, the same for audio,
         then RTP payload bytes received of video and of audio (counting receivers only)]."""
+        if self.native is not None:
+            video, audio = self._native_counts("video"), self._native_counts("audio")
+            return [video[0], audio[0], *video[1:3], *audio[1:3], video[3], audio[3]]
         return [
             self.frames["video"],
             self.frames["audio"],
@@ -278,8 +319,9 @@ def main() -> None:
     ice.use_host_addresses(("127.0.0.1",))  # ICE on loopback only
     media = EncodedMedia.load(Path(sys.argv[3])) if role == "publisher" else None
     if role == "subscriber":
-        receiver = sys.argv[3] if len(sys.argv) > 3 else "counting"
-        if receiver == "counting":
+        receiver = sys.argv[3] if len(sys.argv) > 3 else "native"
+        Subscriber.native_receivers = receiver == "native"
+        if receiver in ("native", "counting"):
             aiortc.rtcpeerconnection.RTCRtpReceiver = CountingReceiver  # type: ignore[misc]
         else:
             forwarding.install()

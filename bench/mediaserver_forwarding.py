@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -78,11 +79,15 @@ class Plan:
     idle_endpoints: int  # un-negotiated WebRtcEndpoints created for the memory figure
     negotiated_endpoints: int  # negotiated, idle (no media) endpoints for the memory figure
     subscriber_processes: int
-    receiver: str  # the subscribers' receivers: "counting" or "forwarding" (see bench/client.py)
+    receiver: str  # subscribers' receivers: "native", "counting", "forwarding" (bench/client.py)
     publishers: int
     pin: bool  # server alone on the last core, everything else of the benchmark on the others
     video_kbps: int
     hard_timeout: float  # seconds for the whole run
+    # `python -m mediaserver --workers N`; above 1, N pipelines (rooms), each with its own
+    # publishers, so that they spread over the workers; CPU and RSS are the front's and its
+    # workers' together, and pinning gives the server the last N cores.
+    workers: int = 1
 
 
 FULL = Plan(
@@ -93,7 +98,7 @@ FULL = Plan(
     idle_endpoints=100,
     negotiated_endpoints=50,
     subscriber_processes=3,
-    receiver="counting",
+    receiver="native",
     publishers=1,
     pin=True,
     video_kbps=800,
@@ -221,8 +226,33 @@ async def measure_memory(plan: Plan, log_dir: Path) -> dict[str, Any]:
         await server.stop()
 
 
-def mediaserver_args() -> list[str]:
-    return ["-m", "mediaserver", "--port", "0", "--log-level", "WARNING"]
+def mediaserver_args(workers: int = 1) -> list[str]:
+    return ["-m", "mediaserver", "--port", "0", "--log-level", "WARNING", "--workers", str(workers)]
+
+
+def process_tree(pid: int) -> list[int]:
+    """The process and its children (a `--workers` front and its workers)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *(int(c) for c in children)]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(member)
+    return total
+
+
+def tree_rss_bytes(pid: int) -> int:
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += rss_bytes(member)
+    return total
 
 
 # -- a ramp of subscribers --------------------------------------------------------------------
@@ -239,7 +269,7 @@ class Ramp:
         self.server: Server | None = None
         self.publisher: Worker | None = None
         self.workers: list[Worker] = []
-        self.sources: list[str] = []
+        self.sources: list[tuple[str, str]] = []  # (pipeline, publishing endpoint)
         self.pipeline = ""
         self.subscribers = 0
         self.failed = 0
@@ -248,24 +278,28 @@ class Ramp:
 
     async def start(self) -> None:
         if self.design == "forwarding":
-            args = mediaserver_args()
+            args = mediaserver_args(self.plan.workers)
         else:
             args = ["-m", "bench.naive_sfu", "--port", "0"]
         self.server = await Server.launch(f"{self.design}-server", args, self.log_dir)
+        rooms = self.plan.workers if self.design == "forwarding" else 1
         if self.plan.pin:
-            pin(self.server.pid, server=True)
-        self.event_loop = event_loop(self.server.pid)
+            for member in process_tree(self.server.pid):
+                pin(member, server=True, cores=rooms)
+        self.event_loop = event_loop(process_tree(self.server.pid)[-1])
         url = self.server.url
         self.rpc = KurentoClient(url, request_timeout=30)
-        self.pipeline = await self.rpc.create("MediaPipeline")
+        pipelines = [await self.rpc.create("MediaPipeline") for _ in range(rooms)]
+        self.pipeline = pipelines[0]
         self.publisher = await Worker.launch(
             f"{self.design}-publisher", ["publisher", url, str(self.media_path)], self.log_dir
         )
         if self.plan.pin:
             pin(self.publisher.pid, server=False)
-        for _ in range(self.plan.publishers):
-            reply = await self.publisher.call("publish", pipeline=self.pipeline)
-            self.sources.append(reply["endpoint"])
+        for pipeline in pipelines:
+            for _ in range(self.plan.publishers):
+                reply = await self.publisher.call("publish", pipeline=pipeline)
+                self.sources.append((pipeline, reply["endpoint"]))
         args = ["subscriber", url, self.plan.receiver]
         self.workers = [
             await Worker.launch(f"{self.design}-subscribers-{i}", args, self.log_dir)
@@ -287,15 +321,14 @@ class Ramp:
 
     async def grow(self, total: int) -> None:
         """Add subscribers up to `total`, spread over the worker processes and the publishers."""
-        batches: list[list[str | None]] = [[] for _ in self.workers]
+        batches: dict[tuple[int, str], list[str | None]] = {}
         for index in range(self.subscribers, total):
-            source = self.sources[index % len(self.sources)]
-            batches[index % len(self.workers)].append(source)
+            pipeline, source = self.sources[index % len(self.sources)]
+            batches.setdefault((index % len(self.workers), pipeline), []).append(source)
         replies = await asyncio.gather(
             *(
-                worker.call("subscribe", pipeline=self.pipeline, sources=batch)
-                for worker, batch in zip(self.workers, batches, strict=True)
-                if batch
+                self.workers[worker].call("subscribe", pipeline=pipeline, sources=batch)
+                for (worker, pipeline), batch in batches.items()
             )
         )
         for reply in replies:
@@ -310,12 +343,12 @@ class Ramp:
         clients = [self.publisher, *self.workers]
         await asyncio.sleep(self.plan.settle)
         first = await asyncio.gather(*(worker.call("snapshot") for worker in clients))
-        cpu0, machine0 = cpu_seconds(self.server.pid), machine_ticks()
+        cpu0, machine0 = tree_cpu_seconds(self.server.pid), machine_ticks()
         clients0 = sum(cpu_seconds(c.pid) for c in clients)
         wall0 = time.monotonic()
         await asyncio.sleep(self.plan.window)
         wall = time.monotonic() - wall0
-        cpu1, machine1 = cpu_seconds(self.server.pid), machine_ticks()
+        cpu1, machine1 = tree_cpu_seconds(self.server.pid), machine_ticks()
         clients1 = sum(cpu_seconds(c.pid) for c in clients)
         last = await asyncio.gather(*(worker.call("snapshot") for worker in clients))
         step = Step(
@@ -325,7 +358,7 @@ class Ramp:
             machine_cpu=machine_busy(machine0, machine1),
             steal_cpu=machine_busy(machine0, machine1, index=2),
             clients_cpu=100.0 * (clients1 - clients0) / wall,
-            server_rss_mib=rss_bytes(self.server.pid) / MIB,
+            server_rss_mib=tree_rss_bytes(self.server.pid) / MIB,
             failed_subscribers=self.failed,
         )
         published_fps: list[float] = []
@@ -374,10 +407,16 @@ class Ramp:
         return step
 
 
-def pin(pid: int, *, server: bool) -> None:
-    """The server gets the last core to itself; clients (and this process) share the others."""
-    cores = sorted(os.sched_getaffinity(0) | {CORES - 1})
-    os.sched_setaffinity(pid, {CORES - 1} if server else set(cores[:-1]) or {0})
+SERVER_CORES = [1]  # how many cores the server is pinned to: one per worker (--workers)
+
+
+def pin(pid: int, *, server: bool, cores: int | None = None) -> None:
+    """The server gets the last core(s) to itself (`cores` of them, one per worker); clients
+    (and this process) share the others."""
+    cores = SERVER_CORES[0] if cores is None else cores
+    last = set(range(max(0, CORES - cores), CORES))
+    others = sorted((os.sched_getaffinity(0) | last) - last)
+    os.sched_setaffinity(pid, last if server else set(others) or {0})
 
 
 async def run_ramp(
@@ -693,10 +732,17 @@ def main(argv: list[str] | None = None) -> int:
         help="pin the server to the last core and everything else to the other cores (default)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        help="media server worker processes (`--workers N`; default 1, one process); above 1 "
+        "the subscribers are spread over N pipelines with publishers of their own",
+    )
+    parser.add_argument(
         "--receiver",
-        choices=["counting", "forwarding"],
-        help="subscribers' receivers: marker-bit counting (cheapest, default) or the media "
-        "server's ForwardingReceiver (jitter buffer, NACK, REMB)",
+        choices=["native", "counting", "forwarding"],
+        help="subscribers' receivers: decrypted and counted in C once media flows (cheapest, "
+        "default), marker-bit counting in aiortc, or the media server's ForwardingReceiver "
+        "(jitter buffer, NACK, REMB)",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -710,8 +756,10 @@ def main(argv: list[str] | None = None) -> int:
         "receiver": args.receiver,
         "pin": args.pin,
         "hard_timeout": args.timeout,
+        "workers": args.workers,
     }
     plan = replace(plan, **{k: v for k, v in overrides.items() if v is not None})
+    SERVER_CORES[0] = max(1, plan.workers)
     with open("/proc/loadavg") as loadavg:
         load = " ".join(loadavg.read().split()[:3])
     results = Results(

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import cProfile
 import ctypes
+import os
 import pstats
 import socket
 import subprocess
@@ -32,7 +33,7 @@ import av
 from aioice.candidate import Candidate
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from mediaserver import ice
+from mediaserver import fanout, ice
 from mediaserver.config import Config
 from mediaserver.forwarding import EncodedFrame, is_keyframe
 from mediaserver.rtp_send import Packetizer
@@ -81,6 +82,21 @@ class Callgrind:
         if self._lib is not None:
             self._lib.stop()
 
+    def instructions(self) -> int | None:
+        """The instructions counted between start() and stop(), read from the dump callgrind
+        wrote (callgrind.out.PID.N in the working directory, the default name); None when not
+        running under callgrind or when the dump is elsewhere."""
+        if not self.active:
+            return None
+        for dump in sorted(Path.cwd().glob(f"callgrind.out.{os.getpid()}*"), reverse=True):
+            text = dump.read_text(errors="replace")
+            if "send-path" not in text:
+                continue
+            for line in text.splitlines():
+                if line.startswith("totals:"):
+                    return int(line.split()[1])
+        return None
+
 
 def load_media() -> EncodedMedia:
     if MEDIA_CACHE.exists():
@@ -112,18 +128,13 @@ def encoded_frame(kind: str, data: bytes, pts: int) -> EncodedFrame:
     )
 
 
-def pending(viewers: list[WebRtcEndpoint]) -> bool:
-    """Whether any viewer still has frames queued for its sender (in the design before
-    mediaserver/rtp_send.py, where senders pulled frames from a queue; kept to compare)."""
-    return any(getattr(track, "_frames", None) for v in viewers for track in v.tracks.values())
-
-
-async def push(source: WebRtcEndpoint, viewers: list[WebRtcEndpoint], frames: list) -> None:
-    for kind, data, pts in frames:
-        source.hubs[kind].push(encoded_frame(kind, data, pts))
-        await asyncio.sleep(0)
-        while pending(viewers):  # noqa: ASYNC110 (busy-polling on purpose: no idle time counted)
-            await asyncio.sleep(0)
+def push(source: WebRtcEndpoint, frames: list[tuple[str, EncodedFrame]]) -> None:
+    """Hand the frames to the source's hubs one after the other, without giving the event loop
+    a turn: what is measured is the send path alone (a frame's packetizing, every subscriber's
+    writing, protecting and sending), not the timers of every peer connection in the process
+    (RTCP, ICE consent), which fire more often per packet the slower valgrind makes the push."""
+    for kind, frame in frames:
+        source.hubs[kind].push(frame)
 
 
 def packets_sent(viewers: list[WebRtcEndpoint]) -> int:
@@ -192,10 +203,18 @@ async def run(args: argparse.Namespace) -> None:
         sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sink.bind(("127.0.0.1", 0))
         blackhole(viewers, sink.getsockname())
-        # Start the measured stream at a keyframe, as every sink waits for one after a gap.
-        frames = frames_in_order(media, args.seconds)
+        # Start the measured stream at a keyframe, as every sink waits for one after a gap; a
+        # resync also makes each pad leave its hub's fan-out group and look up its (redirected)
+        # route again.
+        # The frames as the server's receivers would hand them over, made before the measured
+        # part: what is measured starts at the hub (packetizing, writing, protecting, sending).
+        frames = [
+            (kind, encoded_frame(kind, data, pts))
+            for kind, data, pts in frames_in_order(media, args.seconds)
+        ]
         for viewer in viewers:
-            viewer.pads["video"].resync()
+            for pad in viewer.pads.values():
+                pad.resync()
 
         sent = packets_sent(viewers)
         profile = cProfile.Profile() if args.profile else None
@@ -203,22 +222,30 @@ async def run(args: argparse.Namespace) -> None:
         cpu, wall = time.process_time(), time.perf_counter()
         if profile is not None:
             profile.enable()
-        await push(source, viewers, frames)
+        push(source, frames)
         if profile is not None:
             profile.disable()
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         callgrind.stop()
         if profile is not None:
             pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+        instructions = callgrind.instructions()
         sink.close()
         sent = packets_sent(viewers) - sent
 
-        video = sum(1 for kind, _, _ in frames if kind == "video")
+        video = sum(1 for kind, _ in frames if kind == "video")
+        grouped = sum(len(hub.fanout) for hub in source.hubs.values())
+        print(f"send path: {fanout.describe()}; {grouped} subscriber streams in fan-out groups")
         print(
             f"subscribers={args.subscribers} frames={len(frames)} (video {video}) "
             f"packets sent={sent} cpu={cpu * 1000:.1f} ms wall={wall * 1000:.1f} ms "
             f"cpu per packet sent={cpu / max(sent, 1) * 1e6:.2f} us"
         )
+        if instructions is not None:
+            print(
+                f"callgrind: {instructions} instructions, "
+                f"{instructions / max(sent, 1):,.0f} per packet sent"
+            )
     finally:
         await asyncio.gather(*(s.pc.close() for s in subscribers), return_exceptions=True)
         await rpc.close()

@@ -12,7 +12,13 @@ from .server import MediaServer
 
 
 async def serve(config: Config) -> None:
-    server = MediaServer(config)
+    server: MediaServer
+    if config.workers > 1:
+        from .front import Front
+
+        server = Front(config)
+    else:
+        server = MediaServer(config)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -26,6 +32,10 @@ async def serve(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse(argv)
+    if config.worker_of:
+        from .front import die_with_parent
+
+        die_with_parent(config.worker_of)
     logging.basicConfig(
         level=config.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

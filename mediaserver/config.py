@@ -28,6 +28,10 @@ class Config:
     request_burst: int = 1000
     log_level: str = "INFO"
     event_loop: str = "uvloop"
+    # Worker processes behind the one endpoint (front.py); 1 is the single process of old.
+    workers: int = 1
+    # Set by the front on the workers it starts: the front's pid (they die with it).
+    worker_of: int = 0
 
     @property
     def url(self) -> str:
@@ -51,6 +55,18 @@ def _port_range(value: str) -> tuple[int, int]:
     if not 1024 <= port_min <= port_max <= 65535:
         raise ValueError(f"invalid port range {value!r}")
     return port_min, port_max
+
+
+def _workers(value: str) -> int:
+    if value in ("", "auto"):
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
+    count = int(value)
+    if not 1 <= count <= 256:
+        raise ValueError(f"invalid worker count {value!r}")
+    return count
 
 
 def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -134,7 +150,18 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         choices=["uvloop", "asyncio"],
         help="uvloop (faster forwarding) or the standard asyncio loop (MEDIASERVER_EVENT_LOOP)",
     )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=env_or("WORKERS", "auto"),
+        help="worker processes, each holding its own pipelines behind the one endpoint "
+        "(MEDIASERVER_WORKERS; default: one per core this process may use; 1 is a single "
+        "process with no router)",
+    )
+    parser.add_argument("--worker-of", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if isinstance(args.workers, str):
+        args.workers = _workers(args.workers)
     if isinstance(args.ice_addresses, str):
         args.ice_addresses = _addresses(args.ice_addresses)
     if isinstance(args.port_range, str):
@@ -155,4 +182,6 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         recordings_dir=args.recordings_dir,
         log_level=args.log_level,
         event_loop=args.event_loop,
+        workers=1 if args.worker_of else args.workers,
+        worker_of=args.worker_of,
     )

@@ -28,7 +28,9 @@ from typing import Any
 import aiortc.clock
 import aiortc.rtcpeerconnection
 import av
+import pylibsrtp
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -45,6 +47,7 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
+from . import fanout
 from .frames import EncodedFrame
 from .rtp_send import Packetizer, RtpWriter
 from .transcoding import TRANSCODABLE, TranscodeWorker
@@ -90,11 +93,20 @@ def _h264_has_idr(data: bytes) -> bool:
 
 
 class MediaHub:
-    """One element's outgoing stream of one kind, fanned out to every connected sink pad."""
+    """One element's outgoing stream of one kind, fanned out to every connected sink pad.
+
+    Pads whose chain is pure forwarding (an endpoint's pad whose sender runs, connected, on a
+    plain UDP socket, nothing transcoded for it) join the hub's `fanout` group: one call per
+    frame writes, protects and sends every member's packets (fanout.py). The other pads get
+    each frame one by one, as before."""
 
     def __init__(self, kind: str, request_keyframe: Callable[[], None]) -> None:
         self.kind = kind
         self.sinks: list[SinkPad] = []
+        self.fanout = fanout.Group()
+        self._fanout_codec: str | None = None
+        self._members: dict[SinkPad, Any] = {}  # pad -> its writer in the group
+        self._direct: tuple[SinkPad, ...] = ()  # the sinks not in the group
         self.codec: str | None = None
         self.frames = 0
         self.last_frame_at = 0.0
@@ -107,9 +119,23 @@ class MediaHub:
     def push(self, frame: EncodedFrame) -> None:
         self.codec = frame.codec
         self.frames += 1
-        self.last_frame_at = time.monotonic()
+        now = self.last_frame_at = time.monotonic()
+        if self._members:
+            rtp = frame.rtp() if frame.codec == self._fanout_codec else None
+            if rtp is None or len(rtp.payloads) > fanout.MAX_FRAME_PACKETS:
+                for pad in tuple(self._members):  # they take this frame one by one below
+                    pad.leave_fanout()
+            elif rtp.payloads:
+                try:
+                    self.fanout.send(rtp.payloads, rtp.timestamp, ntp_now(), now)
+                except (pylibsrtp.Error, ValueError, TypeError, RuntimeError, OSError) as exc:
+                    # Not expected: the frame is lost for the group, whose pads go back to
+                    # the per-subscriber path (they rejoin on their next frame).
+                    logger.warning("fan-out send of a %s frame failed: %s", frame.codec, exc)
+                    for pad in tuple(self._members):
+                        pad.leave_fanout()
         wanted: set[str] = set()
-        for sink in tuple(self.sinks):
+        for sink in self._direct:
             target = sink.target_codec(frame.codec)
             if target is None:
                 sink.deliver(frame)
@@ -120,6 +146,30 @@ class MediaHub:
         for target in tuple(self.transcoders):
             if target not in wanted:
                 self._stop_transcoder(target)
+
+    def add_sink(self, pad: SinkPad) -> None:
+        self.sinks.append(pad)
+        self._direct = tuple(s for s in self.sinks if s not in self._members)
+
+    def remove_sink(self, pad: SinkPad) -> None:
+        self.sinks.remove(pad)
+        self._direct = tuple(s for s in self.sinks if s not in self._members)
+
+    def join(self, pad: SinkPad, writer: Any, codec: str) -> bool:
+        """Send `pad`'s frames of `codec` through the group from the next frame on."""
+        if self._members and codec != self._fanout_codec:
+            return False
+        self._fanout_codec = codec
+        self._members[pad] = writer
+        self.fanout.add(writer)
+        self._direct = tuple(s for s in self.sinks if s not in self._members)
+        return True
+
+    def leave(self, pad: SinkPad) -> None:
+        writer = self._members.pop(pad, None)
+        if writer is not None:
+            self.fanout.remove(writer)
+        self._direct = tuple(s for s in self.sinks if s not in self._members)
 
     def deliver_transcoded(self, frame: EncodedFrame) -> None:
         for sink in tuple(self.sinks):
@@ -183,28 +233,72 @@ class SinkPad:
     ) -> None:
         self.kind = kind
         self.source: MediaHub | None = None
-        self.frames = 0
-        self.last_frame_at = 0.0
+        self._frames = 0
+        self._last_frame_at = 0.0
         self._deliver = deliver
         self._accepts = accepts
         self._waiting_keyframe = kind == "video"
-        self.active = True  # an endpoint's pad turns active once its peer has negotiated
+        self._active = True  # an endpoint's pad turns active once its peer has negotiated
+        # Set by an endpoint whose frames can go out through the hub's fan-out group: given a
+        # frame just delivered, the writer to join with (or None: not pure forwarding now) and
+        # the callable that undoes what joining set up.
+        self.fanout: Callable[[EncodedFrame, SinkPad], tuple[Any, Callable[[], None]] | None]
+        self.fanout = None  # type: ignore[assignment]
+        self._member: tuple[Any, Callable[[], None]] | None = None
+        self._joined_at = 0  # the hub's frame count when this pad joined its group
+
+    @property
+    def frames(self) -> int:
+        """Frames delivered (through the hub's group too)."""
+        if self._member is not None and self.source is not None:
+            return self._frames + self.source.frames - self._joined_at
+        return self._frames
+
+    @property
+    def last_frame_at(self) -> float:
+        if self._member is not None and self.source is not None:
+            return self.source.last_frame_at
+        return self._last_frame_at
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    @active.setter
+    def active(self, active: bool) -> None:
+        self._active = active
+        if not active:
+            self.leave_fanout()
 
     def connect(self, hub: MediaHub) -> None:
         if self.source is hub:
             return
         self.disconnect()
         self.source = hub
-        hub.sinks.append(self)
+        hub.add_sink(self)
         self.resync()
 
     def disconnect(self) -> None:
         if self.source is not None:
-            self.source.sinks.remove(self)
+            self.leave_fanout()
+            self.source.remove_sink(self)
             self.source = None
+
+    def leave_fanout(self) -> None:
+        """Take frames one by one again (from the hub's next frame on)."""
+        member, self._member = self._member, None
+        if member is None:
+            return
+        hub = self.source
+        if hub is not None:
+            self._frames += hub.frames - self._joined_at
+            self._last_frame_at = hub.last_frame_at
+            hub.leave(self)
+        member[1]()
 
     def resync(self) -> None:
         """Skip frames until the next keyframe, and ask for one."""
+        self.leave_fanout()  # the chain is looked at again on the next frame delivered
         if self.kind == "video":
             self._waiting_keyframe = True
             if self.active:
@@ -230,9 +324,25 @@ class SinkPad:
             if not frame.keyframe:
                 return
             self._waiting_keyframe = False
-        self.frames += 1
-        self.last_frame_at = time.monotonic()
+        self._frames += 1
+        self._last_frame_at = time.monotonic()
         self._deliver(frame)
+        if self.fanout is not None and self._member is None and self.source is not None:
+            self._join(frame)
+
+    def _join(self, frame: EncodedFrame) -> None:
+        hub = self.source
+        assert hub is not None
+        if frame.codec != hub.codec:
+            return  # transcoded for this pad
+        member = self.fanout(frame, self)
+        if member is None:
+            return
+        if hub.join(self, member[0], frame.codec):
+            self._member = member
+            self._joined_at = hub.frames
+        else:
+            member[1]()
 
 
 class PacketTrack(MediaStreamTrack):
@@ -303,24 +413,67 @@ class RtcpFeedback:
                 self.remb = bitrate
 
 
-class BitrateMeter:
-    """Bits per second sent over the last complete second (KMS's outbound `targetBitrate` is
-    its RTP source's measured bitrate)."""
+class _NothingSent:
+    """The bitrate of a sender that has no stream yet."""
 
-    def __init__(self) -> None:
-        self._second = 0
-        self._octets = 0
-        self.bitrate = 0
+    @staticmethod
+    def current(now: float) -> int:
+        return 0
 
-    def add(self, octets: int, now: float) -> None:
-        second = int(now)
-        if second != self._second:
-            self.bitrate = self._octets * 8 if second == self._second + 1 else 0
-            self._second, self._octets = second, 0
-        self._octets += octets
 
-    def current(self, now: float) -> int:
-        return self.bitrate if int(now) <= self._second + 1 else 0
+class _WatchedPairs(dict):
+    """aioice's nominated pairs by component (`Connection._nominated`), telling its watchers
+    when a pair is nominated, replaced or dropped (aioice sets items and clears it)."""
+
+    def __init__(self, pairs: dict[int, Any]) -> None:
+        super().__init__(pairs)
+        self.watchers: list[Callable[[], None]] = []
+
+    def _changed(self) -> None:
+        for watcher in tuple(self.watchers):
+            watcher()
+
+    def __setitem__(self, key: int, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key: int) -> None:
+        super().__delitem__(key)
+        self._changed()
+
+    def pop(self, *args: Any) -> Any:
+        value = super().pop(*args)
+        self._changed()
+        return value
+
+    def clear(self) -> None:
+        super().clear()
+        self._changed()
+
+
+class ForwardingDtlsTransport(RTCDtlsTransport):
+    """aiortc's DTLS transport, whose sent-packet and -byte counts (name-mangled `__tx_packets`,
+    `__tx_bytes`, in its stats) include what its senders' writers sent, read from the writers
+    when asked instead of counted per packet."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.writers: list[Any] = []  # fanout writers sending over this transport
+        self._tx_base = [0, 0]  # what aiortc counted itself (RTCP, data)
+        super().__init__(*args, **kwargs)
+
+    def _written(self, index: int) -> int:
+        if index == 0:
+            return sum(w.wire_packets for w in self.writers)
+        return sum(w.wire_octets for w in self.writers)
+
+    _RTCDtlsTransport__tx_packets = property(
+        lambda self: self._tx_base[0] + self._written(0),
+        lambda self, value: self._tx_base.__setitem__(0, value - self._written(0)),
+    )
+    _RTCDtlsTransport__tx_bytes = property(
+        lambda self: self._tx_base[1] + self._written(1),
+        lambda self, value: self._tx_base.__setitem__(1, value - self._written(1)),
+    )
 
 
 class _NoDecoderThread:
@@ -463,22 +616,135 @@ class ForwardingSender(RTCRtpSender):
 
     aiortc's `send()`, `stop()`, RTCP (sender reports, SDES, BYE, round-trip time) and RTCP
     feedback handling stay: `_run_rtp` is replaced by a task that only parks while an `RtpWriter`
-    sends (see rtp_send.py), `_retransmit` answers NACKs from the writer's history, and the
+    sends (see rtp_send.py), and `_retransmit` answers NACKs from the writer's history. The
     counters aiortc's reports and stats read (name-mangled `__packet_count`, `__octet_count`,
-    `__ntp_timestamp`, `__rtp_timestamp`; the DTLS transport's `__tx_packets`, `__tx_bytes`) are
-    kept up to date here. PLI/FIR reach `_send_keyframe`, which the endpoint points at its pad."""
+    `__ntp_timestamp`, `__rtp_timestamp`; the DTLS transport's `__tx_packets`, `__tx_bytes`, see
+    ForwardingDtlsTransport) are read from the writer's stream when asked: frames may reach it
+    through the hub's fan-out group, without passing here. PLI/FIR reach `_send_keyframe`, which
+    the endpoint points at its pad."""
+
+    _stream: Any = None  # the writer's stream, kept after the writer stops (for the counters)
+    _enabled_flag = True
+    _counted = (0, 0)  # packets and octets aiortc counted itself (when not forwarding)
+    _clock = (0, 0)  # NTP and RTP timestamps aiortc set itself
 
     def __init__(self, trackOrKind: MediaStreamTrack | str, transport: Any) -> None:
+        self._fanout_leave: Callable[[], None] | None = None
+        self._fanout_watched: tuple[Any, Any, Any] | None = None
         super().__init__(trackOrKind, transport)
         self.forwarding = FORWARDING.get()
         self.writer: RtpWriter | None = None
         self.feedback_received = RtcpFeedback()
-        self.bitrate = BitrateMeter()
         # From the peer's last receiver report on this stream: cumulative packets lost and the
         # fraction lost since the report before (RFC 3550, in 1/256).
         self.packets_lost = 0
         self.fraction_lost = 0
         self.last_heard_at = 0.0  # when RTCP last came from the peer for this stream
+
+    # -- the counters aiortc reads, from the writer's stream -------------------------------------
+
+    def _get_packet_count(self) -> int:
+        stream = self._stream
+        return self._counted[0] + (stream.packets if stream is not None else 0)
+
+    def _set_packet_count(self, value: int) -> None:
+        stream = self._stream
+        self._counted = (value - (stream.packets if stream is not None else 0), self._counted[1])
+
+    def _get_octet_count(self) -> int:
+        stream = self._stream
+        return self._counted[1] + (stream.octets if stream is not None else 0)
+
+    def _set_octet_count(self, value: int) -> None:
+        stream = self._stream
+        self._counted = (self._counted[0], value - (stream.octets if stream is not None else 0))
+
+    def _get_ntp_timestamp(self) -> int:
+        stream = self._stream
+        return stream.ntp_timestamp if stream is not None and stream.packets else self._clock[0]
+
+    def _set_ntp_timestamp(self, value: int) -> None:
+        self._clock = (value, self._clock[1])
+
+    def _get_rtp_timestamp(self) -> int:
+        stream = self._stream
+        return stream.rtp_timestamp if stream is not None and stream.packets else self._clock[1]
+
+    def _set_rtp_timestamp(self, value: int) -> None:
+        self._clock = (self._clock[0], value)
+
+    _RTCRtpSender__packet_count = property(_get_packet_count, _set_packet_count)
+    _RTCRtpSender__octet_count = property(_get_octet_count, _set_octet_count)
+    _RTCRtpSender__ntp_timestamp = property(_get_ntp_timestamp, _set_ntp_timestamp)
+    _RTCRtpSender__rtp_timestamp = property(_get_rtp_timestamp, _set_rtp_timestamp)
+
+    @property
+    def _enabled(self) -> bool:
+        return self._enabled_flag
+
+    @_enabled.setter
+    def _enabled(self, enabled: bool) -> None:
+        self._enabled_flag = enabled
+        if not enabled:
+            self._fanout_invalidate()
+
+    @property
+    def bitrate(self) -> Any:
+        """Its `current(now)`: bits per second sent over the last complete second (KMS's
+        outbound `targetBitrate` is its RTP source's measured bitrate)."""
+        return self._stream if self._stream is not None else _NothingSent
+
+    # -- the hub's fan-out group ---------------------------------------------------------------
+
+    def fanout_member(self, leave: Callable[[], None]) -> tuple[Any, Callable[[], None]] | None:
+        """The writer's stream, to be sent through a hub's fan-out group, when this sender is
+        pure forwarding now: running and enabled, DTLS connected, the nominated pair a plain
+        UDP socket with nothing queued. `leave` is called when that stops being so (DTLS or
+        ICE state change, another nominated pair, stop, disabled); the second item undoes the
+        watching."""
+        writer = self.writer
+        if writer is None or not self._enabled or self._fanout_leave is not None:
+            return None
+        route = writer._sendto()
+        if route is None:
+            return None
+        _, datagrams, address = route
+        if fanout.socket_of(datagrams, address) < 0 or datagrams.get_write_buffer_size():
+            return None
+        dtls = self.transport
+        ice = dtls.transport
+        connection = ice._connection
+        pairs = connection._nominated
+        if type(pairs) is dict:
+            pairs = connection._nominated = _WatchedPairs(pairs)
+        if not isinstance(pairs, _WatchedPairs):
+            return None
+        writer.route(direct=True)
+        self._fanout_leave = leave
+        dtls.on("statechange", self._fanout_invalidate)
+        ice.on("statechange", self._fanout_invalidate)
+        pairs.watchers.append(self._fanout_invalidate)
+        self._fanout_watched = (dtls, ice, pairs)
+        return writer.stream, self._fanout_release
+
+    def _fanout_release(self) -> None:
+        """Stop watching (the pad left the group)."""
+        self._fanout_leave = None
+        watched, self._fanout_watched = self._fanout_watched, None
+        if watched is not None:
+            dtls, ice, pairs = watched
+            dtls.remove_listener("statechange", self._fanout_invalidate)
+            ice.remove_listener("statechange", self._fanout_invalidate)
+            if self._fanout_invalidate in pairs.watchers:
+                pairs.watchers.remove(self._fanout_invalidate)
+        if self.writer is not None:
+            self.writer.unroute()  # looked up again on the next send
+
+    def _fanout_invalidate(self, *args: Any) -> None:
+        leave = self._fanout_leave
+        if leave is not None:
+            leave()  # the pad leaves, which calls _fanout_release
+        self._fanout_release()
 
     @property
     def round_trip_time(self) -> float:
@@ -509,6 +775,9 @@ class ForwardingSender(RTCRtpSender):
             extensions_map=self._RTCRtpSender__rtp_header_extensions_map,
             mid=self._RTCRtpSender__mid,
         )
+        self._stream = self.writer.stream
+        if isinstance(self.transport, ForwardingDtlsTransport):
+            self.transport.writers.append(self._stream)
         track = self.track
         if isinstance(track, PacketTrack):
             track.attach(self)
@@ -517,6 +786,8 @@ class ForwardingSender(RTCRtpSender):
         except asyncio.CancelledError:
             pass
         finally:
+            self._fanout_invalidate()
+            self.writer.unroute()
             self.writer = None
             if isinstance(track, PacketTrack) and track.sender is self:
                 track.attach(None)
@@ -530,29 +801,14 @@ class ForwardingSender(RTCRtpSender):
         rtp = frame.rtp()
         if not rtp.payloads:
             return
-        ntp_time = ntp_now()
-        timestamp = writer.send(rtp, ntp_time)
-        if timestamp is None:
-            return
-        # What aiortc's _run_rtp records per packet, for sender reports and getStats.
-        self._RTCRtpSender__ntp_timestamp = ntp_time
-        self._RTCRtpSender__rtp_timestamp = timestamp
-        self._RTCRtpSender__packet_count += len(rtp.payloads)
-        self._RTCRtpSender__octet_count += rtp.octets
-        self.bitrate.add(writer.wire_octets, time.monotonic())
-        self._count_wire(len(rtp.payloads), writer.wire_octets)
+        # The stream counts what aiortc's _run_rtp records per packet (see the properties).
+        writer.send(rtp, ntp_now())
 
     async def _retransmit(self, sequence_number: int) -> None:
         if self.writer is None:
             await super()._retransmit(sequence_number)
-        elif self.writer.retransmit(sequence_number):
-            self._count_wire(1, self.writer.wire_octets)
-
-    def _count_wire(self, packets: int, octets: int) -> None:
-        """What `RTCDtlsTransport._send_rtp` counts for the transport's stats."""
-        transport = self.transport
-        transport._RTCDtlsTransport__tx_packets += packets
-        transport._RTCDtlsTransport__tx_bytes += octets
+        else:
+            self.writer.retransmit(sequence_number)
 
 
 _NTP_UNIX_OFFSET_NS = 2_208_988_800 * 1_000_000_000  # 1900-01-01 to 1970-01-01
@@ -566,9 +822,10 @@ def ntp_now() -> int:
 
 
 def install() -> None:
-    """Make aiortc's peer connections build ForwardingReceivers and ForwardingSenders
-    (idempotent), and give aiortc a cheaper clock for the per-packet send-time stamp (same
-    values)."""
+    """Make aiortc's peer connections build ForwardingReceivers, ForwardingSenders and
+    ForwardingDtlsTransports (idempotent), and give aiortc a cheaper clock for the per-packet
+    send-time stamp (same values)."""
     aiortc.rtcpeerconnection.RTCRtpReceiver = ForwardingReceiver  # type: ignore[misc]
     aiortc.rtcpeerconnection.RTCRtpSender = ForwardingSender  # type: ignore[misc]
+    aiortc.rtcpeerconnection.RTCDtlsTransport = ForwardingDtlsTransport  # type: ignore[misc]
     aiortc.clock.current_ntp_time = ntp_now

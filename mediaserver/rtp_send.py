@@ -7,7 +7,9 @@ protocol). Here a `Packetizer` per forwarded stream turns a frame into RTP paylo
 by every subscriber (`RtpFrame`), and an `RtpWriter` per subscriber only writes the 12-byte header
 and the extension block in front of each payload, keeps the packets for retransmission, protects
 them with the DTLS transport's SRTP session and hands them to the selected ICE pair's datagram
-transport.
+transport. The writing itself is fanout.py's `Writer` (native when built): a subscriber whose
+chain is pure forwarding is sent to by its hub's fan-out group instead, one call per frame for
+all of them (forwarding.py), through the same writer.
 
 It relies on aiortc 1.16.0 / aioice 0.13.0 internals, each named where it is used: the DTLS
 transport's `_state` and `_tx_srtp`, the ICE connection's `_nominated` pairs, and aioice's
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from dataclasses import dataclass
 
 import av
@@ -28,13 +31,13 @@ from aiortc.codecs import get_encoder
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import random_sequence_number
-from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensions, HeaderExtensionsMap
+from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap
 from aiortc.utils import random32
+
+from . import fanout
 
 logger = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, sequence number, timestamp, SSRC
-_MARKER = 0x80
 _ABS_SEND_TIME_PROBES = (0, 0xFFFFFF)
 
 
@@ -89,7 +92,13 @@ class RtpWriter:
     """One subscriber's outgoing RTP stream of one kind: its SSRC, payload type, sequence numbers,
     timestamp origin and header extensions; a history of the last packets for NACKs, resent as
     RTX when negotiated (RFC 4588); sends through the DTLS transport's SRTP session straight to
-    the selected ICE pair's datagram transport."""
+    the selected ICE pair's datagram transport.
+
+    The stream's state and the packet writing live in `stream`, a fanout.Writer (native or
+    Python, see fanout.py): the same object a hub's fan-out group sends through when this
+    subscriber's chain is pure forwarding, so both ways number packets on from each other. This
+    class finds the route (SRTP session, transport, address) for the sends that come through it.
+    """
 
     def __init__(
         self,
@@ -103,19 +112,36 @@ class RtpWriter:
         mid: str | None,
     ) -> None:
         self.transport = transport
-        self.ssrc = ssrc
-        self.payload_type = payload_type
-        self.rtx_ssrc = rtx_ssrc
-        self.rtx_payload_type = rtx_payload_type
-        self.sequence_number = random_sequence_number()
-        self.rtx_sequence_number = random_sequence_number()
-        self.timestamp_origin = random32()
-        self._before_send_time, self._after_send_time = extension_block(extensions_map, mid)
-        self._first_byte = 0x90 if self._before_send_time else 0x80  # version 2, X bit
-        # Unprotected packets by sequence number modulo the size (aiortc's history size).
-        self._history: list[bytes | None] = [None] * RTP_HISTORY_SIZE
-        # Bytes the last send() or retransmit() put on the wire, SRTP included.
-        self.wire_octets = 0
+        before, after = extension_block(extensions_map, mid)
+        self.stream = fanout.Writer(
+            ssrc=ssrc,
+            payload_type=payload_type,
+            rtx_ssrc=rtx_ssrc,
+            rtx_payload_type=rtx_payload_type,
+            sequence_number=random_sequence_number(),
+            rtx_sequence_number=random_sequence_number(),
+            timestamp_origin=random32(),
+            before=before,
+            after=after,
+        )
+        self._route: tuple[object, object, tuple[str, int], bool] | None = None
+        # Whether the route is a plain UDP socket (not a TURN relay): what a hub's fan-out
+        # group sends through.
+        self.direct = False
+
+    # The stream's identity and numbering, as aiortc's sender names them.
+    ssrc = property(lambda self: self.stream.ssrc)
+    payload_type = property(lambda self: self.stream.payload_type)
+    rtx_ssrc = property(lambda self: self.stream.rtx_ssrc)
+    rtx_payload_type = property(lambda self: self.stream.rtx_payload_type)
+    timestamp_origin = property(lambda self: self.stream.timestamp_origin)
+    sequence_number = property(lambda self: self.stream.sequence_number)
+    rtx_sequence_number = property(lambda self: self.stream.rtx_sequence_number)
+
+    @property
+    def wire_octets(self) -> int:
+        """Bytes the last send() or retransmit() put on the wire, SRTP included."""
+        return self.stream.last_wire_octets
 
     def _sendto(self) -> tuple[pylibsrtp.Session, object, tuple[str, int]] | None:
         """The SRTP session, datagram transport and address to send to, or None when the
@@ -129,78 +155,43 @@ class RtpWriter:
             return None
         return dtls._tx_srtp, pair.protocol.transport, pair.remote_addr
 
-    def send(self, frame: RtpFrame, ntp_time: int) -> int | None:
-        """Send one frame's packets now; the frame's RTP timestamp on this stream, or None when
-        the connection is down (nothing sent). `ntp_time` stamps abs-send-time."""
+    def route(self, direct: bool = False) -> bool:
+        """Point the stream at the current route; whether there is one. `direct`: send on
+        the ICE pair's UDP socket itself (a dup of it, held until `unroute`), as a hub's fan-out
+        group does; otherwise through the transport's `sendto`."""
         route = self._sendto()
-        if route is None:
+        key = None if route is None else (*route, direct)
+        if key != self._route:
+            self._route = key
+            self.direct = False
+            if route is None:
+                self.stream.clear_route()
+            else:
+                session, datagrams, address = route
+                fd = fanout.socket_of(datagrams, address) if direct else -1
+                self.stream.set_route(session, fanout.srtp_pointer(session), datagrams, address, fd)
+                self.direct = fd >= 0
+        return route is not None
+
+    def unroute(self) -> None:
+        """Forget the route (it is looked up again on the next send)."""
+        self._route = None
+        self.direct = False
+        self.stream.clear_route()
+
+    def send(self, frame: RtpFrame, ntp_time: int, now: float | None = None) -> int | None:
+        """Send one frame's packets now; the frame's RTP timestamp on this stream, or None when
+        the connection is down (nothing sent). `ntp_time` stamps abs-send-time; `now`
+        (monotonic) feeds the stream's bitrate meter."""
+        if not self.route():
             return None
-        srtp, datagrams, address = route
-        protect, sendto = srtp.protect, datagrams.sendto  # type: ignore[attr-defined]
-        extensions = self._before_send_time
-        if self._after_send_time is not None:
-            send_time = ((ntp_time >> 14) & 0xFFFFFF).to_bytes(3, "big")
-            extensions = extensions + send_time + self._after_send_time
-        timestamp = (self.timestamp_origin + frame.timestamp) & 0xFFFFFFFF
-        first, payload_type, ssrc = self._first_byte, self.payload_type, self.ssrc
-        pack, history = _HEADER.pack, self._history
-        sequence_number = self.sequence_number
-        last = len(frame.payloads) - 1
-        wire = 0
-        try:
-            for index, payload in enumerate(frame.payloads):
-                marker = _MARKER if index == last else 0
-                packet = (
-                    pack(first, marker | payload_type, sequence_number, timestamp, ssrc)
-                    + extensions
-                    + payload
-                )
-                history[sequence_number % RTP_HISTORY_SIZE] = packet
-                protected = protect(packet)
-                sendto(protected, address)
-                wire += len(protected)
-                sequence_number = (sequence_number + 1) & 0xFFFF
-        except (pylibsrtp.Error, OSError) as exc:
-            logger.debug("RTP send failed: %s", exc)
-        self.sequence_number = sequence_number
-        self.wire_octets = wire
-        return timestamp
+        self.stream.send(
+            frame.payloads, frame.timestamp, ntp_time, time.monotonic() if now is None else now
+        )
+        return (self.stream.timestamp_origin + frame.timestamp) & 0xFFFFFFFF
 
     def retransmit(self, sequence_number: int) -> bool:
         """Resend a packet a NACK asked for, as RTX if negotiated; whether it was still kept."""
-        packet = self._history[sequence_number % RTP_HISTORY_SIZE]
-        if packet is None or int.from_bytes(packet[2:4], "big") != sequence_number:
+        if not self.route(self.direct):
             return False
-        route = self._sendto()
-        if route is None:
-            return False
-        srtp, datagrams, address = route
-        if self.rtx_payload_type is not None:
-            # RFC 4588: same timestamp, marker and extensions, the RTX stream's payload type,
-            # SSRC and sequence number, and the original sequence number before the payload.
-            header_length = (
-                12
-                + len(self._before_send_time)
-                + (3 + len(self._after_send_time) if self._after_send_time is not None else 0)
-            )
-            packet = (
-                _HEADER.pack(
-                    packet[0],
-                    (packet[1] & _MARKER) | self.rtx_payload_type,
-                    self.rtx_sequence_number,
-                    int.from_bytes(packet[4:8], "big"),
-                    self.rtx_ssrc,
-                )
-                + packet[12:header_length]
-                + packet[2:4]
-                + packet[header_length:]
-            )
-            self.rtx_sequence_number = (self.rtx_sequence_number + 1) & 0xFFFF
-        try:
-            protected = srtp.protect(packet)
-            datagrams.sendto(protected, address)  # type: ignore[attr-defined]
-        except (pylibsrtp.Error, OSError) as exc:
-            logger.debug("RTP retransmission failed: %s", exc)
-            return False
-        self.wire_octets = len(protected)
-        return True
+        return self.stream.retransmit(sequence_number) > 0

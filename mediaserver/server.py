@@ -29,7 +29,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from signaling.ratelimit import TokenBucket  # Django-free: the one rate limiter
 
-from . import forwarding, ice
+from . import fanout, forwarding, ice
 from .config import Config
 from .elements import MediaElement, MediaPipeline, PassThrough, ServerManager
 from .errors import Code, KurentoError, marshall_error, too_many
@@ -123,6 +123,17 @@ class ClientConnection:
         await asyncio.gather(self.writer, return_exceptions=True)
 
 
+_send_path_logged = False
+
+
+def _log_send_path() -> None:
+    """Say once per process which fan-out send path is in use (fanout.py)."""
+    global _send_path_logged
+    if not _send_path_logged:
+        _send_path_logged = True
+        logger.info("RTP send path: %s", fanout.describe())
+
+
 class MediaServer:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -167,6 +178,7 @@ class MediaServer:
 
     async def start(self) -> None:
         forwarding.install()
+        _log_send_path()
         ice.configure(
             ice.IcePolicy(
                 addresses=self.config.ice_addresses,

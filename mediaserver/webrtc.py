@@ -38,6 +38,7 @@ from .forwarding import (
     ForwardingSender,
     PacketTrack,
     RtcpFeedback,
+    SinkPad,
     codec_name,
 )
 from .frames import EncodedFrame
@@ -303,6 +304,7 @@ class WebRtcEndpoint(BaseRtpEndpoint):
         self.tracks = {kind: PacketTrack(kind) for kind in _KINDS}
         for kind, track in self.tracks.items():
             track.on_overflow = self.pads[kind].resync
+            self.pads[kind].fanout = lambda frame, pad, k=kind: self._fanout_member(k, frame, pad)
         self.send_codecs: dict[str, str] = {}
         self.receivers: dict[str, list[ForwardingReceiver]] = {kind: [] for kind in _KINDS}
         self.pending_candidates: list[dict[str, Any]] = []
@@ -493,6 +495,14 @@ class WebRtcEndpoint(BaseRtpEndpoint):
     def on_sink_frame(self, kind: str, frame: EncodedFrame) -> None:
         if self.send_codecs.get(kind) == frame.codec:
             self.tracks[kind].put(frame)
+
+    def _fanout_member(self, kind: str, frame: EncodedFrame, pad: SinkPad) -> Any:
+        """The sender's stream, for the hub's fan-out group, when this pad's chain is pure
+        forwarding: the frame goes out as is (`on_sink_frame`) to a running sender."""
+        sender = self.tracks[kind].sender
+        if sender is None or self.send_codecs.get(kind) != frame.codec:
+            return None
+        return sender.fanout_member(pad.leave_fanout)
 
     def request_keyframe(self, kind: str) -> None:
         for receiver in self.receivers[kind]:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -42,8 +44,12 @@ class MediaServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> MediaServerProcess:
-        """Start the server and return once it listens."""
+        """Start the server and return once it listens. Its worker processes: the `--workers`
+        among the arguments, else MEDIASERVER_TEST_WORKERS of the test run's environment,
+        else 1 (one process, whatever the machine's cores)."""
         command = [sys.executable, "-m", "mediaserver", "--host", "127.0.0.1"]
+        if "--workers" not in self.args:
+            command += ["--workers", os.environ.get("MEDIASERVER_TEST_WORKERS", "1")]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [*command, "--port", str(self.port), *self.args],
@@ -66,6 +72,21 @@ class MediaServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def worker_of(self, pipeline_id: str) -> int:
+        """The pid of the worker process holding the pipeline (`--workers` above 1), from the
+        line the front logs when it places a pipeline."""
+        pattern = rf"pipeline {re.escape(pipeline_id)} on worker \d+ \(pid (\d+)\)"
+        match = re.search(pattern, self.log())
+        if match is None:
+            raise LookupError(f"no worker holds {pipeline_id} (is --workers above 1?)")
+        return int(match.group(1))
+
+    def kill_worker(self, pipeline_id: str) -> int:
+        """SIGKILL the worker holding the pipeline (the front lives on); returns its pid."""
+        pid = self.worker_of(pipeline_id)
+        os.kill(pid, signal.SIGKILL)
+        return pid
 
 
 class ProductServer:

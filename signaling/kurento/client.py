@@ -194,6 +194,17 @@ class KurentoClient:
         self._subscriptions[subscription.id] = subscription
         return subscription
 
+    def keep_subscriptions_of(self, pipelines: set[str]) -> int:
+        """After SESSION_LOST: forget the subscriptions of objects outside `pipelines` (the
+        server's pipelines that are still there: an element's id begins with its pipeline's);
+        how many were forgotten. The rest go on delivering events to the new session."""
+        gone = [
+            s for s in self._subscriptions.values() if s.object_id.split("/", 1)[0] not in pipelines
+        ]
+        for subscription in gone:
+            del self._subscriptions[subscription.id]
+        return len(gone)
+
     async def unsubscribe(self, subscription: Subscription) -> None:
         if self._subscriptions.pop(subscription.id, None) is None:
             return
@@ -322,7 +333,9 @@ class KurentoClient:
                 self.session_id,
             )
             self.session_id = None
-            self._subscriptions.clear()
+            # The subscriptions stay until the listeners learn which objects are gone
+            # (`keep_subscriptions_of`): a media server of several workers that lost one of
+            # them keeps the others' objects, and their events, for the next session.
             return ConnectionState.SESSION_LOST
         except TimeoutError:
             raise MediaServerUnavailable("no answer to connect") from None

@@ -58,13 +58,15 @@ async def rebuild_lost_rooms(url: str) -> int:
     # The records are read before the server is asked: a pipeline made after that question
     # (a healed room, on another worker) must not be taken for a lost one.
     records = await database_sync_to_async(pipelines.pipelines_on_sync)(url)
-    if not records:
-        return 0
+    client = clients.media_client(url)
     try:
-        alive = set(await ServerManager(clients.media_client(url)).get_pipelines())
+        alive = set(await ServerManager(client).get_pipelines())
     except (KurentoError, MediaServerUnavailable) as error:
         logger.warning("cannot list the pipelines on %s to heal its rooms: %s", url, error)
         return 0
+    # Events of the objects that are still there (a media server of several workers lost one)
+    # keep coming to the new session; those of the objects that are gone never will.
+    client.keep_subscriptions_of(alive)
     rebuilt = 0
     for record in records:
         if record.pipeline_id not in alive:

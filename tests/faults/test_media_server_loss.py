@@ -76,3 +76,39 @@ def test_a_media_server_that_never_returns_moves_the_room(callers_on, product_fa
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_killed_worker_rebuilds_only_the_rooms_it_held(callers_on, product_factory):
+    """`--workers 2`: two rooms on two worker processes. A worker killed takes one room's
+    pipeline: that room heals without a reload, the other's pipeline and call go on."""
+    product = product_factory(media_args=("--workers", "2"))
+    assert product.media is not None
+    ada = callers_on(product, "wkada", "Ada Lovelace")
+    grace = callers_on(product, "wkgrace", "Grace Hopper")
+    in_a_call(ada, grace, "Worker room one")
+    (first_pipeline,) = media_server_objects(product.media_url)
+    bob = callers_on(product, "wkbob", "Bob Kahn")
+    carol = callers_on(product, "wkcarol", "Carol Shaw")
+    in_a_call(bob, carol, "Worker room two")
+    (second_pipeline,) = set(media_server_objects(product.media_url)) - {first_pipeline}
+    dead = product.media.worker_of(first_pipeline)
+    assert product.media.worker_of(second_pipeline) != dead
+
+    heal = Heal(ada, grace)
+    untouched = Heal(bob, carol)
+    product.media.kill_worker(first_pipeline)
+    heal.fault_over()
+    untouched.fault_over()
+    healed = heal.wait(timeout=30)
+    print(f"worker killed: video again {healed:.2f} s after it died")
+    assert healed <= HEAL_SECONDS, f"video came back only {healed:.1f} s after the kill"
+    assert same_document(ada, grace, bob, carol), "a page reloaded"
+    untouched.wait(timeout=5)  # the other room's video never stopped
+    assert not untouched.renegotiated(bob) and not untouched.renegotiated(carol)
+    objects = media_server_objects(product.media_url)
+    assert second_pipeline in objects and first_pipeline not in objects, objects
+    assert len(objects) == 2 and all(len(children) == 4 for children in objects.values())
+
+    for person in (ada, grace, bob, carol):
+        person.page.click("#leave-button")
+    wait_until("the pipelines released", lambda: media_server_objects(product.media_url) == {})
