@@ -1,8 +1,15 @@
-"""A benchmark client process: aiortc publishers or subscribers against a Kurento Protocol server,
-driven by JSON lines on stdin, answering on stdout.
+"""A benchmark client process: aiortc publishers or subscribers against a Kurento Protocol server
+(ours, the naive SFU) or Janus's VideoRoom, driven by JSON lines on stdin, answering on stdout.
 
-    python -m bench.client publisher URL MEDIA_FILE
-    python -m bench.client subscriber URL [native|counting|forwarding]
+    python -m bench.client [OPTIONS] publisher URL MEDIA_FILE
+    python -m bench.client [OPTIONS] subscriber URL [native|counting|forwarding]
+
+OPTIONS: --protocol kurento|janus (default kurento), --ice-address A (default 127.0.0.1).
+
+The media side (`Publisher`, `Subscriber`, `Client`) does not know the server; a signaling adapter
+negotiates each peer connection with it: `KurentoSignaling` here, `bench.peers.janus.JanusSignaling`
+for Janus. ICE gathers one address: 127.0.0.1 by default, the private network's client address when
+the process runs in a network namespace of the benchmark's (`--ice-address`).
 
 Publishers replay pre-encoded media (bench/media.py) and never encode. Subscribers never decode.
 Their receivers keep aiortc's SRTP, RTP statistics and receiver reports, and either
@@ -17,7 +24,8 @@ Their receivers keep aiortc's SRTP, RTP statistics and receiver reports, and eit
 Either way packet loss comes from the receivers' RTP sequence-number statistics.
 
 Commands (one JSON object per line, each answered by one line):
-  {"cmd": "publish", "pipeline": ID}                         -> {"endpoint": ID}
+  {"cmd": "create_pipeline"}                                 -> {"pipeline": ID} (Janus: a room)
+  {"cmd": "publish", "pipeline": ID}                         -> {"endpoint": ID} (Janus: its feed)
   {"cmd": "subscribe", "pipeline": ID, "sources": [ID|null]} -> {"created": n, "errors": [...],
                                                                 "endpoints": [ID|null, ...]}
   {"cmd": "wait_media", "seconds": s}                        -> {"ready": n, "total": n}
@@ -27,6 +35,7 @@ Commands (one JSON object per line, each answered by one line):
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -34,7 +43,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiortc.rtcpeerconnection
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -52,6 +61,22 @@ SUBSCRIBE_CONCURRENCY = 4
 NEGOTIATION_TIMEOUT = 60.0
 
 
+class Signaling(Protocol):
+    """How a client process negotiates its peer connections with one kind of server."""
+
+    async def create_pipeline(self) -> str: ...
+
+    async def publish(self, pc: RTCPeerConnection, pipeline: str) -> str:
+        """Negotiate a sending peer connection; the id subscribers name as their source."""
+        ...
+
+    async def subscribe(self, pc: RTCPeerConnection, pipeline: str, source: str | None) -> str:
+        """Negotiate a receiving peer connection fed by `source` (None: by nothing)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 async def negotiate(rpc: KurentoClient, pc: RTCPeerConnection, endpoint: str) -> None:
     """The Kurento pattern: offer here, processOffer there, trickle our candidates (ours are in
     the SDP already, so the server's IceCandidateFound events are not needed)."""
@@ -64,6 +89,40 @@ async def negotiate(rpc: KurentoClient, pc: RTCPeerConnection, endpoint: str) ->
         if line.startswith("a=candidate:"):
             candidate = {"candidate": line[2:], "sdpMid": "0", "sdpMLineIndex": 0}
             await rpc.invoke(endpoint, "addIceCandidate", candidate=candidate)
+
+
+class KurentoSignaling:
+    """The Kurento Protocol: a WebRtcEndpoint per peer connection, a source `connect`ed to it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.rpc: KurentoClient | None = None
+
+    def _connect(self) -> KurentoClient:
+        if self.rpc is None:
+            self.rpc = KurentoClient(self.url, request_timeout=NEGOTIATION_TIMEOUT)
+        return self.rpc
+
+    async def create_pipeline(self) -> str:
+        return str(await self._connect().create("MediaPipeline"))
+
+    async def publish(self, pc: RTCPeerConnection, pipeline: str) -> str:
+        rpc = self._connect()
+        endpoint = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+        await negotiate(rpc, pc, endpoint)
+        return str(endpoint)
+
+    async def subscribe(self, pc: RTCPeerConnection, pipeline: str, source: str | None) -> str:
+        rpc = self._connect()
+        endpoint = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+        if source is not None:
+            await rpc.invoke(source, "connect", sink=endpoint)
+        await negotiate(rpc, pc, endpoint)
+        return str(endpoint)
+
+    async def close(self) -> None:
+        if self.rpc is not None:
+            await self.rpc.close()
 
 
 class Publisher:
@@ -205,38 +264,29 @@ class Subscriber:
 
 
 class Client:
-    def __init__(self, role: str, url: str, media: EncodedMedia | None) -> None:
+    def __init__(self, role: str, signaling: Signaling, media: EncodedMedia | None) -> None:
         self.role = role
-        self.url = url
+        self.signaling = signaling
         self.media = media
-        self.rpc: KurentoClient | None = None
         self.publishers: list[Publisher] = []
         self.subscribers: list[Subscriber] = []
 
-    async def connect(self) -> KurentoClient:
-        if self.rpc is None:
-            self.rpc = KurentoClient(self.url, request_timeout=NEGOTIATION_TIMEOUT)
-        return self.rpc
+    async def create_pipeline(self) -> dict[str, Any]:
+        return {"pipeline": await self.signaling.create_pipeline()}
 
     async def publish(self, pipeline: str) -> dict[str, Any]:
         assert self.media is not None
-        rpc = await self.connect()
         publisher = Publisher(self.media)
         self.publishers.append(publisher)
-        endpoint = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
-        await negotiate(rpc, publisher.pc, endpoint)
+        async with asyncio.timeout(NEGOTIATION_TIMEOUT):
+            endpoint = await self.signaling.publish(publisher.pc, pipeline)
         return {"endpoint": endpoint}
 
     async def _subscribe_one(self, pipeline: str, source: str | None) -> str:
-        rpc = await self.connect()
         subscriber = Subscriber()
         self.subscribers.append(subscriber)
         async with asyncio.timeout(NEGOTIATION_TIMEOUT):
-            endpoint = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
-            if source is not None:
-                await rpc.invoke(source, "connect", sink=endpoint)
-            await negotiate(rpc, subscriber.pc, endpoint)
-        return endpoint
+            return await self.signaling.subscribe(subscriber.pc, pipeline, source)
 
     async def subscribe(self, pipeline: str, sources: list[str | None]) -> dict[str, Any]:
         errors: list[str] = []
@@ -276,11 +326,12 @@ class Client:
     async def close(self) -> None:
         peers = [p.pc for p in self.publishers] + [s.pc for s in self.subscribers]
         await asyncio.gather(*(pc.close() for pc in peers), return_exceptions=True)
-        if self.rpc is not None:
-            await self.rpc.close()
+        await self.signaling.close()
 
     async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
         name = command["cmd"]
+        if name == "create_pipeline":
+            return await self.create_pipeline()
         if name == "publish":
             return await self.publish(command["pipeline"])
         if name == "subscribe":
@@ -313,19 +364,32 @@ async def serve(client: Client) -> None:
     await client.close()  # stdin closed: the benchmark is gone
 
 
-def main() -> None:
-    role, url = sys.argv[1], sys.argv[2]
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.client")
+    parser.add_argument("--protocol", choices=["kurento", "janus"], default="kurento")
+    parser.add_argument("--ice-address", default="127.0.0.1", help="the one address ICE gathers")
+    parser.add_argument("role", choices=["publisher", "subscriber"])
+    parser.add_argument("url")
+    parser.add_argument("extra", nargs="?", help="publisher: MEDIA_FILE; subscriber: receiver")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    ice.use_host_addresses(("127.0.0.1",))  # ICE on loopback only
-    media = EncodedMedia.load(Path(sys.argv[3])) if role == "publisher" else None
-    if role == "subscriber":
-        receiver = sys.argv[3] if len(sys.argv) > 3 else "native"
+    ice.use_host_addresses((args.ice_address,))
+    media = EncodedMedia.load(Path(args.extra)) if args.role == "publisher" else None
+    if args.role == "subscriber":
+        receiver = args.extra or "native"
         Subscriber.native_receivers = receiver == "native"
         if receiver in ("native", "counting"):
             aiortc.rtcpeerconnection.RTCRtpReceiver = CountingReceiver  # type: ignore[misc]
         else:
             forwarding.install()
-    asyncio.run(serve(Client(role, url, media)))
+    signaling: Signaling
+    if args.protocol == "janus":
+        from .peers.janus import JanusSignaling
+
+        signaling = JanusSignaling(args.url)
+    else:
+        signaling = KurentoSignaling(args.url)
+    asyncio.run(serve(Client(args.role, signaling, media)))
 
 
 if __name__ == "__main__":

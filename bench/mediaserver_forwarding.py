@@ -2,6 +2,7 @@
 many subscribed audio+video streams one core sustains, memory per endpoint, and the naive design.
 
     python -m bench.mediaserver_forwarding [--quick] [--json PATH] [--no-pin] [--steps 0,50,100]
+                                           [--janus | --no-janus] [--janus-steps 0,50,100]
 
 Everything runs on this machine over loopback (ICE gathers 127.0.0.1 only):
 
@@ -10,7 +11,13 @@ Everything runs on this machine over loopback (ICE gathers 127.0.0.1 only):
 * one publisher process replaying pre-encoded 640x480@30 VP8 and 20 ms Opus (bench/media.py), so
   publishing costs no encoding;
 * several subscriber processes whose receivers count frames without decoding, and read loss from
-  RTP sequence numbers (bench/client.py).
+  RTP sequence numbers (bench/client.py); by default, once a subscriber's media flows, its socket
+  is read, decrypted and counted in C (bench/native_receiver.py), so that the clients, which share
+  this machine, stay cheaper than the server they measure.
+
+`--workers N` runs the server as `python -m mediaserver --workers N` with N pipelines (one per
+worker, each with publishers of its own), pins it to the last N cores, and counts the CPU and RSS
+of the front and its workers together.
 
 By default the server is pinned to the last core and every other process of the benchmark to the
 remaining ones, so the server's figures are those of one core of its own (`--no-pin` lets the
@@ -22,6 +29,16 @@ packet loss or the server uses > 95 % of its core, or where the machine is satur
 window per step). The same run then measures the naive design (bench/naive_sfu.py: decode once,
 MediaRelay, one encoder per subscriber) the same way at small N, and prints the ratio of the two
 designs' CPU per stream.
+
+Janus side by side (bench/peers/): when Debian's `janus` is installed and the benchmark runs as root
+(`--janus` requires it, `--no-janus` skips it), the same run measures Janus 1.1's VideoRoom with the
+same publisher and subscribers, the same pinning and the same criteria, and prints its CPU and
+memory per stream and the ratios of the three designs. Janus skips loopback when it gathers ICE
+candidates and nothing may touch this machine's own addresses, so Janus and its clients run in two
+network namespaces the benchmark makes, joined by a veth pair (10.231.0.1 and 10.231.0.2, visible
+nowhere else) and removes at the end; Janus's configuration is written to the run's temporary
+folder. Janus runs one shared event loop on its core (`--janus-event-loops 0` gives Janus's stock
+thread per handle, which cost it 1.7 to 1.9 times the CPU per stream in our runs).
 
 The clients share the machine with the server and need about as much CPU as it does, so on a small
 machine they can saturate as soon as the server. "Streams per core" is N divided by the server's
@@ -49,23 +66,27 @@ from typing import Any
 from signaling.kurento import KurentoClient
 
 from .media import HEIGHT, WIDTH, encode_media
+from .peers import janus
+from .peers import netns as private_network
 from .proc import (
     CORES,
     Child,
     Server,
     Worker,
     cpu_seconds,
+    cpu_split,
     event_loop,
     machine_busy,
     machine_ticks,
     rss_bytes,
+    set_affinity,
 )
 
 MIN_FPS = 28.0
 MAX_LOSS_PERCENT = 1.0
 MAX_SERVER_CPU = 95.0  # % of one core
 MACHINE_SATURATED = 0.95 * CORES * 100  # % of one core, summed over the machine's cores
-TARGET_PER_CORE = 200
+TARGET_PER_CORE = 1000  # issue 16 (issue 3 asked for 200)
 KURENTO_PER_CORE = (70, 84)
 MIB = 1024 * 1024
 
@@ -74,6 +95,9 @@ MIB = 1024 * 1024
 class Plan:
     forwarding_steps: tuple[int, ...]
     naive_steps: tuple[int, ...]
+    janus_steps: tuple[int, ...]
+    janus: bool | None  # measure Janus too: None = when it is installed and we are root
+    janus_event_loops: int  # 0: Janus's stock default, a thread per handle; N: N shared loops
     window: float  # seconds of steady state measured per step
     settle: float  # seconds between the last subscriber receiving media and the window
     idle_endpoints: int  # un-negotiated WebRtcEndpoints created for the memory figure
@@ -84,6 +108,7 @@ class Plan:
     pin: bool  # server alone on the last core, everything else of the benchmark on the others
     video_kbps: int
     hard_timeout: float  # seconds for the whole run
+    keep_going: bool = False  # measure every planned step, even past a failing or saturated one
     # `python -m mediaserver --workers N`; above 1, N pipelines (rooms), each with its own
     # publishers, so that they spread over the workers; CPU and RSS are the front's and its
     # workers' together, and pinning gives the server the last N cores.
@@ -91,8 +116,11 @@ class Plan:
 
 
 FULL = Plan(
-    forwarding_steps=(0, 10, 25, 50, 75, 100, 110, 120, 130, 140, 150, 175, 200, 250, 300),
+    forwarding_steps=(0, 50, 100, 200, 300, 400, 500, 600, 700, 800),
     naive_steps=(0, 1, 2, 3, 4, 6, 8),
+    janus_steps=(0, 50, 100, 150, 200, 250, 300, 350, 400),
+    janus=None,
+    janus_event_loops=1,  # one loop for the one core Janus gets, as ours runs one event loop
     window=10.0,
     settle=3.0,
     idle_endpoints=100,
@@ -102,18 +130,19 @@ FULL = Plan(
     publishers=1,
     pin=True,
     video_kbps=800,
-    hard_timeout=720.0,
+    hard_timeout=1080.0,
 )
 QUICK = replace(
     FULL,
     forwarding_steps=(0, 3, 6),
     naive_steps=(0, 1),
+    janus_steps=(0, 3, 6),
     window=2.0,
     settle=1.0,
     idle_endpoints=20,
     negotiated_endpoints=4,
     subscriber_processes=2,
-    hard_timeout=90.0,
+    hard_timeout=150.0,
 )
 
 
@@ -134,6 +163,7 @@ class Step:
     upstream_loss_max: float = 0.0  # % of the publishers' packets the server reported lost
     keyframe_requests: int = 0  # PLIs reaching the publishers during the window
     failed_subscribers: int = 0
+    server_kernel_cpu: float | None = None  # % of one core the server spent in the kernel
     passed: bool = True
     saturated: bool = False
     note: str = ""
@@ -162,6 +192,7 @@ class Results:
     memory: dict[str, Any] = field(default_factory=dict)
     forwarding: list[Step] = field(default_factory=list)
     naive: list[Step] = field(default_factory=list)
+    janus: list[Step] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     event_loops: dict[str, str] = field(default_factory=dict)  # design -> the server's loop
@@ -240,11 +271,17 @@ def process_tree(pid: int) -> list[int]:
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    total = 0.0
+    return sum(tree_cpu_split(pid))
+
+
+def tree_cpu_split(pid: int) -> tuple[float, float]:
+    """User and kernel CPU seconds of the process and its children."""
+    user = kernel = 0.0
     for member in process_tree(pid):
         with contextlib.suppress(OSError):
-            total += cpu_seconds(member)
-    return total
+            u, k = cpu_split(member)
+            user, kernel = user + u, kernel + k
+    return user, kernel
 
 
 def tree_rss_bytes(pid: int) -> int:
@@ -266,43 +303,79 @@ class Ramp:
         self.plan = plan
         self.log_dir = log_dir
         self.media_path = media_path
-        self.server: Server | None = None
+        self.server: Child | None = None
         self.publisher: Worker | None = None
         self.workers: list[Worker] = []
         self.sources: list[tuple[str, str]] = []  # (pipeline, publishing endpoint)
         self.pipeline = ""
         self.subscribers = 0
         self.failed = 0
-        self.rpc: KurentoClient | None = None
         self.event_loop = ""
+        self.network: private_network.NetnsPair | None = None  # Janus's private network
+        # Pipelines (rooms): one per media server worker, so each worker forwards.
+        self.rooms = plan.workers if design == "forwarding" else 1
+
+    async def _start_janus(self) -> str:
+        """Janus in a network namespace of its own, its clients' namespace beside it; its URL."""
+        self.network = private_network.NetnsPair("bench-janus")
+        self.network.up()
+        config = janus.write_config(
+            self.log_dir / "janus", self.network.server_address, self.plan.janus_event_loops
+        )
+        command = janus.command(config)
+        self.server = await Child.start(
+            "janus-server",
+            command[1:],
+            self.log_dir,
+            program=command[:1],
+            prefix=self.network.exec_prefix(self.network.server),
+            cpus={CORES - 1} if self.plan.pin else None,
+            stdout_to_log=True,
+        )
+        if not await janus.wait_listening(self.server.pid):
+            raise RuntimeError(f"janus did not start:\n{self.server.log_tail()}")
+        loops = self.plan.janus_event_loops
+        threads = f"event_loops = {loops}" if loops else "a thread per handle"
+        self.event_loop = f"Janus {janus.version()} (C, libnice; {threads})"
+        return f"ws://{self.network.server_address}:{janus.WS_PORT}/"
 
     async def start(self) -> None:
-        if self.design == "forwarding":
-            args = mediaserver_args(self.plan.workers)
+        prefix: list[str] | None = None
+        client_options: list[str] = []
+        if self.design == "janus":
+            url = await self._start_janus()
+            assert self.network is not None
+            prefix = self.network.exec_prefix(self.network.client)
+            client_options = ["--protocol", "janus", "--ice-address", self.network.client_address]
         else:
-            args = ["-m", "bench.naive_sfu", "--port", "0"]
-        self.server = await Server.launch(f"{self.design}-server", args, self.log_dir)
-        rooms = self.plan.workers if self.design == "forwarding" else 1
-        if self.plan.pin:
-            for member in process_tree(self.server.pid):
-                pin(member, server=True, cores=rooms)
-        self.event_loop = event_loop(process_tree(self.server.pid)[-1])
-        url = self.server.url
-        self.rpc = KurentoClient(url, request_timeout=30)
-        pipelines = [await self.rpc.create("MediaPipeline") for _ in range(rooms)]
-        self.pipeline = pipelines[0]
+            if self.design == "forwarding":
+                args = mediaserver_args(self.plan.workers)
+            else:
+                args = ["-m", "bench.naive_sfu", "--port", "0"]
+            server = await Server.launch(f"{self.design}-server", args, self.log_dir)
+            self.server = server
+            if self.plan.pin:
+                for member in process_tree(server.pid):
+                    pin(member, server=True, cores=self.rooms)
+            self.event_loop = event_loop(process_tree(server.pid)[-1])
+            url = server.url
         self.publisher = await Worker.launch(
-            f"{self.design}-publisher", ["publisher", url, str(self.media_path)], self.log_dir
+            f"{self.design}-publisher",
+            [*client_options, "publisher", url, str(self.media_path)],
+            self.log_dir,
+            prefix,
         )
         if self.plan.pin:
             pin(self.publisher.pid, server=False)
-        for pipeline in pipelines:
+        for _ in range(self.rooms):
+            pipeline = (await self.publisher.call("create_pipeline"))["pipeline"]
             for _ in range(self.plan.publishers):
                 reply = await self.publisher.call("publish", pipeline=pipeline)
                 self.sources.append((pipeline, reply["endpoint"]))
-        args = ["subscriber", url, self.plan.receiver]
+        self.pipeline = self.sources[0][0]
+        args = [*client_options, "subscriber", url, self.plan.receiver]
         self.workers = [
-            await Worker.launch(f"{self.design}-subscribers-{i}", args, self.log_dir)
+            await Worker.launch(f"{self.design}-subscribers-{i}", args, self.log_dir, prefix)
             for i in range(self.plan.subscriber_processes)
         ]
         for worker in self.workers:
@@ -311,13 +384,15 @@ class Ramp:
         await asyncio.sleep(self.plan.settle)
 
     async def stop(self) -> None:
-        if self.rpc is not None:
-            await self.rpc.close()
-        for child in [*self.workers, self.publisher]:
-            if child is not None:
-                await child.stop()
-        if self.server is not None:
-            await self.server.stop()
+        try:
+            for child in [*self.workers, self.publisher]:
+                if child is not None:
+                    await child.stop()
+            if self.server is not None:
+                await self.server.stop()
+        finally:
+            if self.network is not None:
+                self.network.down()
 
     async def grow(self, total: int) -> None:
         """Add subscribers up to `total`, spread over the worker processes and the publishers."""
@@ -343,18 +418,19 @@ class Ramp:
         clients = [self.publisher, *self.workers]
         await asyncio.sleep(self.plan.settle)
         first = await asyncio.gather(*(worker.call("snapshot") for worker in clients))
-        cpu0, machine0 = tree_cpu_seconds(self.server.pid), machine_ticks()
+        (user0, kernel0), machine0 = tree_cpu_split(self.server.pid), machine_ticks()
         clients0 = sum(cpu_seconds(c.pid) for c in clients)
         wall0 = time.monotonic()
         await asyncio.sleep(self.plan.window)
         wall = time.monotonic() - wall0
-        cpu1, machine1 = tree_cpu_seconds(self.server.pid), machine_ticks()
+        (user1, kernel1), machine1 = tree_cpu_split(self.server.pid), machine_ticks()
         clients1 = sum(cpu_seconds(c.pid) for c in clients)
         last = await asyncio.gather(*(worker.call("snapshot") for worker in clients))
         step = Step(
             design=self.design,
             subscribers=self.subscribers,
-            server_cpu=100.0 * (cpu1 - cpu0) / wall,
+            server_cpu=100.0 * (user1 + kernel1 - user0 - kernel0) / wall,
+            server_kernel_cpu=100.0 * (kernel1 - kernel0) / wall,
             machine_cpu=machine_busy(machine0, machine1),
             steal_cpu=machine_busy(machine0, machine1, index=2),
             clients_cpu=100.0 * (clients1 - clients0) / wall,
@@ -416,7 +492,7 @@ def pin(pid: int, *, server: bool, cores: int | None = None) -> None:
     cores = SERVER_CORES[0] if cores is None else cores
     last = set(range(max(0, CORES - cores), CORES))
     others = sorted((os.sched_getaffinity(0) | last) - last)
-    os.sched_setaffinity(pid, last if server else set(others) or {0})
+    set_affinity(pid, last if server else set(others) or {0})
 
 
 async def run_ramp(
@@ -435,7 +511,7 @@ async def run_ramp(
             step = await ramp.measure()
             out.append(step)
             say(step_row(step) + f"  ({time.monotonic() - started:.0f} s)")
-            if not step.passed or step.saturated:
+            if (not step.passed or step.saturated) and not plan.keep_going:
                 break
     finally:
         await ramp.stop()
@@ -447,6 +523,7 @@ async def run_ramp(
 COLUMNS = (  # title, unit, width
     ("N", "", 4),
     ("server", "%core", 6),
+    ("kernel", "%core", 6),
     ("per N", "%core", 6),
     ("N/core", "", 6),
     ("fps", "min", 5),
@@ -478,6 +555,7 @@ def step_row(step: Step) -> str:
     values = (
         str(step.subscribers),
         f"{step.server_cpu:.1f}",
+        _fmt(step.server_kernel_cpu, ".1f"),
         _fmt(step.cpu_per_stream, ".3f"),
         _fmt(step.streams_per_core, ".0f"),
         _fmt(step.fps_min, ".1f"),
@@ -498,12 +576,15 @@ def step_row(step: Step) -> str:
     return f"  {cells}  {verdict}{' (' + step.note + ')' if step.note else ''}"
 
 
-def slope(steps: list[Step]) -> float | None:
-    """Least-squares server CPU (% of a core) per added subscriber, over the given steps."""
+def slope(steps: list[Step], *, kernel: bool = False) -> float | None:
+    """Least-squares server CPU (% of a core) per added subscriber, over the given steps (of it
+    the kernel's part, with `kernel`)."""
+    if kernel:
+        steps = [s for s in steps if s.server_kernel_cpu is not None]
     if len({s.subscribers for s in steps}) < 2:
         return None
     xs = [float(s.subscribers) for s in steps]
-    ys = [s.server_cpu for s in steps]
+    ys = [(s.server_kernel_cpu or 0.0) if kernel else s.server_cpu for s in steps]
     mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
     spread = sum((x - mean_x) ** 2 for x in xs)
     return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
@@ -515,6 +596,7 @@ def summarize(results: Results) -> dict[str, Any]:
     best = max((s for s in passing if s.subscribers), key=lambda s: s.subscribers, default=None)
     forwarding_slope = slope(passing)
     summary["forwarding_cpu_per_stream_slope"] = forwarding_slope
+    summary["forwarding_kernel_cpu_per_stream_slope"] = slope(passing, kernel=True)
     if forwarding_slope:
         summary["forwarding_streams_per_core_from_slope"] = 100.0 / forwarding_slope
     if best is not None:
@@ -544,6 +626,39 @@ def summarize(results: Results) -> dict[str, Any]:
     summary["naive_cpu_per_stream"] = naive_slope
     if naive_slope and forwarding_slope:
         summary["naive_over_forwarding_ratio"] = naive_slope / forwarding_slope
+    if results.janus:
+        summary.update(janus_summary(results.janus, forwarding_slope, naive_slope))
+    return summary
+
+
+def janus_summary(
+    steps: list[Step], forwarding_slope: float | None, naive_slope: float | None
+) -> dict[str, Any]:
+    """Janus's figures, computed as ours are: the slope over its passing steps, the largest
+    passing N, its RSS growth per connected subscriber; and the ratios to the other designs."""
+    summary: dict[str, Any] = {}
+    passing = [s for s in steps if s.passed]
+    janus_slope = slope(passing)
+    summary["janus_cpu_per_stream_slope"] = janus_slope
+    summary["janus_kernel_cpu_per_stream_slope"] = slope(passing, kernel=True)
+    if janus_slope:
+        summary["janus_streams_per_core_from_slope"] = 100.0 / janus_slope
+    best = max((s for s in passing if s.subscribers), key=lambda s: s.subscribers, default=None)
+    if best is not None:
+        summary["janus_largest_passing_n"] = best.subscribers
+        summary["janus_cpu_at_largest_n"] = best.server_cpu
+        summary["janus_streams_per_core_at_largest_n"] = best.streams_per_core
+        baseline = next((s for s in steps if s.subscribers == 0), None)
+        if baseline is not None:
+            grown = best.server_rss_mib - baseline.server_rss_mib
+            summary["janus_kib_per_connected_subscriber"] = grown * 1024 / best.subscribers
+    stopped = steps[-1]
+    if not stopped.passed or stopped.saturated:
+        summary["janus_ramp_stopped_at"] = {"n": stopped.subscribers, "why": stopped.note}
+    if janus_slope and forwarding_slope:
+        summary["forwarding_over_janus_ratio"] = forwarding_slope / janus_slope
+    if janus_slope and naive_slope:
+        summary["naive_over_janus_ratio"] = naive_slope / janus_slope
     return summary
 
 
@@ -581,13 +696,14 @@ def print_report(results: Results) -> None:
     say("the server reports for the publisher's packets; PLI counts keyframe requests reaching it;")
     say("'other' is CPU used by anything else (other users' processes, the kernel's softirqs);")
     say("'steal' is time the hypervisor gave this virtual machine's cores to someone else.")
-    for design, title, steps in (
-        ("forwarding", "forwarding (mediaserver)", results.forwarding),
-        ("naive", "naive (decode + MediaRelay + encoder per subscriber)", results.naive),
-    ):
+    designs = [("forwarding", "forwarding (mediaserver)", results.forwarding)]
+    if results.janus:
+        designs.append(("janus", "janus (VideoRoom, in a network namespace)", results.janus))
+    designs.append(("naive", "naive (decode + MediaRelay + encoder per subscriber)", results.naive))
+    for design, title, steps in designs:
         say()
         loop = results.event_loops.get(design, "?")
-        say(f"{title}, server event loop {loop}:")
+        say(f"{title}, server {loop if design == 'janus' else 'event loop ' + loop}:")
         say(step_header())
         for step in steps:
             say(step_row(step))
@@ -612,6 +728,12 @@ def print_report(results: Results) -> None:
             f"  forwarding: {per_stream:.3f} % of a core per subscribed A+V stream (slope) "
             f"-> {summary['forwarding_streams_per_core_from_slope']:.0f} streams per core"
         )
+        kernel = summary.get("forwarding_kernel_cpu_per_stream_slope")
+        if kernel is not None:
+            say(
+                f"    of which the kernel {kernel:.3f} % (its UDP sends; on loopback they also "
+                f"deliver to the receivers' sockets), user space {per_stream - kernel:.3f} %"
+            )
     if "largest_passing_n" in summary:
         say(
             f"  largest N passing (>= {MIN_FPS:.0f} fps, < {MAX_LOSS_PERCENT:.0f} % loss): "
@@ -633,6 +755,7 @@ def print_report(results: Results) -> None:
         )
     if "naive_over_forwarding_ratio" in summary:
         say(f"  naive / forwarding CPU per stream: {summary['naive_over_forwarding_ratio']:.1f}x")
+    print_janus_summary(results)
     per_core = summary.get("forwarding_streams_per_core_at_largest_n")
     if per_core:
         verdict = "met" if per_core >= TARGET_PER_CORE else "not met"
@@ -648,6 +771,52 @@ def print_report(results: Results) -> None:
     for error in results.errors:
         say(f"  ERROR: {error}")
     say("=" * 100)
+
+
+def print_janus_summary(results: Results) -> None:
+    summary = results.summary
+    status = results.machine.get("janus_status")
+    if status:
+        say(f"  janus: {status}")
+    if not results.janus:
+        return
+    per_stream = summary.get("janus_cpu_per_stream_slope")
+    if per_stream:
+        say(
+            f"  janus: {per_stream:.3f} % of a core per subscribed A+V stream (slope) -> "
+            f"{summary['janus_streams_per_core_from_slope']:.0f} streams per core"
+        )
+        kernel = summary.get("janus_kernel_cpu_per_stream_slope")
+        if kernel is not None:
+            say(f"    of which the kernel {kernel:.3f} %, user space {per_stream - kernel:.3f} %")
+    if "janus_largest_passing_n" in summary:
+        memory = summary.get("janus_kib_per_connected_subscriber")
+        memory_text = f"; {memory:.0f} KiB RSS per connected subscriber" if memory else ""
+        say(
+            f"  janus largest N passing: {summary['janus_largest_passing_n']} at "
+            f"{summary['janus_cpu_at_largest_n']:.1f} % server CPU -> "
+            f"{summary['janus_streams_per_core_at_largest_n']:.0f} per core{memory_text}"
+        )
+    if "janus_ramp_stopped_at" in summary:
+        stop = summary["janus_ramp_stopped_at"]
+        say(f"  janus ramp stopped at N={stop['n']}: {stop['why']}")
+    if "forwarding_over_janus_ratio" in summary:
+        say(
+            f"  forwarding (ours) / janus CPU per stream: "
+            f"{summary['forwarding_over_janus_ratio']:.2f}x"
+        )
+    if "naive_over_janus_ratio" in summary:
+        say(f"  naive / janus CPU per stream: {summary['naive_over_janus_ratio']:.1f}x")
+
+
+def janus_status(plan: Plan) -> str | None:
+    """Why Janus is not measured in this run, or None if it is."""
+    if plan.janus is False:
+        return "not measured (--no-janus)"
+    reason = janus.unavailable() or private_network.unavailable()
+    if reason:
+        return f"not measured: {reason}"
+    return None
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -681,6 +850,15 @@ async def run(plan: Plan, results: Results, log_dir: Path) -> None:
         pin(os.getpid(), server=False)
     say("forwarding ramp (python -m mediaserver):")
     await run_ramp("forwarding", plan, plan.forwarding_steps, log_dir, media_path, results)
+
+    status = janus_status(plan)
+    if status is None:
+        results.machine["janus"] = janus.version()
+        say(f"janus ramp (Janus {results.machine['janus']} VideoRoom, network namespaces):")
+        await run_ramp("janus", plan, plan.janus_steps, log_dir, media_path, results)
+    else:
+        results.machine["janus_status"] = status
+        say(f"janus: {status}")
 
     say("naive ramp (bench/naive_sfu.py):")
     await run_ramp("naive", plan, plan.naive_steps, log_dir, media_path, results)
@@ -721,11 +899,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-logs", action="store_true", help="keep the child processes' logs")
     parser.add_argument("--steps", type=_counts, help="forwarding ramp, e.g. 0,50,100")
     parser.add_argument("--naive-steps", type=_counts, help="naive ramp, e.g. 0,1,2,4")
+    parser.add_argument("--janus-steps", type=_counts, help="Janus ramp, e.g. 0,50,100")
+    parser.add_argument(
+        "--janus",
+        action=argparse.BooleanOptionalAction,
+        help="measure Janus (Debian's janus package, VideoRoom) side by side; by default when it "
+        f"is installed and the benchmark runs as root ({janus.INSTALL_HINT})",
+    )
     parser.add_argument("--window", type=float, help="seconds measured per step")
     parser.add_argument("--timeout", type=float, help="hard limit for the whole run, in seconds")
     parser.add_argument("--subscriber-processes", type=int, help="client processes for subscribers")
     parser.add_argument("--publishers", type=int, help="publishers (subscribers spread over them)")
     parser.add_argument("--video-kbps", type=int, help="VP8 target bitrate of the publishers")
+    parser.add_argument(
+        "--janus-event-loops",
+        type=int,
+        help="Janus's event_loops setting: 1 (the default here: one loop for its one core, as our "
+        "server runs one event loop) shares N loops between all handles; 0 is Janus's stock "
+        "default, a thread per handle",
+    )
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        default=None,
+        help="measure every planned step even after one fails or saturates the machine (smoke "
+        "checks on a busy machine; the slopes still use passing steps only)",
+    )
     parser.add_argument(
         "--pin",
         action=argparse.BooleanOptionalAction,
@@ -749,6 +948,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {
         "forwarding_steps": args.steps,
         "naive_steps": args.naive_steps,
+        "janus_steps": args.janus_steps,
+        "janus": args.janus,
+        "janus_event_loops": args.janus_event_loops,
         "window": args.window,
         "subscriber_processes": args.subscriber_processes,
         "publishers": args.publishers,
@@ -756,10 +958,16 @@ def main(argv: list[str] | None = None) -> int:
         "receiver": args.receiver,
         "pin": args.pin,
         "hard_timeout": args.timeout,
+        "keep_going": args.keep_going,
         "workers": args.workers,
     }
     plan = replace(plan, **{k: v for k, v in overrides.items() if v is not None})
     SERVER_CORES[0] = max(1, plan.workers)
+    if plan.janus:
+        reason = janus.unavailable() or private_network.unavailable()
+        if reason:
+            say(f"--janus: {reason}")
+            return 2
     with open("/proc/loadavg") as loadavg:
         load = " ".join(loadavg.read().split()[:3])
     results = Results(
@@ -784,7 +992,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"duration: {results.summary['duration_s']:.0f} s")
     if args.json is not None:
         payload = asdict(results)
-        for design in ("forwarding", "naive"):
+        for design in ("forwarding", "naive", "janus"):
             for row, step in zip(payload[design], getattr(results, design), strict=True):
                 row["cpu_per_stream"] = step.cpu_per_stream
                 row["streams_per_core"] = step.streams_per_core

@@ -21,9 +21,14 @@ REPLY_TIMEOUT = 300.0  # seconds a client process may take to answer a command
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process (all its threads), in seconds."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system (kernel) CPU time of a process (all its threads), in seconds."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 async def cpu_percent(pid: int, window: float) -> float:
@@ -72,6 +77,30 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _before_exec(cpus: set[int] | None) -> Any:
+    """What runs in the child before exec: die with the parent and, given cpus, stay on them
+    (set before exec, so that every thread the program ever starts inherits it)."""
+    if cpus is None:
+        return _die_with_parent
+
+    def prepare() -> None:
+        _die_with_parent()
+        os.sched_setaffinity(0, cpus)
+
+    return prepare
+
+
+def set_affinity(pid: int, cpus: set[int]) -> None:
+    """Pin every thread a process has now (threads it starts later inherit their creator's)."""
+    try:
+        threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        threads = [pid]
+    for tid in threads:
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(tid, cpus)
+
+
 class Child:
     """One child process; all are stopped by `stop_all`, whatever happens to the benchmark."""
 
@@ -88,23 +117,38 @@ class Child:
         return self.process.pid
 
     @classmethod
-    async def start(cls, name: str, args: list[str], log_dir: Path, **kwargs: Any) -> Child:
+    async def start(
+        cls,
+        name: str,
+        args: list[str],
+        log_dir: Path,
+        *,
+        program: list[str] | None = None,
+        prefix: list[str] | None = None,
+        cpus: set[int] | None = None,
+        stdout_to_log: bool = False,
+        **kwargs: Any,
+    ) -> Child:
+        """Start `program` (default: this Python) with `args`, behind a `prefix` command that
+        execs it in place (`ip netns exec NS`), on `cpus` if given; its stderr (and with
+        stdout_to_log its stdout, for chatty programs) goes to NAME.log in log_dir."""
         # A developer's aid: BENCH_PROFILE_DIR=/tmp/p [BENCH_PROFILE_MATCH=server] runs the child
         # processes (whose name contains the match) under cProfile, writing NAME.prof there.
         profile_dir = os.environ.get("BENCH_PROFILE_DIR")
-        if profile_dir and name.find(os.environ.get("BENCH_PROFILE_MATCH", "")) >= 0:
+        match = os.environ.get("BENCH_PROFILE_MATCH", "")
+        if program is None and profile_dir and name.find(match) >= 0:
             args = ["-m", "cProfile", "-o", f"{profile_dir}/{name}.prof", *args]
+        argv = [*(prefix or []), *(program or [sys.executable]), *args]
         log = log_dir / f"{name}.log"
         stderr: TextIO = log.open("a")
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                *args,
+                *argv,
                 cwd=REPO,
-                stdout=asyncio.subprocess.PIPE,
+                stdout=stderr if stdout_to_log else asyncio.subprocess.PIPE,
                 stderr=stderr,
                 start_new_session=True,  # Ctrl-C reaches the benchmark only, which stops us
-                preexec_fn=_die_with_parent,
+                preexec_fn=_before_exec(cpus),
                 limit=1 << 24,
                 **kwargs,
             )
@@ -172,8 +216,12 @@ class Worker(Child):
     _lock: asyncio.Lock
 
     @classmethod
-    async def launch(cls, name: str, args: list[str], log_dir: Path) -> Worker:
-        worker = await cls.start(name, ["-m", "bench.client", *args], log_dir, stdin=-1)
+    async def launch(
+        cls, name: str, args: list[str], log_dir: Path, prefix: list[str] | None = None
+    ) -> Worker:
+        worker = await cls.start(
+            name, ["-m", "bench.client", *args], log_dir, prefix=prefix, stdin=-1
+        )
         assert isinstance(worker, Worker)
         worker._lock = asyncio.Lock()
         return worker

@@ -26,6 +26,7 @@ from fractions import Fraction
 from typing import Any
 
 import aiortc.clock
+import aiortc.rtcdtlstransport
 import aiortc.rtcpeerconnection
 import av
 import pylibsrtp
@@ -451,10 +452,42 @@ class _WatchedPairs(dict):
         self._changed()
 
 
+# libsrtp keeps a replay window for the streams a session sends too, and shifts its bit vector
+# for every packet protected: aiortc asks for 1024 packets, which is 1,400 of the ~5,900
+# instructions a packet's protection costs. A sender's window only has to cover the packets a
+# NACK may ask again under their own sequence number (retransmissions without RTX; with RTX they
+# are new packets of the RTX stream): 256 covers more than a second of 720p video.
+SEND_REPLAY_WINDOW = 256
+
+
+class _SendWindowPolicy(pylibsrtp.Policy):
+    """pylibsrtp's Policy, whose replay window is SEND_REPLAY_WINDOW for outbound streams."""
+
+    @property
+    def window_size(self) -> int:
+        return pylibsrtp.Policy.window_size.fget(self)  # type: ignore[attr-defined]
+
+    @window_size.setter
+    def window_size(self, size: int) -> None:
+        if self.ssrc_type == pylibsrtp.Policy.SSRC_ANY_OUTBOUND:
+            size = min(size, SEND_REPLAY_WINDOW)
+        pylibsrtp.Policy.window_size.fset(self, size)  # type: ignore[attr-defined]
+
+
 class ForwardingDtlsTransport(RTCDtlsTransport):
     """aiortc's DTLS transport, whose sent-packet and -byte counts (name-mangled `__tx_packets`,
     `__tx_bytes`, in its stats) include what its senders' writers sent, read from the writers
-    when asked instead of counted per packet."""
+    when asked instead of counted per packet, and whose sending SRTP session has a smaller
+    replay window (SEND_REPLAY_WINDOW)."""
+
+    def _setup_srtp(self) -> None:
+        # aiortc builds both sessions' policies in this one method, from the module's `Policy`.
+        module = aiortc.rtcdtlstransport
+        module.Policy = _SendWindowPolicy  # type: ignore[misc]
+        try:
+            super()._setup_srtp()
+        finally:
+            module.Policy = pylibsrtp.Policy  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.writers: list[Any] = []  # fanout writers sending over this transport

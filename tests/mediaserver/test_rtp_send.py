@@ -9,6 +9,7 @@ import re
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 
+import pytest
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import (
@@ -340,3 +341,44 @@ async def test_sender_reports_count_what_the_viewer_got(
         await publisher.close()
         await viewer.close()
     await rpc.request("release", object=pipeline)
+
+
+async def test_the_sending_srtp_session_keeps_a_smaller_replay_window(
+    media_server: MediaServer, rpc: Rpc
+) -> None:
+    """The server's sending SRTP sessions have a 256-packet replay window (not aiortc's 1024,
+    whose bit vector libsrtp shifts for every packet protected): a packet may be protected again
+    (a retransmission without RTX) while it is within the last 256 of its stream, not after."""
+    import pylibsrtp
+
+    from mediaserver.forwarding import SEND_REPLAY_WINDOW
+
+    pipeline = await rpc.create("MediaPipeline")
+    source, publisher = await publish(rpc, pipeline)
+    viewer_id = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+    await rpc.invoke(source, "connect", sink=viewer_id)
+    viewer = Peer(send=False, receive=True)
+    try:
+        await viewer.negotiate(rpc, viewer_id)
+        await viewer.wait_video(5)
+        endpoint = media_server.registry.objects[viewer_id]
+        assert isinstance(endpoint, WebRtcEndpoint) and endpoint.pc is not None
+        srtp = endpoint.pc.getTransceivers()[0].sender.transport._tx_srtp
+
+        def packet(sequence_number: int) -> bytes:  # a stream of its own (SSRC 0x0BADCAFE)
+            return bytes(
+                RtpPacket(
+                    payload_type=96, sequence_number=sequence_number, ssrc=0x0BADCAFE
+                ).serialize()
+            ) + bytes(100)
+
+        for sequence_number in range(1000, 1000 + SEND_REPLAY_WINDOW + 10):
+            srtp.protect(packet(sequence_number))
+        newest = 1000 + SEND_REPLAY_WINDOW + 9
+        srtp.protect(packet(newest - 100))  # inside the window: protected again
+        with pytest.raises(pylibsrtp.Error):
+            srtp.protect(packet(1000))  # out of it
+    finally:
+        await viewer.close()
+        await publisher.close()
+        await rpc.request("release", object=pipeline)
