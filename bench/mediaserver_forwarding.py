@@ -590,6 +590,23 @@ def slope(steps: list[Step], *, kernel: bool = False) -> float | None:
     return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
 
 
+def say_slope(design: str, summary: dict[str, Any]) -> None:
+    """A design's CPU per stream by the slope, and how much of it the kernel's."""
+    per_stream = summary.get(f"{design}_cpu_per_stream_slope")
+    if not per_stream:
+        return
+    say(
+        f"  {design}: {per_stream:.3f} % of a core per subscribed A+V stream (slope) -> "
+        f"{summary[f'{design}_streams_per_core_from_slope']:.0f} streams per core"
+    )
+    kernel = summary.get(f"{design}_kernel_cpu_per_stream_slope")
+    if kernel is not None:
+        say(
+            f"    of which the kernel {kernel:.3f} % (its UDP sends; on loopback they also "
+            f"deliver to the receivers' sockets), user space {per_stream - kernel:.3f} %"
+        )
+
+
 def summarize(results: Results) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     passing = [s for s in results.forwarding if s.passed]
@@ -722,18 +739,7 @@ def print_report(results: Results) -> None:
         )
     say()
     say("summary:")
-    per_stream = summary.get("forwarding_cpu_per_stream_slope")
-    if per_stream:
-        say(
-            f"  forwarding: {per_stream:.3f} % of a core per subscribed A+V stream (slope) "
-            f"-> {summary['forwarding_streams_per_core_from_slope']:.0f} streams per core"
-        )
-        kernel = summary.get("forwarding_kernel_cpu_per_stream_slope")
-        if kernel is not None:
-            say(
-                f"    of which the kernel {kernel:.3f} % (its UDP sends; on loopback they also "
-                f"deliver to the receivers' sockets), user space {per_stream - kernel:.3f} %"
-            )
+    say_slope("forwarding", summary)
     if "largest_passing_n" in summary:
         say(
             f"  largest N passing (>= {MIN_FPS:.0f} fps, < {MAX_LOSS_PERCENT:.0f} % loss): "
@@ -780,15 +786,7 @@ def print_janus_summary(results: Results) -> None:
         say(f"  janus: {status}")
     if not results.janus:
         return
-    per_stream = summary.get("janus_cpu_per_stream_slope")
-    if per_stream:
-        say(
-            f"  janus: {per_stream:.3f} % of a core per subscribed A+V stream (slope) -> "
-            f"{summary['janus_streams_per_core_from_slope']:.0f} streams per core"
-        )
-        kernel = summary.get("janus_kernel_cpu_per_stream_slope")
-        if kernel is not None:
-            say(f"    of which the kernel {kernel:.3f} %, user space {per_stream - kernel:.3f} %")
+    say_slope("janus", summary)
     if "janus_largest_passing_n" in summary:
         memory = summary.get("janus_kib_per_connected_subscriber")
         memory_text = f"; {memory:.0f} KiB RSS per connected subscriber" if memory else ""

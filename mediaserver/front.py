@@ -220,21 +220,7 @@ class Front(MediaServer):
         self.stopping = False
         self.started = False
         self._background: set[asyncio.Task[Any]] = set()
-        self._handlers = {
-            "ping": self._ping,
-            "connect": self._connect,
-            "create": self._create,
-            "invoke": self._invoke,
-            "subscribe": self._subscribe,
-            "unsubscribe": self._unsubscribe,
-            "release": self._release,
-            "describe": self._describe,
-            "ref": self._ref,
-            "unref": self._unref,
-            "keepAlive": self._keep_alive,
-            "closeSession": self._close_session,
-            "transaction": self._transaction,
-        }
+        self._handlers = self._method_handlers()
 
     # -- life cycle ---------------------------------------------------------------------------
 

@@ -158,7 +158,12 @@ class MediaServer:
         self.connections: set[ClientConnection] = set()
         self._ws_server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._handlers: dict[str, Handler] = {
+        self._handlers = self._method_handlers()
+
+    def _method_handlers(self) -> dict[str, Handler]:
+        """The Kurento Protocol's methods and what answers each (a subclass's own methods, where
+        it has them: the `--workers` front routes the same methods to its workers)."""
+        return {
             "ping": self._ping,
             "connect": self._connect,
             "create": self._create,

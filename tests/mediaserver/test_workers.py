@@ -57,9 +57,8 @@ class Front:
                 await asyncio.sleep(0.2)
 
 
-@pytest.fixture
-async def front(tmp_path: Path) -> AsyncIterator[Front]:
-    log_path = tmp_path / "front.log"
+async def start_front(log_path: Path) -> Front:
+    """`python -m mediaserver --workers 2` on a free port, once it says it is ready."""
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -77,7 +76,13 @@ async def front(tmp_path: Path) -> AsyncIterator[Front]:
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), 60)
     assert line.startswith(b"Media server ready at "), line
-    served = Front(process, line.decode().rsplit(" ", 1)[1].strip(), log_path)
+    return Front(process, line.decode().rsplit(" ", 1)[1].strip(), log_path)
+
+
+@pytest.fixture
+async def front(tmp_path: Path) -> AsyncIterator[Front]:
+    served = await start_front(tmp_path / "front.log")
+    process = served.process
     yield served
     if process.returncode is None:
         process.terminate()
@@ -280,20 +285,7 @@ async def test_a_session_resumes_on_a_new_socket_with_objects_on_both_workers(
 
 
 async def test_workers_die_with_the_front(tmp_path: Path) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mediaserver",
-        "--workers",
-        "2",
-        "--port",
-        str(free_port()),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), 60)
-    assert line.startswith(b"Media server ready at ")
+    process = (await start_front(tmp_path / "front.log")).process
     children = _children(process.pid)
     assert len(children) == 2
     process.kill()
