@@ -567,10 +567,6 @@ class ForwardingReceiver(RTCRtpReceiver):
         )
         await super()._handle_rtp_packet(packet, arrival_time_ms)
 
-    async def _handle_rtcp_packet(self, packet: Any) -> None:
-        self.last_heard_at = time.monotonic()
-        await super()._handle_rtcp_packet(packet)
-
     async def _send_rtcp(self, packet: Any) -> None:
         self.feedback_sent.count(packet)
         await super()._send_rtcp(packet)
@@ -592,6 +588,7 @@ class ForwardingReceiver(RTCRtpReceiver):
         self._RTCRtpReceiver__started = True
 
     async def _handle_rtcp_packet(self, packet: Any) -> None:
+        self.last_heard_at = time.monotonic()
         await super()._handle_rtcp_packet(packet)
         if (
             isinstance(packet, RtcpSrPacket)

@@ -255,3 +255,23 @@ async def test_lost_packets_are_recovered_by_nack_and_retransmission(rpc: Rpc) -
         await publisher.close()
         await viewer.close()
     await rpc.request("release", object=pipeline)
+
+
+async def test_rtcp_alone_tells_a_receiver_its_peer_is_there() -> None:
+    """A publisher that sends only RTCP (every track muted: sender reports, no RTP) is still
+    there, KMS's way: its receiver's last_heard_at moves with each RTCP packet. (It did not: a
+    second _handle_rtcp_packet, added for sender reports, replaced the one that set it.)"""
+    from types import SimpleNamespace
+
+    from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
+
+    receiver = ForwardingReceiver("video", SimpleNamespace(state="connected", _stats_id="t"))
+    assert receiver.last_heard_at == 0.0
+    report = RtcpSrPacket(
+        ssrc=1234,
+        sender_info=RtcpSenderInfo(
+            ntp_timestamp=1 << 32, rtp_timestamp=0, packet_count=0, octet_count=0
+        ),
+    )
+    await receiver._handle_rtcp_packet(report)
+    assert receiver.last_heard_at > 0
