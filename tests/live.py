@@ -45,11 +45,12 @@ class MediaServerProcess:
 
     def start(self) -> MediaServerProcess:
         """Start the server and return once it listens. Its worker processes: the `--workers`
-        among the arguments, else MEDIASERVER_TEST_WORKERS of the test run's environment,
-        else 1 (one process, whatever the machine's cores)."""
+        among the arguments, else MEDIASERVER_TEST_WORKERS of the test run's environment, else
+        2: a front and two workers, as `make run` starts it on a two-core machine (and the
+        same whatever the machine running the tests has)."""
         command = [sys.executable, "-m", "mediaserver", "--host", "127.0.0.1"]
         if "--workers" not in self.args:
-            command += ["--workers", os.environ.get("MEDIASERVER_TEST_WORKERS", "1")]
+            command += ["--workers", os.environ.get("MEDIASERVER_TEST_WORKERS", "2")]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [*command, "--port", str(self.port), *self.args],
