@@ -299,9 +299,15 @@ def media_connections(url: str, media_type: str) -> int:
         total = 0
         try:
             for pipeline in await ServerManager(client).get_pipelines():
-                for element in await client.invoke(pipeline, "getChildren") or []:
-                    sinks = await client.invoke(element, "getSinkConnections", mediaType=media_type)
-                    total += len(sinks or [])
+                # A pipeline or element released while it is counted (a meeting ending) has no
+                # connections left.
+                with contextlib.suppress(ObjectNotFound):
+                    for element in await client.invoke(pipeline, "getChildren") or []:
+                        with contextlib.suppress(ObjectNotFound):
+                            sinks = await client.invoke(
+                                element, "getSinkConnections", mediaType=media_type
+                            )
+                            total += len(sinks or [])
         finally:
             await client.close()
         return total
