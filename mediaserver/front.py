@@ -58,7 +58,6 @@ from websockets.asyncio.server import serve
 from .config import Config
 from .elements import ServerManager
 from .errors import Code, KurentoError
-from .objects import EVENT_ALIASES
 from .server import (
     MAX_FRAME_BYTES,
     ClientConnection,
@@ -698,16 +697,9 @@ class Front(MediaServer):
         object_id = _object_param(params)
         if object_id != MANAGER_ID:
             return await self._forward(session, self._route(object_id), "subscribe", params)
-        event = params.get("type")
-        if not isinstance(event, str):
-            raise KurentoError(Code.INVALID_PARAMS, "'type' must be an event name")
-        canonical = EVENT_ALIASES.get(event, event)
-        if canonical not in ServerManager.supported_events():
-            raise KurentoError(
-                Code.MEDIA_OBJECT_EVENT_NOT_SUPPORTED, f"Event '{event}' not supported"
-            )
-        subscription = self.sessions.subscribe(session, MANAGER_ID, event, canonical)
-        return {"value": subscription, "sessionId": session.id}
+        return self._subscribe_session(
+            session, MANAGER_ID, ServerManager.supported_events(), params
+        )
 
     async def _unsubscribe(
         self, conn: ClientConnection, session: Session | None, params: dict

@@ -19,7 +19,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -545,15 +545,21 @@ class MediaServer:
     ) -> Any:
         assert session is not None
         obj = self.registry.get(_object_param(params))
+        return self._subscribe_session(session, obj.id, obj.supported_events(), params)
+
+    def _subscribe_session(
+        self, session: Session, object_id: str, supported: Iterable[str], params: dict
+    ) -> dict[str, Any]:
+        """Subscribe the session to the event `params` names on the object, if it has it."""
         event = params.get("type")
         if not isinstance(event, str):
             raise KurentoError(Code.INVALID_PARAMS, "'type' must be an event name")
         canonical = EVENT_ALIASES.get(event, event)
-        if canonical not in obj.supported_events():
+        if canonical not in supported:
             raise KurentoError(
                 Code.MEDIA_OBJECT_EVENT_NOT_SUPPORTED, f"Event '{event}' not supported"
             )
-        subscription = self.sessions.subscribe(session, obj.id, event, canonical)
+        subscription = self.sessions.subscribe(session, object_id, event, canonical)
         return {"value": subscription, "sessionId": session.id}
 
     async def _unsubscribe(
