@@ -149,9 +149,17 @@ MEDIA_WAIT_MS = 30_000
 # Keep a handle on every peer connection the page makes, to read its statistics.
 RECORD_PEER_CONNECTIONS = """
 window.__pcs = [];
+window.__pcLog = [];  // [ms since the page began, connection number, its new state]
 const NativePeerConnection = window.RTCPeerConnection;
 window.RTCPeerConnection = class extends NativePeerConnection {
-  constructor(...args) { super(...args); window.__pcs.push(this); }
+  constructor(...args) {
+    super(...args);
+    const number = window.__pcs.push(this) - 1;
+    window.__pcLog.push([performance.now(), number, 'made']);
+    this.addEventListener('connectionstatechange', () => {
+      window.__pcLog.push([performance.now(), number, this.connectionState]);
+    });
+  }
 };
 """
 
@@ -216,6 +224,24 @@ class Caller(Person):
     def __init__(self, chromium, product, username: str, display_name: str) -> None:
         super().__init__(chromium, product, username, display_name)
         self.context.add_init_script(RECORD_PEER_CONNECTIONS)
+        self.console: list[tuple[float, str, str]] = []  # (time.monotonic(), type, text)
+        self.page.on("console", self._console)
+
+    def _console(self, message) -> None:
+        if message.type in ("warning", "error"):
+            self.console.append((time.monotonic(), message.type, message.text))
+
+    def timeline(self, since: float) -> list[str]:
+        """What the page's connections and console did, in seconds from `since`
+        (time.monotonic()): read when a test of healing fails, to tell why."""
+        now_ms, log = self.page.evaluate("[performance.now(), window.__pcLog]")
+        now = time.monotonic()
+        lines = [
+            (now - (now_ms - at) / 1000 - since, f"connection {number} {state}")
+            for at, number, state in log
+        ]
+        lines += [(at - since, f"console {kind}: {text[:200]}") for at, kind, text in self.console]
+        return [f"{self.name} {at:+7.2f} s {what}" for at, what in sorted(lines)]
 
     @property
     def participant_id(self) -> str:

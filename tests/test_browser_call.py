@@ -9,6 +9,8 @@ server holds no pipeline.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 
 import pytest
@@ -163,3 +165,48 @@ def test_blocked_camera_and_a_media_server_that_is_down_are_explained(chromium, 
     finally:
         for person in made:
             person.close()
+
+
+@pytest.mark.parametrize("code", ["not_publishing", "conflict"])
+def test_a_late_refusal_of_an_abandoned_attempt_leaves_the_newer_connection_alone(
+    callers, product, code
+):
+    """A connection is negotiated again while its previous attempt still waits for its answer
+    (the publisher published again, a stall timer fired); when the old attempt's refusal comes
+    last, it must not touch the newer connection: neither drop the tile's link
+    (`not_publishing`) nor start yet another negotiation after a backoff (`conflict`). This is
+    what left a picture missing for 12 s after a network outage in one full-suite run."""
+    ada = callers(f"race{code}ada", "Ada Lovelace")
+    room_url = ada.create_room("Race room")
+    grace = callers(f"race{code}grace", "Grace Hopper")
+    held: list[dict] = []  # Grace's first subscribe: never reaches the server
+    sockets: list = []
+
+    def route(ws) -> None:
+        server = ws.connect_to_server()
+        sockets.append(ws)
+
+        def from_page(message: str | bytes) -> None:
+            data = json.loads(message) if isinstance(message, str) else {}
+            if data.get("type") == "subscribe" and not held:
+                held.append(data)
+                return
+            server.send(message)
+
+        ws.on_message(from_page)
+
+    grace.page.route_web_socket(re.compile(r"/ws/"), route)
+    grace.open(room_url)
+    grace.wait_connected()
+    wait_until("Grace's first subscribe is sent", lambda: grace.page.evaluate("1") and held)
+    # Ada "publishes again": Grace negotiates afresh while her first attempt waits.
+    announce = {"type": "participant_published", "participant_id": int(ada.participant_id)}
+    sockets[0].send(json.dumps({**announce, "source": "camera", "title": ""}))
+    grace.wait_video_from(ada)
+    made = grace.connections_made()
+
+    refusal = {"type": "error", "id": held[0]["id"], "code": code, "message": "refused"}
+    sockets[0].send(json.dumps(refusal))
+    grace.page.wait_for_timeout(3_000)  # past the first retry's backoff (1 s)
+    grace.wait_video_from(ada)
+    assert grace.connections_made() == made, "the working connection was negotiated again"

@@ -346,6 +346,7 @@ class Link {
     if (state === 'connected') {
       this.failures = 0;
       clearTimeout(this.stallTimer);
+      clearTimeout(this.retryTimer); // a retry an older attempt asked for is moot now
       this.tile.setState('live');
       this.call.connected();
     } else if (state === 'failed') {
@@ -395,8 +396,13 @@ class Link {
     this.offered = new Promise((resolve) => {
       markOffered = resolve;
     });
-    this.open(markOffered)
-      .catch((error) => this.#failed(error))
+    const attempt = this.open(markOffered);
+    const pc = this.pc; // this attempt's connection (open makes it before its first await)
+    attempt
+      .catch((error) => {
+        // Refused after a newer attempt replaced it: that says nothing about the newer one.
+        if (pc === this.pc) this.#failed(error);
+      })
       .finally(markOffered);
   }
 

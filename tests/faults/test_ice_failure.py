@@ -71,6 +71,8 @@ def test_video_flows_again_soon_after_the_network_comes_back(
     heal.fault_over()
     healed = heal.wait(timeout=30)
     print(f"packets dropped for {DROP_SECONDS:g} s: video again {healed:.2f} s after")
+    # What the pages did, shown with a failure (captured output), to tell why.
+    print("\n".join(ada.timeline(heal.started) + grace.timeline(heal.started)))
     assert healed <= HEAL_SECONDS, f"video came back only {healed:.1f} s after the network"
     assert same_document(ada, grace), "a page reloaded"
     # Longer than ICE heals by itself: the pages negotiated new connections.
