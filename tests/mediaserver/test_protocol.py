@@ -203,6 +203,28 @@ async def test_an_offer_with_nothing_webrtc_is_answered_with_every_media_rejecte
     await rpc.request("release", object=pipeline)
 
 
+@pytest.mark.parametrize(
+    ("offered", "answered"),
+    [("actpass", "passive"), ("active", "passive"), ("passive", "active")],
+)
+async def test_the_answer_takes_the_dtls_server_role_when_the_offer_leaves_it_open(
+    rpc: Rpc, offered: str, answered: str
+) -> None:
+    """As the DTLS server the endpoint chooses the SRTP profile (AES-GCM first, where a browser
+    choosing would take AES-CM + HMAC-SHA1); an offer that fixes its role is followed."""
+    pipeline = await rpc.create("MediaPipeline")
+    offerer = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+    answerer = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+    offer = await rpc.invoke(offerer, "generateOffer")
+    assert "a=setup:actpass\r\n" in offer
+    answer = await rpc.invoke(
+        answerer, "processOffer", offer=offer.replace("a=setup:actpass", f"a=setup:{offered}")
+    )
+    roles = {line for line in answer.split("\r\n") if line.startswith("a=setup:")}
+    assert roles == {f"a=setup:{answered}"}
+    await rpc.request("release", object=pipeline)
+
+
 async def test_transaction_with_new_references(rpc: Rpc) -> None:
     await rpc.request("ping")
     operations = [
