@@ -8,16 +8,18 @@ import signal
 import sys
 
 from .config import Config, parse
-from .server import MediaServer
+from .rpc import RpcServer
 
 
 async def serve(config: Config) -> None:
-    server: MediaServer
-    if config.workers > 1:
+    server: RpcServer
+    if config.workers > 1:  # the front loads no media module: it routes, the workers forward
         from .front import Front
 
         server = Front(config)
     else:
+        from .server import MediaServer
+
         server = MediaServer(config)
     await server.start()
     stop = asyncio.Event()

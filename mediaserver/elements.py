@@ -14,7 +14,15 @@ from .errors import Code, KurentoError, marshall_error
 from .forwarding import MediaHub, SinkPad
 from .frames import EncodedFrame
 from .kmd import KMD_MODULES, module_descriptor
-from .objects import MediaObject, Param, Property, Registry, complex_value
+from .objects import (
+    SERVER_MANAGER_EVENTS,
+    SERVER_MANAGER_ID,
+    MediaObject,
+    Param,
+    Property,
+    Registry,
+    complex_value,
+)
 
 SERVER_VERSION = "7.3.0"
 MEDIA_KINDS = {"AUDIO": "audio", "VIDEO": "video"}
@@ -49,14 +57,14 @@ class ServerManager(MediaObject):
     """The fixed object `manager_ServerManager`: what the server runs and how loaded it is."""
 
     TYPE = "ServerManager"
-    EVENTS = frozenset({"ObjectCreated", "ObjectDestroyed"})
+    EVENTS = SERVER_MANAGER_EVENTS
     PROPERTIES = (
         Property("info", read_only=True, type_name="ServerInfo"),
         Property("pipelines", read_only=True, type_name="MediaPipeline[]"),
         Property("sessions", read_only=True, type_name="String[]"),
         Property("metadata", read_only=True),
     )
-    ID = "manager_ServerManager"
+    ID = SERVER_MANAGER_ID
 
     def __init__(self, registry: Registry, sessions: Any) -> None:
         super().__init__(registry, object_id=self.ID)

@@ -56,25 +56,26 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve
 
 from .config import Config
-from .elements import ServerManager
 from .errors import Code, KurentoError
-from .server import (
+from .objects import SERVER_MANAGER_EVENTS, SERVER_MANAGER_ID, MediaObject
+from .rpc import (
     MAX_FRAME_BYTES,
     ClientConnection,
-    MediaServer,
+    RpcServer,
     _object_param,
 )
 from .sessions import Session, Sessions
 
 logger = logging.getLogger("mediaserver.front")
 
-MANAGER_ID = ServerManager.ID
+MANAGER_ID = SERVER_MANAGER_ID
+MANAGER_SUPPORTED_EVENTS = MediaObject.supported_events() | SERVER_MANAGER_EVENTS
 READY_PREFIX = "Media server ready at "
 UPSTREAM_TIMEOUT = 60.0  # a worker that answers nothing this long is taken for stuck
 RESTART_BACKOFF_FIRST = 0.5
 RESTART_BACKOFF_MAX = 30.0
 WORKER_START_TIMEOUT = 60.0
-MANAGER_EVENTS = ("ObjectCreated", "ObjectDestroyed")
+MANAGER_EVENTS = tuple(sorted(SERVER_MANAGER_EVENTS))
 # ServerManager operations whose answer is made of every worker's
 _SUMMED = {"getUsedMemory", "getUsedCpu"}
 
@@ -199,11 +200,11 @@ class LostSession:
     at: float
 
 
-class Front(MediaServer):
-    """The router: the client-facing half of MediaServer, requests sent on to workers."""
+class Front(RpcServer):
+    """The router: sockets and sessions as the media server has them, requests about objects
+    sent on to the workers. It loads no media module (aiortc, PyAV): it forwards no media."""
 
     def __init__(self, config: Config) -> None:
-        # Not MediaServer.__init__: the front holds no media objects, only sessions.
         self.config = config
         self.server_id = str(uuid.uuid4())
         self.sessions = Sessions()
@@ -697,9 +698,7 @@ class Front(MediaServer):
         object_id = _object_param(params)
         if object_id != MANAGER_ID:
             return await self._forward(session, self._route(object_id), "subscribe", params)
-        return self._subscribe_session(
-            session, MANAGER_ID, ServerManager.supported_events(), params
-        )
+        return self._subscribe_session(session, MANAGER_ID, MANAGER_SUPPORTED_EVENTS, params)
 
     async def _unsubscribe(
         self, conn: ClientConnection, session: Session | None, params: dict

@@ -37,6 +37,11 @@ logger = logging.getLogger(__name__)
 
 MODULE = "kurento"
 
+# The one ServerManager's id, as KMS names it, and its own events (elements.py makes it; the
+# --workers front, which loads no media module, answers for it).
+SERVER_MANAGER_ID = "manager_ServerManager"
+SERVER_MANAGER_EVENTS = frozenset({"ObjectCreated", "ObjectDestroyed"})
+
 # Event names of Kurento 6.x that clients still subscribe to, and what they mean in 7.x.
 EVENT_ALIASES = {
     "OnIceCandidate": "IceCandidateFound",

@@ -22,7 +22,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 import mediaserver
 from mediaserver import limits
 from mediaserver.config import Config
-from mediaserver.server import OUTBOX_HIGH_WATER, ClientConnection, MediaServer
+from mediaserver.rpc import OUTBOX_HIGH_WATER, ClientConnection
+from mediaserver.server import MediaServer
 from mediaserver.webrtc import WebRtcEndpoint
 from tests.mediaserver.fuzzing import CANDIDATE, fuzz_request, fuzz_seeds, fuzz_values, raw_garbage
 
@@ -458,7 +459,7 @@ async def test_objects_subscriptions_and_transactions_are_bounded(
     # Small limits for the test: the real ones take thousands of requests to reach.
     monkeypatch.setattr("mediaserver.server.MAX_OBJECTS_PER_SESSION", 4)
     monkeypatch.setattr("mediaserver.server.MAX_ELEMENTS_PER_PIPELINE", 2)
-    monkeypatch.setattr("mediaserver.server.MAX_TRANSACTION_OPERATIONS", 3)
+    monkeypatch.setattr("mediaserver.rpc.MAX_TRANSACTION_OPERATIONS", 3)
     monkeypatch.setattr("mediaserver.sessions.MAX_SUBSCRIPTIONS_PER_SESSION", 2)
     pipeline = await rpc.create("MediaPipeline")
     first = await rpc.create("PassThrough", mediaPipeline=pipeline)
@@ -525,8 +526,8 @@ async def test_a_burst_of_garbage_is_answered_not_closed(
 ) -> None:
     """A client sending faster than it reads gets every answer: the socket is read more slowly,
     not closed (OUTBOX_LIMIT is for a client that never reads its events)."""
-    monkeypatch.setattr("mediaserver.server.OUTBOX_HIGH_WATER", 50)  # pause often
-    monkeypatch.setattr("mediaserver.server.OUTBOX_LOW_WATER", 10)
+    monkeypatch.setattr("mediaserver.rpc.OUTBOX_HIGH_WATER", 50)  # pause often
+    monkeypatch.setattr("mediaserver.rpc.OUTBOX_LOW_WATER", 10)
     count = 12_000
     async with websockets.connect(media_server.url, max_size=None) as ws:
         await asyncio.gather(*(ws.send("garbage") for _ in range(count)))

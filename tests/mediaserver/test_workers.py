@@ -284,6 +284,20 @@ async def test_a_session_resumes_on_a_new_socket_with_objects_on_both_workers(
         await again.close()
 
 
+async def test_the_front_loads_no_media_module(front: Front) -> None:
+    """The front routes and forwards no media: no aiortc, PyAV or libsrtp in its process (their
+    native libraries are what a worker maps), so it costs a fraction of a worker's memory."""
+    media_libraries = ("/aiortc/", "/av/", "/av.libs/", "/pylibsrtp/", "_fanout")
+
+    def mapped(pid: int) -> set[str]:
+        paths = {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()}
+        return {p for p in paths if any(lib in p for lib in media_libraries)}
+
+    workers = front.worker_pids()
+    assert all(mapped(pid) for pid in workers), "the check sees nothing even in a worker"
+    assert mapped(front.process.pid) == set()
+
+
 async def test_workers_die_with_the_front(tmp_path: Path) -> None:
     process = (await start_front(tmp_path / "front.log")).process
     children = _children(process.pid)
