@@ -20,12 +20,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# mediaserver/_fanout.c: the editable install builds it (an edit must rebuild it).
-$(VENV)/.installed: pyproject.toml mediaserver/_fanout.c | $(BIN)/python
+# mediaserver/_fanout.c and _receive.c: the editable install builds them (an edit must rebuild
+# them).
+$(VENV)/.installed: pyproject.toml mediaserver/_fanout.c mediaserver/_receive.c | $(BIN)/python
 	$(BIN)/pip install --quiet --editable .
 	@touch $@
 
-$(VENV)/.installed-test: pyproject.toml mediaserver/_fanout.c | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml mediaserver/_fanout.c mediaserver/_receive.c | $(BIN)/python
 	$(BIN)/pip install --quiet --editable '.[test]'
 	@touch $@ $(VENV)/.installed
 

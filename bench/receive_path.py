@@ -53,7 +53,7 @@ from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics, TimestampMapper
 from aiortc.rtp import RtpPacket
 
-from mediaserver import fanout, ice
+from mediaserver import fanout, ice, receive
 from mediaserver.config import Config
 from mediaserver.forwarding import ForwardingReceiver, MediaHub, _FrameHandoff
 from mediaserver.server import MediaServer
@@ -66,6 +66,7 @@ CAPTURE_PACKETS = 600  # --stages: packets of one publisher replayed through eac
 
 # Where the window's instructions ran, by the function and object callgrind_annotate names.
 PLACES = (
+    "native receive path (_receive.c)",
     "libsrtp unprotect + crypto",
     "cffi wrapper (pylibsrtp)",
     "uvloop (C)",
@@ -79,17 +80,19 @@ ALLOCATOR = re.compile(r"malloc|free\b|_free|realloc|calloc|pymalloc|obmalloc|_P
 def place(source: str, function: str, where: str) -> str:
     """One of PLACES for a row of callgrind_annotate (`file:function [object]`; the object is
     left out for the interpreter's own)."""
-    if "_cffi_backend" in where or ("_binding" in where and function.startswith("_cffi_")):
-        return PLACES[1]
-    if "pylibsrtp/_binding" in where:
+    if "mediaserver/_receive" in where:
         return PLACES[0]
-    if "/uvloop/" in where:
+    if "_cffi_backend" in where or ("_binding" in where and function.startswith("_cffi_")):
         return PLACES[2]
-    if ALLOCATOR.search(function):
+    if "pylibsrtp/_binding" in where:
+        return PLACES[1]
+    if "/uvloop/" in where:
         return PLACES[3]
-    if "libpython" in where or "lib-dynload" in where or "/Python-3" in source:
+    if ALLOCATOR.search(function):
         return PLACES[4]
-    return PLACES[5]
+    if "libpython" in where or "lib-dynload" in where or "/Python-3" in source:
+        return PLACES[5]
+    return PLACES[6]
 
 
 def endpoints_of(server: MediaServer, ids: list[str]) -> list[WebRtcEndpoint]:
@@ -183,6 +186,9 @@ class Capture:
     def __init__(self, endpoint: WebRtcEndpoint) -> None:
         receiver = receivers_of([endpoint])[0]
         self.dtls = receiver.transport
+        # the stages replay what aiortc's chain sees: this transport goes back to Python
+        self.dtls.native_refused = True
+        receive.release(self.dtls, "bench capture")
         self.packets: list[tuple[bytes, int]] = []
         self.done = asyncio.Event()
         original = self.dtls._handle_rtp_data
@@ -399,7 +405,12 @@ async def run(args: argparse.Namespace) -> None:
         user, kernel = after_user - user, after_kernel - kernel
         lost = got["expected"] - got["media"]
 
-        print(f"send path: {fanout.describe()}; receive path: aiortc (Python)")
+        transports = {r.transport for r in receivers_of(endpoints)}
+        native = sum(1 for t in transports if getattr(t, "native_receive", None) is not None)
+        print(f"send path: {fanout.describe()}")
+        print(
+            f"receive path: {receive.describe()}; {native} of {len(transports)} transports native"
+        )
         print(
             f"publishers={args.publishers} subscribers each={args.subscribers_each} "
             f"window={wall:.2f} s: RTP packets received={got['rtp']} (RTX {got['rtx']}), "
@@ -422,6 +433,9 @@ async def run(args: argparse.Namespace) -> None:
             )
             for name, count in places(dump):
                 print(f"  {name:<40} {count / rtp:>9,.0f}  {100 * count / instructions:5.1f} %")
+
+        if args.remb_check:
+            await remb_check(endpoints[0], args.remb_check)
 
         if args.stages:
             capture = Capture(endpoints[0])
@@ -452,6 +466,75 @@ async def run(args: argparse.Namespace) -> None:
         await server.stop()
 
 
+# A REMB sample from the native path: SSRC, arrival ms, abs-send-time, size, RTP timestamp.
+Sample = tuple[int, int, int, int, int]
+
+
+def remb_estimates(samples: list[Sample]) -> list[tuple[int, int]]:
+    """aiortc's RemoteBitrateEstimator fed these samples: the (arrival ms, bitrate) of each REMB
+    it would send."""
+    estimator = RemoteBitrateEstimator()
+    out = []
+    for ssrc, arrival_ms, abs_send_time, size, _ in samples:
+        result = estimator.add(
+            abs_send_time=abs_send_time, arrival_time_ms=arrival_ms, payload_size=size, ssrc=ssrc
+        )
+        if result is not None:
+            out.append((arrival_ms, result[0]))
+    return out
+
+
+def per_frame(samples: list[Sample]) -> list[Sample]:
+    """The samples as _receive.c groups them: consecutive packets of one SSRC and RTP timestamp
+    summed, with the last one's arrival and send time."""
+    grouped: list[Sample] = []
+    for sample in samples:
+        ssrc, arrival_ms, abs_send_time, size, timestamp = sample
+        if grouped and grouped[-1][0] == ssrc and grouped[-1][4] == timestamp:
+            size += grouped[-1][3]
+            grouped[-1] = (ssrc, arrival_ms, abs_send_time, size, timestamp)
+        else:
+            grouped.append(sample)
+    return grouped
+
+
+async def remb_check(endpoint: WebRtcEndpoint, seconds: float) -> None:
+    """Record one publisher's per-packet REMB samples from the native path for `seconds`, then
+    compare aiortc's estimator fed per packet (as aiortc does) with it fed per frame (as the
+    native path does by default)."""
+    dtls = receivers_of([endpoint])[0].transport
+    native = getattr(dtls, "native_receive", None)
+    if native is None:
+        print("remb check: the transport is not received natively")
+        return
+    native.native.remb_per_frame = False
+    native.remb_log = samples = []
+    await asyncio.sleep(seconds)
+    native.remb_log = None
+    native.native.remb_per_frame = True
+    packets = remb_estimates(samples)
+    frames = remb_estimates(per_frame(samples))
+    print(
+        f"remb check over {seconds:.0f} s: {len(samples)} video packets with abs-send-time, "
+        f"{len(per_frame(samples))} frame groups; REMBs per packet {len(packets)}, "
+        f"per frame {len(frames)}"
+    )
+    if not packets or not frames:
+        return
+    # compare the estimate in force at each second of the recording
+    start = samples[0][1]
+    worst = 0.0
+    for second in range(1, int(seconds) + 1):
+        at = start + 1000 * second
+        a = next((b for t, b in reversed(packets) if t <= at), None)
+        b = next((b for t, b in reversed(frames) if t <= at), None)
+        if a is None or b is None:
+            continue
+        worst = max(worst, abs(a - b) / a)
+        print(f"  t={second:>3} s  per packet {a:>10,} bps  per frame {b:>10,} bps")
+    print(f"  largest difference: {100 * worst:.1f} %")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--publishers", type=int, default=8)
@@ -461,6 +544,13 @@ def main() -> None:
     parser.add_argument("--stages", action="store_true", help="also replay each stage alone")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the window")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument(
+        "--remb-check",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="compare the REMB estimate fed per packet and per frame over a recording",
+    )
     args = parser.parse_args()
     if args.loop == "uvloop":
         import uvloop

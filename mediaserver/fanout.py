@@ -235,8 +235,14 @@ class PyGroup:
             writer.send(payloads, timestamp, ntp_time, now)
 
 
+def turned_off() -> bool:
+    """Whether `MEDIASERVER_NATIVE=0` (or false, no, off) turns the native paths off (this send
+    path and the receive path, receive.py)."""
+    return os.environ.get("MEDIASERVER_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
+
+
 def _load_native() -> Any:
-    if os.environ.get("MEDIASERVER_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+    if turned_off():
         return None
     try:
         from . import _fanout
@@ -261,7 +267,7 @@ def describe() -> str:
     """Which send path is in use, in words for the start-up log."""
     if _native is not None:
         return "native fan-out send path (mediaserver._fanout)"
-    if os.environ.get("MEDIASERVER_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+    if turned_off():
         return "Python fan-out send path (MEDIASERVER_NATIVE=0)"
     return "Python fan-out send path (mediaserver._fanout is not built)"
 

@@ -31,7 +31,7 @@ import aiortc.rtcpeerconnection
 import av
 import pylibsrtp
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -48,8 +48,9 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
-from . import fanout
+from . import fanout, receive
 from .frames import EncodedFrame
+from .pairs import WatchedPairs
 from .rtp_send import Packetizer, RtpWriter
 from .transcoding import TRANSCODABLE, TranscodeWorker
 
@@ -422,36 +423,6 @@ class _NothingSent:
         return 0
 
 
-class _WatchedPairs(dict):
-    """aioice's nominated pairs by component (`Connection._nominated`), telling its watchers
-    when a pair is nominated, replaced or dropped (aioice sets items and clears it)."""
-
-    def __init__(self, pairs: dict[int, Any]) -> None:
-        super().__init__(pairs)
-        self.watchers: list[Callable[[], None]] = []
-
-    def _changed(self) -> None:
-        for watcher in tuple(self.watchers):
-            watcher()
-
-    def __setitem__(self, key: int, value: Any) -> None:
-        super().__setitem__(key, value)
-        self._changed()
-
-    def __delitem__(self, key: int) -> None:
-        super().__delitem__(key)
-        self._changed()
-
-    def pop(self, *args: Any) -> Any:
-        value = super().pop(*args)
-        self._changed()
-        return value
-
-    def clear(self) -> None:
-        super().clear()
-        self._changed()
-
-
 # libsrtp keeps a replay window for the streams a session sends too, and shifts its bit vector
 # for every packet protected: aiortc asks for 1024 packets, which is 1,400 of the ~5,900
 # instructions a packet's protection costs. A sender's window only has to cover the packets a
@@ -489,6 +460,15 @@ class ForwardingDtlsTransport(RTCDtlsTransport):
         finally:
             module.Policy = pylibsrtp.Policy  # type: ignore[misc]
 
+    native_receive: receive.NativeReceive | None = None  # while its RTP is received natively
+    native_refused = False  # a packet the native path does not handle came: Python's for good
+
+    def _set_state(self, state: Any) -> None:
+        super()._set_state(state)
+        if state == State.CONNECTED:
+            # once the receivers registered in the same step have started
+            asyncio.get_running_loop().call_soon(receive.attach, self)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.writers: list[Any] = []  # fanout writers sending over this transport
         self._tx_base = [0, 0]  # what aiortc counted itself (RTCP, data)
@@ -521,27 +501,30 @@ class _FrameHandoff:
 
     def __init__(self, receiver: ForwardingReceiver) -> None:
         self._receiver = receiver
-        self._packetizers: dict[int, Packetizer] = {}  # by payload type
+        # by payload type: the codec's name, time base and packetizer
+        self._streams: dict[int, tuple[str, Fraction, Packetizer]] = {}
 
     def put(self, item: tuple[RTCRtpCodecParameters, object] | None) -> None:
         on_frame = self._receiver.on_frame
         if item is None or on_frame is None:
             return
         codec, jitter_frame = item
+        stream = self._streams.get(codec.payloadType)
+        if stream is None:
+            stream = (codec_name(codec), Fraction(1, codec.clockRate), Packetizer(codec))
+            self._streams[codec.payloadType] = stream
+        name, time_base, packetizer = stream
         data: bytes = jitter_frame.data  # type: ignore[attr-defined]
+        timestamp: int = jitter_frame.timestamp  # type: ignore[attr-defined]
         packet = av.Packet(data)
-        packet.pts = jitter_frame.timestamp  # type: ignore[attr-defined]
-        packet.time_base = Fraction(1, codec.clockRate)
-        name = codec_name(codec)
-        packetizer = self._packetizers.get(codec.payloadType)
-        if packetizer is None:
-            packetizer = self._packetizers[codec.payloadType] = Packetizer(codec)
+        packet.pts = timestamp
+        packet.time_base = time_base
         frame = EncodedFrame(
             packet=packet,
             codec=name,
             keyframe=is_keyframe(name, data),
             packetizer=packetizer,
-            captured=self._receiver.capture_time(jitter_frame.timestamp, codec.clockRate),  # type: ignore[attr-defined]
+            captured=self._receiver.capture_time(timestamp, codec.clockRate),
         )
         on_frame(frame)
 
@@ -559,6 +542,28 @@ class ForwardingReceiver(RTCRtpReceiver):
         self.feedback_sent = RtcpFeedback()
         self.octets_received: dict[int, int] = {}  # RTP payload octets by SSRC
         self.last_heard_at = 0.0  # when RTP or RTCP last came from the peer (monotonic)
+
+    _enabled_flag = True
+
+    @property
+    def _enabled(self) -> bool:
+        return self._enabled_flag
+
+    @_enabled.setter
+    def _enabled(self, enabled: bool) -> None:
+        self._enabled_flag = enabled
+        if not enabled and self.forwarding:
+            receive.release(self.transport, "receiver disabled")
+
+    async def stop(self) -> None:
+        if self.forwarding:
+            receive.release(self.transport, "receiver stopped")
+        await super().stop()
+
+    def _handle_disconnect(self) -> None:
+        if self.forwarding:
+            receive.release(self.transport, "transport disconnected")
+        super()._handle_disconnect()
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         self.last_heard_at = time.monotonic()
@@ -586,6 +591,9 @@ class ForwardingReceiver(RTCRtpReceiver):
         self._RTCRtpReceiver__transport._register_rtp_receiver(self, parameters)
         self._RTCRtpReceiver__rtcp_task = asyncio.ensure_future(self._run_rtcp())
         self._RTCRtpReceiver__started = True
+        transport = self._RTCRtpReceiver__transport
+        if transport.state == "connected":  # renegotiated: the native path takes it in too
+            asyncio.get_running_loop().call_soon(receive.attach, transport)
 
     async def _handle_rtcp_packet(self, packet: Any) -> None:
         self.last_heard_at = time.monotonic()
@@ -746,8 +754,8 @@ class ForwardingSender(RTCRtpSender):
         connection = ice._connection
         pairs = connection._nominated
         if type(pairs) is dict:
-            pairs = connection._nominated = _WatchedPairs(pairs)
-        if not isinstance(pairs, _WatchedPairs):
+            pairs = connection._nominated = WatchedPairs(pairs)
+        if not isinstance(pairs, WatchedPairs):
             return None
         writer.route(direct=True)
         self._fanout_leave = leave

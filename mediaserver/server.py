@@ -17,7 +17,7 @@ from typing import Any
 
 from websockets.asyncio.server import Server, serve
 
-from . import fanout, forwarding, ice
+from . import fanout, forwarding, ice, receive
 from .config import Config
 from .elements import MediaElement, MediaPipeline, PassThrough, ServerManager
 from .errors import Code, KurentoError, marshall_error, too_many
@@ -54,6 +54,7 @@ def _log_send_path() -> None:
     if not _send_path_logged:
         _send_path_logged = True
         logger.info("RTP send path: %s", fanout.describe())
+        logger.info("RTP receive path: %s", receive.describe())
 
 
 class MediaServer(RpcServer):
