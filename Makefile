@@ -84,7 +84,8 @@ endef
 # media server's forwarding tests run again on the Python path it falls back to without a
 # compiler (MEDIASERVER_NATIVE=0): both must forward the same.
 FALLBACK_TESTS := tests/mediaserver/test_forwarding.py tests/mediaserver/test_rtp_send.py \
-	tests/mediaserver/test_fanout.py tests/mediaserver/test_hubs.py
+	tests/mediaserver/test_fanout.py tests/mediaserver/test_hubs.py \
+	tests/mediaserver/test_sender_reports.py
 pytest: $(VENV)/.installed-test translations
 	@$(call run_pytest,)
 	@echo "== the media server's Python send path (MEDIASERVER_NATIVE=0) =="

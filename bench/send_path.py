@@ -2,6 +2,7 @@
 encoded frames through one hub to N connected subscribers and count what it costs.
 
     python -m bench.send_path [--subscribers 20] [--seconds 4] [--loop uvloop|asyncio]
+                              [--reports 20]
     valgrind --tool=callgrind --instr-atstart=no python -m bench.send_path --subscribers 10
 
 The media server runs in this process. A source WebRtcEndpoint without a peer is connected to N
@@ -12,6 +13,12 @@ socket nobody reads, so the subscribers' receiving stays out of the measurement;
 pushed into the source's hubs as fast as the server forwards them, and the process CPU time of
 that part is printed. Under callgrind (`--instr-atstart=no`) only that part is instrumented, so
 its instruction count is exact and repeatable: compare it before and after a change.
+
+`--reports R` then times RTCP sender reports for every subscriber stream, R rounds each way: the
+hub's fan-out group (`Group.send_reports`, one call per hub and round), each sender's own report
+(`ForwardingSender._send_report`, what its loop sends while it is not a member), and aiortc's
+(its `RtcpSrPacket` and `RtcpSdesPacket` through `RTCRtpSender._send_rtcp`, what aiortc's
+`_run_rtcp` does per interval, its timer left out).
 """
 
 from __future__ import annotations
@@ -28,10 +35,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 from aioice.candidate import Candidate
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
 
 from mediaserver import fanout, ice
 from mediaserver.config import Config
@@ -147,6 +157,49 @@ def packets_sent(viewers: list[WebRtcEndpoint]) -> int:
     )
 
 
+async def time_reports(source: WebRtcEndpoint, viewers: list[WebRtcEndpoint], rounds: int) -> None:
+    """CPU time per sender report, sent three ways (see the module's docstring)."""
+    senders = [t.sender for v in viewers if v.pc is not None for t in v.pc.getTransceivers()]
+    hubs = list(source.hubs.values())
+    reporting = sum(1 for hub in hubs for w in hub.fanout.writers if w.reporting)
+    cpu = time.process_time()
+    for _ in range(rounds):
+        for hub in hubs:
+            hub.fanout.send_reports(time.time())
+    group = (time.process_time() - cpu) / max(1, rounds * reporting)
+    cpu = time.process_time()
+    for _ in range(rounds):
+        for sender in senders:
+            await sender._send_report()
+    own = (time.process_time() - cpu) / (rounds * len(senders))
+    cpu = time.process_time()
+    for _ in range(rounds):
+        for sender in senders:
+            await RTCRtpSender._send_rtcp(sender, aiortc_report(sender))
+    aiortc = (time.process_time() - cpu) / (rounds * len(senders))
+    print(
+        f"sender reports ({reporting} of {len(senders)} streams in groups, {rounds} rounds): "
+        f"group {group * 1e6:.1f} us, each sender's own {own * 1e6:.1f} us, "
+        f"aiortc's {aiortc * 1e6:.1f} us per report (CPU, kernel included)"
+    )
+
+
+def aiortc_report(sender: Any) -> list[Any]:
+    """The packets aiortc's `_run_rtcp` builds for one report."""
+    cname = sender._RTCRtpSender__cname
+    info = RtcpSenderInfo(
+        ntp_timestamp=sender._RTCRtpSender__ntp_timestamp,
+        rtp_timestamp=sender._RTCRtpSender__rtp_timestamp,
+        packet_count=sender._RTCRtpSender__packet_count & 0xFFFFFFFF,
+        octet_count=sender._RTCRtpSender__octet_count & 0xFFFFFFFF,
+    )
+    packets: list[Any] = [RtcpSrPacket(ssrc=sender._ssrc, sender_info=info)]
+    if cname is not None:
+        chunk = RtcpSourceInfo(ssrc=sender._ssrc, items=[(1, cname.encode("utf8"))])
+        packets.append(RtcpSdesPacket(chunks=[chunk]))
+    return packets
+
+
 def blackhole(viewers: list[WebRtcEndpoint], address: tuple[str, int]) -> None:
     """Point every viewer's selected ICE pair at `address` (a socket nobody reads)."""
     for viewer in viewers:
@@ -230,6 +283,8 @@ async def run(args: argparse.Namespace) -> None:
         if profile is not None:
             pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         instructions = callgrind.instructions()
+        if args.reports:
+            await time_reports(source, viewers, args.reports)
         sink.close()
         sent = packets_sent(viewers) - sent
 
@@ -257,6 +312,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=4.0, help="media pushed (default 4 s)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the push")
+    parser.add_argument("--reports", type=int, default=0, help="time R rounds of sender reports")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args()
     if args.loop == "uvloop":

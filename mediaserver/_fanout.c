@@ -12,6 +12,11 @@
  * a reference to that Session (and to the datagram transport) while it uses the pointer. No
  * libsrtp is linked here: Debian's libsrtp2 has other struct layouts.
  *
+ * RTCP: a writer whose sender reports the group sends (`set_reports`, see forwarding.py) gets, on
+ * each `Group.send_reports`, the sender report and SDES CNAME chunk aiortc's
+ * RTCRtpSender._run_rtcp would have sent, byte for byte, protected with `srtp_protect_rtcp`
+ * (also by address, `set_srtp_protect_rtcp`) on the same srtp_t and sent the same way as RTP.
+ *
  * Sending: with a socket (a dup of the ICE pair's UDP socket, so a socket closed by its owner
  * is never confused with a reused descriptor) packets go out with sendmmsg in batches of at most
  * 64. On EAGAIN or a partial send the rest of the batch, already protected, goes to the
@@ -36,10 +41,15 @@
 #define SRTP_MAX_TRAILER_LEN (16 + 128) /* libsrtp 2.7.0: SRTP_MAX_TAG_LEN + SRTP_MAX_MKI_LEN */
 #define MAX_EXTENSIONS 255
 #define MARKER 0x80
+#define MAX_CNAME 255           /* an SDES item's length is one octet */
+#define RTCP_SR 200
+#define RTCP_SDES 202
+#define SDES_CNAME 1
 
 typedef int (*srtp_protect_fn)(void *ctx, void *rtp_hdr, int *len_ptr);
 
 static srtp_protect_fn srtp_protect_ptr = NULL;
+static srtp_protect_fn srtp_protect_rtcp_ptr = NULL; /* same signature in libsrtp 2.7.0 */
 static PyObject *srtp_error = NULL; /* pylibsrtp.Error, raised by retransmit on failure */
 
 /* Where one batch of packets is written. A single buffer: the GIL serializes callers, and
@@ -88,6 +98,13 @@ typedef struct {
     FrameRecord history[HISTORY_SIZE];
     int history_next;
     int sent_any;
+    /* sender reports (Group.send_reports) */
+    int reporting;      /* the group sends this stream's sender reports */
+    unsigned char cname[MAX_CNAME];
+    int cname_len;      /* -1: no SDES chunk (aiortc's sender without a CNAME) */
+    uint64_t report_ntp; /* the NTP timestamp the last report carried */
+    double report_time;  /* when it was sent (the caller's time.time()) */
+    unsigned long long rtcp_packets, rtcp_octets;
 } Writer;
 
 static PyTypeObject WriterType;
@@ -150,8 +167,10 @@ static PyObject *
 Writer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     Writer *self = (Writer *)type->tp_alloc(type, 0);
-    if (self != NULL)
+    if (self != NULL) {
         self->fd = -1;
+        self->cname_len = -1;
+    }
     return (PyObject *)self;
 }
 
@@ -739,6 +758,166 @@ Writer_current(Writer *self, PyObject *arg)
     return PyLong_FromLongLong(second <= self->meter_second + 1 ? self->bitrate : 0);
 }
 
+/* -- sender reports --------------------------------------------------------------------------- */
+
+/* The compound RTCP packet aiortc's RTCRtpSender._run_rtcp sends (aiortc 1.16.0, rtp.py's
+ * RtcpSrPacket and RtcpSdesPacket serialization): a sender report without report blocks
+ * carrying the last packet's NTP and RTP timestamps and the packet and octet counts, then, with
+ * a CNAME, an SDES chunk of that one item, two zero octets and padding to 32 bits. Its length. */
+static int
+write_report(Writer *self, unsigned char *p)
+{
+    p[0] = 0x80; /* version 2, no padding, no report blocks */
+    p[1] = RTCP_SR;
+    put16(p + 2, 6); /* length in 32-bit words, minus one */
+    put32(p + 4, self->ssrc);
+    put32(p + 8, (uint32_t)(self->ntp_timestamp >> 32));
+    put32(p + 12, (uint32_t)self->ntp_timestamp);
+    put32(p + 16, self->rtp_timestamp);
+    put32(p + 20, (uint32_t)self->packets);
+    put32(p + 24, (uint32_t)self->octets);
+    int n = 28;
+    if (self->cname_len < 0)
+        return n;
+    int payload = (4 + 2 + self->cname_len + 2 + 3) & ~3;
+    unsigned char *q = p + n;
+    memset(q, 0, 4 + payload);
+    q[0] = 0x81; /* version 2, one chunk */
+    q[1] = RTCP_SDES;
+    put16(q + 2, (uint16_t)(payload / 4));
+    put32(q + 4, self->ssrc);
+    q[8] = SDES_CNAME;
+    q[9] = (unsigned char)self->cname_len;
+    memcpy(q + 10, self->cname, self->cname_len);
+    return n + 4 + payload;
+}
+
+/* Protect the RTCP packet in `slot` in place; 0 on success, -1 with an exception set. */
+static int
+protect_report(Writer *self, unsigned char *slot, int *length)
+{
+    if (self->srtp != NULL && srtp_protect_rtcp_ptr != NULL) {
+        int status = srtp_protect_rtcp_ptr(self->srtp, slot, length);
+        if (status != 0) {
+            PyErr_Format(srtp_error ? srtp_error : PyExc_RuntimeError,
+                         "srtp_protect_rtcp failed: %d", status);
+            return -1;
+        }
+        return 0;
+    }
+    PyObject *protected =
+        PyObject_CallMethod(self->session, "protect_rtcp", "y#", (char *)slot, (Py_ssize_t)*length);
+    if (protected == NULL)
+        return -1;
+    char *data;
+    Py_ssize_t size;
+    if (PyBytes_AsStringAndSize(protected, &data, &size) < 0) {
+        Py_DECREF(protected);
+        return -1;
+    }
+    if (size > SLOT_SIZE) {
+        Py_DECREF(protected);
+        PyErr_SetString(PyExc_ValueError, "protected packet too long");
+        return -1;
+    }
+    memcpy(slot, data, size);
+    *length = (int)size;
+    Py_DECREF(protected);
+    return 0;
+}
+
+/* Send this writer's sender report now (the caller holds `busy`): the octets put on the wire,
+ * 0 when it does not report or has no route, -1 with an exception set. A failed protection is
+ * logged by the caller's rules: the report is lost, as aiortc's would be. */
+static long long
+writer_report(Writer *self, double now)
+{
+    if (!self->reporting || self->sendto == NULL)
+        return 0;
+    int length = write_report(self, slots[0]);
+    if (protect_report(self, slots[0], &length) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_ValueError) ||
+            PyErr_ExceptionMatches(PyExc_AttributeError) || /* a session without RTCP */
+            (srtp_error && PyErr_ExceptionMatches(srtp_error))) {
+            PyErr_Clear();
+            return 0;
+        }
+        return -1;
+    }
+    still_queued(self);
+    slot_lengths[0] = length;
+    flush(self, 1);
+    self->report_ntp = self->ntp_timestamp;
+    self->report_time = now;
+    self->rtcp_packets += 1;
+    self->rtcp_octets += length;
+    return length;
+}
+
+/* set_reports(cname): the group sends this stream's sender reports from now on, with an SDES
+ * chunk for `cname` (bytes, at most 255) or none (None). */
+static PyObject *
+Writer_set_reports(Writer *self, PyObject *cname)
+{
+    if (cname == Py_None) {
+        self->cname_len = -1;
+    } else {
+        char *data;
+        Py_ssize_t size;
+        if (PyBytes_AsStringAndSize(cname, &data, &size) < 0)
+            return NULL;
+        if (size > MAX_CNAME) {
+            PyErr_SetString(PyExc_ValueError, "CNAME too long for an SDES item");
+            return NULL;
+        }
+        memcpy(self->cname, data, size);
+        self->cname_len = (int)size;
+    }
+    self->reporting = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Writer_stop_reports(Writer *self, PyObject *unused)
+{
+    self->reporting = 0;
+    Py_RETURN_NONE;
+}
+
+/* send_report(now) -> int: send the sender report now (see writer_report). */
+static PyObject *
+Writer_send_report(Writer *self, PyObject *arg)
+{
+    double now = PyFloat_AsDouble(arg);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (busy) {
+        PyErr_SetString(PyExc_RuntimeError, "fan-out send re-entered");
+        return NULL;
+    }
+    busy = 1;
+    long long sent = writer_report(self, now);
+    busy = 0;
+    if (sent < 0)
+        return NULL;
+    return PyLong_FromLongLong(sent);
+}
+
+/* report(): the clear compound packet the next sender report would carry. */
+static PyObject *
+Writer_report(Writer *self, PyObject *unused)
+{
+    unsigned char packet[28 + 4 + 4 + 2 + MAX_CNAME + 2 + 3];
+    int length = write_report(self, packet);
+    return PyBytes_FromStringAndSize((char *)packet, length);
+}
+
+static PyObject *
+Writer_get_reporting(Writer *self, void *closure)
+{
+    return PyBool_FromLong(self->reporting);
+}
+
 static PyObject *
 Writer_get_native(Writer *self, void *closure)
 {
@@ -801,6 +980,7 @@ static PyGetSetDef Writer_getset[] = {
     {"rtx_sequence_number", (getter)Writer_get_rtx_sequence_number,
      (setter)Writer_set_rtx_sequence_number, NULL, NULL},
     {"extensions", (getter)Writer_get_extensions, NULL, NULL, NULL},
+    {"reporting", (getter)Writer_get_reporting, NULL, "whether the group sends its reports", NULL},
     {NULL},
 };
 
@@ -819,6 +999,14 @@ static PyMemberDef Writer_members[] = {
      "octets the last send() or retransmit() put on the wire"},
     {"rtp_timestamp", T_UINT, offsetof(Writer, rtp_timestamp), READONLY, NULL},
     {"ntp_timestamp", T_ULONGLONG, offsetof(Writer, ntp_timestamp), READONLY, NULL},
+    {"report_ntp", T_ULONGLONG, offsetof(Writer, report_ntp), READONLY,
+     "the NTP timestamp of the last sender report sent"},
+    {"report_time", T_DOUBLE, offsetof(Writer, report_time), READONLY,
+     "when the last sender report was sent (time.time(); 0.0: never)"},
+    {"rtcp_packets", T_ULONGLONG, offsetof(Writer, rtcp_packets), READONLY,
+     "sender reports sent"},
+    {"rtcp_octets", T_ULONGLONG, offsetof(Writer, rtcp_octets), READONLY,
+     "octets of sender reports sent, SRTCP included"},
     {NULL},
 };
 
@@ -828,6 +1016,10 @@ static PyMethodDef Writer_methods[] = {
     {"send", (PyCFunction)(void (*)(void))Writer_send, METH_FASTCALL, NULL},
     {"retransmit", (PyCFunction)Writer_retransmit, METH_O, NULL},
     {"current", (PyCFunction)Writer_current, METH_O, NULL},
+    {"set_reports", (PyCFunction)Writer_set_reports, METH_O, NULL},
+    {"stop_reports", (PyCFunction)Writer_stop_reports, METH_NOARGS, NULL},
+    {"send_report", (PyCFunction)Writer_send_report, METH_O, NULL},
+    {"report", (PyCFunction)Writer_report, METH_NOARGS, NULL},
     {NULL},
 };
 
@@ -961,6 +1153,36 @@ Group_send(Group *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* send_reports(now) -> int: the sender report of every reporting writer of the group (see
+ * writer_report), `now` being time.time(); how many were sent. */
+static PyObject *
+Group_send_reports(Group *self, PyObject *arg)
+{
+    double now = PyFloat_AsDouble(arg);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (busy) {
+        PyErr_SetString(PyExc_RuntimeError, "fan-out send re-entered");
+        return NULL;
+    }
+    PyObject *writers = PyList_GetSlice(self->writers, 0, PyList_GET_SIZE(self->writers));
+    if (writers == NULL)
+        return NULL;
+    busy = 1;
+    long sent = 0;
+    Py_ssize_t n = PyList_GET_SIZE(writers);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long octets = writer_report((Writer *)PyList_GET_ITEM(writers, i), now);
+        if (octets < 0)
+            PyErr_WriteUnraisable(NULL); /* not expected; the others still get theirs */
+        else if (octets > 0)
+            sent++;
+    }
+    busy = 0;
+    Py_DECREF(writers);
+    return PyLong_FromLong(sent);
+}
+
 static Py_ssize_t
 Group_len(Group *self)
 {
@@ -977,6 +1199,7 @@ static PyMethodDef Group_methods[] = {
     {"add", (PyCFunction)Group_add, METH_O, NULL},
     {"remove", (PyCFunction)Group_remove, METH_O, NULL},
     {"send", (PyCFunction)(void (*)(void))Group_send, METH_FASTCALL, NULL},
+    {"send_reports", (PyCFunction)Group_send_reports, METH_O, NULL},
     {NULL},
 };
 
@@ -1022,8 +1245,24 @@ set_srtp_protect(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* set_srtp_protect_rtcp(address): libsrtp's srtp_protect_rtcp as pylibsrtp bundles it. */
+static PyObject *
+set_srtp_protect_rtcp(PyObject *module, PyObject *arg)
+{
+    unsigned long long address = PyLong_AsUnsignedLongLong(arg);
+    if (address == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (address == 0) {
+        PyErr_SetString(PyExc_ValueError, "a null srtp_protect_rtcp");
+        return NULL;
+    }
+    srtp_protect_rtcp_ptr = (srtp_protect_fn)(uintptr_t)address;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"set_srtp_protect", set_srtp_protect, METH_VARARGS, NULL},
+    {"set_srtp_protect_rtcp", set_srtp_protect_rtcp, METH_O, NULL},
     {NULL},
 };
 

@@ -8,6 +8,12 @@ sendmmsg, without going back to Python. The Python one below does the same work,
 the same packets, one `protect` and one `sendto` per packet. `MEDIASERVER_NATIVE=0` in the
 environment forces the Python one.
 
+A writer whose RTCP sender reports its hub's group sends (`set_reports`, see forwarding.py) gets,
+on each `Group.send_reports`, the sender report and SDES CNAME chunk aiortc's
+RTCRtpSender._run_rtcp would have sent, byte for byte (`sender_report`), SRTCP-protected on the
+same session and sent the same way: one call per hub and report interval instead of a coroutine
+per subscriber and stream.
+
 A writer keeps no copy of what it sent: its NACK history is one record per frame (the frame's
 payload list, its first sequence number, its timestamp and send time), enough to rebuild any of
 the last `HISTORY_SIZE` packets exactly.
@@ -31,6 +37,31 @@ HISTORY_SIZE = 128  # aiortc's RTP_HISTORY_SIZE: packets a NACK can reach back
 # bigger frame take it one by one.
 MAX_FRAME_PACKETS = 1024
 _MARKER = 0x80
+MAX_CNAME = 255  # an SDES item's length is one octet
+_RTCP_SR = 200
+_RTCP_SDES = 202
+_SDES_CNAME = 1
+
+
+def sender_report(
+    ssrc: int,
+    ntp_timestamp: int,
+    rtp_timestamp: int,
+    packets: int,
+    octets: int,
+    cname: bytes | None,
+) -> bytes:
+    """The compound RTCP packet aiortc 1.16.0's RTCRtpSender._run_rtcp sends (its rtp.py's
+    RtcpSrPacket and RtcpSdesPacket serialization): a sender report with no report blocks, then,
+    with a CNAME, an SDES chunk of that one item, two zero octets and padding to 32 bits."""
+    report = bytes((0x80, _RTCP_SR)) + (6).to_bytes(2, "big") + ssrc.to_bytes(4, "big")
+    report += ntp_timestamp.to_bytes(8, "big") + rtp_timestamp.to_bytes(4, "big")
+    report += (packets & 0xFFFFFFFF).to_bytes(4, "big") + (octets & 0xFFFFFFFF).to_bytes(4, "big")
+    if cname is None:
+        return report
+    chunk = ssrc.to_bytes(4, "big") + bytes((_SDES_CNAME, len(cname))) + cname + b"\x00\x00"
+    chunk += bytes(-len(chunk) % 4)
+    return report + bytes((0x81, _RTCP_SDES)) + (len(chunk) // 4).to_bytes(2, "big") + chunk
 
 
 class PyWriter:
@@ -59,6 +90,7 @@ class PyWriter:
         self.extensions = (bytes(before), None if after is None else bytes(after))
         self._first_byte = 0x90 if before else 0x80  # version 2, X bit
         self._route: tuple[Any, Any, tuple[str, int]] | None = None
+        self._protect_rtcp: Any = None
         self.packets = self.octets = self.wire_packets = self.wire_octets = 0
         self.last_wire_octets = 0
         self.rtp_timestamp = self.ntp_timestamp = 0
@@ -68,6 +100,13 @@ class PyWriter:
             None
         ] * HISTORY_SIZE
         self._history_next = 0
+        # Sender reports the group sends (set_reports): the CNAME, whether it does, what and
+        # when the last one was (report_ntp, report_time: time.time(), 0.0 for never).
+        self.reporting = False
+        self._cname: bytes | None = None
+        self.report_ntp = 0
+        self.report_time = 0.0
+        self.rtcp_packets = self.rtcp_octets = 0
 
     native = False
 
@@ -81,9 +120,54 @@ class PyWriter:
         """Send through `session.protect` and `datagrams.sendto` to `address` (`srtp` and `fd`
         only matter to the native writer)."""
         self._route = (session.protect, datagrams.sendto, address)
+        self._protect_rtcp = getattr(session, "protect_rtcp", None)
 
     def clear_route(self) -> None:
         self._route = None
+        self._protect_rtcp = None
+
+    def set_reports(self, cname: bytes | None) -> None:
+        """The group sends this stream's sender reports from now on, with an SDES chunk for
+        `cname` (None: without one)."""
+        if cname is not None and len(cname) > MAX_CNAME:
+            raise ValueError("CNAME too long for an SDES item")
+        self._cname = None if cname is None else bytes(cname)
+        self.reporting = True
+
+    def stop_reports(self) -> None:
+        self.reporting = False
+
+    def report(self) -> bytes:
+        """The clear compound packet the next sender report would carry."""
+        return sender_report(
+            self.ssrc,
+            self.ntp_timestamp,
+            self.rtp_timestamp,
+            self.packets,
+            self.octets,
+            self._cname,
+        )
+
+    def send_report(self, now: float) -> int:
+        """Send the sender report now (`now`: time.time()); the octets put on the wire, 0 when
+        this writer does not report, has no route or the protection failed."""
+        route, protect_rtcp = self._route, self._protect_rtcp
+        if route is None or protect_rtcp is None or not self.reporting:
+            return 0
+        _, sendto, address = route
+        try:
+            protected = protect_rtcp(self.report())
+        except (pylibsrtp.Error, ValueError) as exc:
+            logger.debug("RTCP protection failed: %s", exc)
+            return 0
+        try:
+            sendto(protected, address)
+        except OSError as exc:  # lost, like on the wire
+            logger.debug("RTCP send failed: %s", exc)
+        self.report_ntp, self.report_time = self.ntp_timestamp, now
+        self.rtcp_packets += 1
+        self.rtcp_octets += len(protected)
+        return len(protected)
 
     def _extensions(self, ntp_time: int) -> bytes:
         before, after = self.extensions
@@ -234,6 +318,10 @@ class PyGroup:
         for writer in tuple(self._writers):
             writer.send(payloads, timestamp, ntp_time, now)
 
+    def send_reports(self, now: float) -> int:
+        """Every reporting writer's sender report; how many were sent."""
+        return sum(1 for writer in tuple(self._writers) if writer.send_report(now))
+
 
 def turned_off() -> bool:
     """Whether `MEDIASERVER_NATIVE=0` (or false, no, off) turns the native paths off (this send
@@ -250,6 +338,8 @@ def _load_native() -> Any:
         return None
     protect = _srtp_ffi.addressof(_srtp_lib, "srtp_protect")
     _fanout.set_srtp_protect(int(_srtp_ffi.cast("uintptr_t", protect)), pylibsrtp.Error)
+    protect_rtcp = _srtp_ffi.addressof(_srtp_lib, "srtp_protect_rtcp")
+    _fanout.set_srtp_protect_rtcp(int(_srtp_ffi.cast("uintptr_t", protect_rtcp)))
     return _fanout
 
 

@@ -17,8 +17,11 @@ exactly in pyproject.toml.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import datetime
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,19 +37,22 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
-from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtcrtpsender import RTT_ALPHA, RTCRtpSender
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
+    RtcpByePacket,
     RtcpPsfbPacket,
+    RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
     RtpPacket,
     unpack_remb_fci,
 )
+from aiortc.stats import RTCRemoteInboundRtpStreamStats, RTCStatsReport
 
 from . import fanout, receive
 from .frames import EncodedFrame
@@ -61,6 +67,13 @@ logger = logging.getLogger(__name__)
 FORWARDING: contextvars.ContextVar[bool] = contextvars.ContextVar("forwarding", default=False)
 
 KEYFRAME_REQUEST_INTERVAL = 1.0  # seconds between keyframe requests sent to one publisher
+# RTCP sender reports: aiortc's interval (RFC 3550 section 6.2's T, fixed at 1 s), each one
+# drawn anew from [0.5, 1.5] times it (section 6.3.1).
+REPORT_INTERVAL = 1.0
+# A pad whose chain could not join its hub's fan-out group (its sender not started or not
+# connected yet, a TURN or TCP route, a send queue not drained) asks again after this long,
+# not on every frame: the check walks the sender's transports.
+JOIN_RETRY_INTERVAL = 0.5
 # Frames kept for a sender that has not started yet; beyond that video restarts at a keyframe.
 VIDEO_WAITING_FRAMES = 30
 AUDIO_WAITING_FRAMES = 50
@@ -99,8 +112,10 @@ class MediaHub:
 
     Pads whose chain is pure forwarding (an endpoint's pad whose sender runs, connected, on a
     plain UDP socket, nothing transcoded for it) join the hub's `fanout` group: one call per
-    frame writes, protects and sends every member's packets (fanout.py). The other pads get
-    each frame one by one, as before."""
+    frame writes, protects and sends every member's packets (fanout.py), and one call per
+    report interval sends every member's RTCP sender report (its sender's own report loop is
+    suspended meanwhile, see ForwardingSender). The other pads get each frame one by one, as
+    before."""
 
     def __init__(self, kind: str, request_keyframe: Callable[[], None]) -> None:
         self.kind = kind
@@ -115,6 +130,7 @@ class MediaHub:
         self._request_upstream = request_keyframe
         self._last_request = -KEYFRAME_REQUEST_INTERVAL
         self._pending_request: asyncio.TimerHandle | None = None
+        self._reports: asyncio.TimerHandle | None = None  # the group's next sender reports
         self.transcoders: dict[str, TranscodeWorker] = {}
         self.on_transcoding: Callable[[str, bool], None] | None = None
 
@@ -165,6 +181,8 @@ class MediaHub:
         self._members[pad] = writer
         self.fanout.add(writer)
         self._direct = tuple(s for s in self.sinks if s not in self._members)
+        if self._reports is None:
+            self._schedule_reports()
         return True
 
     def leave(self, pad: SinkPad) -> None:
@@ -172,6 +190,25 @@ class MediaHub:
         if writer is not None:
             self.fanout.remove(writer)
         self._direct = tuple(s for s in self.sinks if s not in self._members)
+        if not self._members and self._reports is not None:
+            self._reports.cancel()
+            self._reports = None
+
+    def _schedule_reports(self) -> None:
+        wait = REPORT_INTERVAL * (0.5 + random.random())
+        self._reports = asyncio.get_running_loop().call_later(wait, self._send_reports)
+
+    def _send_reports(self) -> None:
+        """Every member's sender report whose sender has handed its reports to the group, in
+        one call; each member sees aiortc's randomized interval (the draw is the hub's)."""
+        self._reports = None
+        if not self._members:
+            return
+        try:
+            self.fanout.send_reports(time.time())
+        except (pylibsrtp.Error, ValueError, TypeError, RuntimeError, OSError) as exc:
+            logger.warning("fan-out sender reports failed: %s", exc)  # not expected
+        self._schedule_reports()
 
     def deliver_transcoded(self, frame: EncodedFrame) -> None:
         for sink in tuple(self.sinks):
@@ -221,6 +258,9 @@ class MediaHub:
         if self._pending_request is not None:
             self._pending_request.cancel()
             self._pending_request = None
+        if self._reports is not None:
+            self._reports.cancel()
+            self._reports = None
 
 
 class SinkPad:
@@ -248,6 +288,7 @@ class SinkPad:
         self.fanout = None  # type: ignore[assignment]
         self._member: tuple[Any, Callable[[], None]] | None = None
         self._joined_at = 0  # the hub's frame count when this pad joined its group
+        self._join_retry_at = 0.0  # no attempt to join before then (monotonic)
 
     @property
     def frames(self) -> int:
@@ -269,6 +310,7 @@ class SinkPad:
     @active.setter
     def active(self, active: bool) -> None:
         self._active = active
+        self._join_retry_at = 0.0
         if not active:
             self.leave_fanout()
 
@@ -276,6 +318,7 @@ class SinkPad:
         if self.source is hub:
             return
         self.disconnect()
+        self._join_retry_at = 0.0
         self.source = hub
         hub.add_sink(self)
         self.resync()
@@ -301,6 +344,7 @@ class SinkPad:
     def resync(self) -> None:
         """Skip frames until the next keyframe, and ask for one."""
         self.leave_fanout()  # the chain is looked at again on the next frame delivered
+        self._join_retry_at = 0.0
         if self.kind == "video":
             self._waiting_keyframe = True
             if self.active:
@@ -327,24 +371,31 @@ class SinkPad:
                 return
             self._waiting_keyframe = False
         self._frames += 1
-        self._last_frame_at = time.monotonic()
+        now = self._last_frame_at = time.monotonic()
         self._deliver(frame)
-        if self.fanout is not None and self._member is None and self.source is not None:
-            self._join(frame)
+        if (
+            self.fanout is not None
+            and self._member is None
+            and self.source is not None
+            and now >= self._join_retry_at
+        ):
+            self._join(frame, now)
 
-    def _join(self, frame: EncodedFrame) -> None:
+    def _join(self, frame: EncodedFrame, now: float) -> None:
         hub = self.source
         assert hub is not None
         if frame.codec != hub.codec:
             return  # transcoded for this pad
         member = self.fanout(frame, self)
         if member is None:
+            self._join_retry_at = now + JOIN_RETRY_INTERVAL
             return
         if hub.join(self, member[0], frame.codec):
             self._member = member
             self._joined_at = hub.frames
         else:
             member[1]()
+            self._join_retry_at = now + JOIN_RETRY_INTERVAL
 
 
 class PacketTrack(MediaStreamTrack):
@@ -475,9 +526,10 @@ class ForwardingDtlsTransport(RTCDtlsTransport):
         super().__init__(*args, **kwargs)
 
     def _written(self, index: int) -> int:
+        # RTP and retransmissions, and the sender reports a hub's group sent
         if index == 0:
-            return sum(w.wire_packets for w in self.writers)
-        return sum(w.wire_octets for w in self.writers)
+            return sum(w.wire_packets + w.rtcp_packets for w in self.writers)
+        return sum(w.wire_octets + w.rtcp_octets for w in self.writers)
 
     _RTCDtlsTransport__tx_packets = property(
         lambda self: self._tx_base[0] + self._written(0),
@@ -652,23 +704,36 @@ class ForwardingSender(RTCRtpSender):
     """aiortc's sender, when created by the media server, sending frames as its `PacketTrack`
     hands them over instead of pulling, packetizing and awaiting each packet in `_run_rtp`.
 
-    aiortc's `send()`, `stop()`, RTCP (sender reports, SDES, BYE, round-trip time) and RTCP
-    feedback handling stay: `_run_rtp` is replaced by a task that only parks while an `RtpWriter`
-    sends (see rtp_send.py), and `_retransmit` answers NACKs from the writer's history. The
+    aiortc's `send()`, `stop()` and RTCP feedback handling stay: `_run_rtp` is replaced by a task
+    that only parks while an `RtpWriter` sends (see rtp_send.py), and `_retransmit` answers NACKs
+    from the writer's history. The peer's receiver reports are taken by `_take_report_block`
+    (aiortc's round-trip time and loss, without a statistics object per report). The
     counters aiortc's reports and stats read (name-mangled `__packet_count`, `__octet_count`,
     `__ntp_timestamp`, `__rtp_timestamp`; the DTLS transport's `__tx_packets`, `__tx_bytes`, see
     ForwardingDtlsTransport) are read from the writer's stream when asked: frames may reach it
     through the hub's fan-out group, without passing here. PLI/FIR reach `_send_keyframe`, which
-    the endpoint points at its pad."""
+    the endpoint points at its pad.
+
+    Sender reports: `_run_rtcp` sends aiortc's report (the same bytes, fanout.sender_report)
+    at aiortc's randomized interval, except while the sender is a member of a hub's fan-out
+    group: then the hub sends every member's report in one call (`Group.send_reports`) and
+    this loop waits until the sender leaves the group. aiortc's round-trip time estimate reads
+    the last report's `__lsr` and `__lsr_time`, from whichever sent it last."""
 
     _stream: Any = None  # the writer's stream, kept after the writer stops (for the counters)
     _enabled_flag = True
     _counted = (0, 0)  # packets and octets aiortc counted itself (when not forwarding)
     _clock = (0, 0)  # NTP and RTP timestamps aiortc set itself
+    _own_report: tuple[int | None, float | None] = (None, None)  # aiortc's __lsr, __lsr_time
+    # The peer's last report block on this stream: arrival (time.time()), the reporter's SSRC,
+    # the block, and the packets sent then.
+    _report_block: tuple[float, int, RtcpReceiverInfo, int] | None = None
 
     def __init__(self, trackOrKind: MediaStreamTrack | str, transport: Any) -> None:
         self._fanout_leave: Callable[[], None] | None = None
         self._fanout_watched: tuple[Any, Any, Any] | None = None
+        # Pending while the hub's group sends this sender's reports (see _run_rtcp).
+        self._reports_resumed: asyncio.Future[None] | None = None
         super().__init__(trackOrKind, transport)
         self.forwarding = FORWARDING.get()
         self.writer: RtpWriter | None = None
@@ -711,6 +776,23 @@ class ForwardingSender(RTCRtpSender):
     def _set_rtp_timestamp(self, value: int) -> None:
         self._clock = (self._clock[0], value)
 
+    def _last_report(self) -> tuple[int | None, float | None]:
+        """aiortc's `__lsr` and `__lsr_time`: the middle 32 bits of the last sender report's NTP
+        timestamp and when it was sent, whether this sender or the hub's group sent it."""
+        stream = self._stream
+        own = self._own_report
+        if stream is not None and stream.report_time and stream.report_time > (own[1] or 0.0):
+            return (stream.report_ntp >> 16) & 0xFFFFFFFF, stream.report_time
+        return own
+
+    def _set_lsr(self, value: int | None) -> None:
+        self._own_report = (value, self._own_report[1])
+
+    def _set_lsr_time(self, value: float | None) -> None:
+        self._own_report = (self._own_report[0], value)
+
+    _RTCRtpSender__lsr = property(lambda self: self._last_report()[0], _set_lsr)
+    _RTCRtpSender__lsr_time = property(lambda self: self._last_report()[1], _set_lsr_time)
     _RTCRtpSender__packet_count = property(_get_packet_count, _set_packet_count)
     _RTCRtpSender__octet_count = property(_get_octet_count, _set_octet_count)
     _RTCRtpSender__ntp_timestamp = property(_get_ntp_timestamp, _set_ntp_timestamp)
@@ -763,10 +845,32 @@ class ForwardingSender(RTCRtpSender):
         ice.on("statechange", self._fanout_invalidate)
         pairs.watchers.append(self._fanout_invalidate)
         self._fanout_watched = (dtls, ice, pairs)
+        self._hand_reports_to(writer.stream)
         return writer.stream, self._fanout_release
+
+    def _hand_reports_to(self, stream: Any) -> None:
+        """Let the group send this sender's reports, when the stream's counters are all they
+        carry (nothing counted by aiortc itself) and the CNAME fits an SDES item."""
+        cname = self._RTCRtpSender__cname
+        data = None if cname is None else cname.encode("utf8")
+        if data is not None and len(data) > fanout.MAX_CNAME:
+            return
+        if self._counted != (0, 0) or self._clock != (0, 0) or not self.forwarding:
+            return
+        stream.set_reports(data)
+        if self._reports_resumed is None:
+            self._reports_resumed = asyncio.get_running_loop().create_future()
+
+    def _take_reports_back(self) -> None:
+        if self._stream is not None:
+            self._stream.stop_reports()
+        resumed, self._reports_resumed = self._reports_resumed, None
+        if resumed is not None and not resumed.done():
+            resumed.set_result(None)
 
     def _fanout_release(self) -> None:
         """Stop watching (the pad left the group)."""
+        self._take_reports_back()
         self._fanout_leave = None
         watched, self._fanout_watched = self._fanout_watched, None
         if watched is not None:
@@ -791,13 +895,88 @@ class ForwardingSender(RTCRtpSender):
 
     async def _handle_rtcp_packet(self, packet: Any) -> None:
         self.last_heard_at = time.monotonic()
-        self.feedback_received.count(packet, self._ssrc)
         if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+            # The peer's reports (the RTCP a sender gets most) are taken here, without the
+            # statistics object aiortc's handler builds for each: getStats builds it once.
             for report in packet.reports:
                 if report.ssrc == self._ssrc:
-                    self.packets_lost = report.packets_lost
-                    self.fraction_lost = report.fraction_lost
+                    self._take_report_block(packet.ssrc, report)
+            return
+        self.feedback_received.count(packet, self._ssrc)
         await super()._handle_rtcp_packet(packet)
+
+    def _take_report_block(self, reporter: int, report: RtcpReceiverInfo) -> None:
+        """What aiortc 1.16.0's sender does with a report block about its stream: the round-trip
+        time (arrival - the reported sender report's send time - DLSR, RFC 3550 section 6.4.1,
+        smoothed by aiortc's RTT_ALPHA) and the loss figures; the block is kept for getStats."""
+        now = time.time()
+        self.packets_lost = report.packets_lost
+        self.fraction_lost = report.fraction_lost
+        lsr, lsr_time = self._last_report()
+        if report.dlsr and lsr == report.lsr and lsr_time is not None:
+            sample = now - lsr_time - report.dlsr / 65536
+            rtt = self._RTCRtpSender__rtt
+            smoothed = sample if rtt is None else RTT_ALPHA * rtt + (1 - RTT_ALPHA) * sample
+            self._RTCRtpSender__rtt = smoothed
+        self._report_block = (now, reporter, report, self._RTCRtpSender__packet_count)
+
+    async def getStats(self) -> RTCStatsReport:
+        """aiortc's sender statistics, with the remote-inbound entry its handler would have
+        added for the last report block (same fields, the time it came)."""
+        block = self._report_block
+        if block is not None:
+            at, reporter, report, packets = block
+            self._RTCRtpSender__stats.add(
+                RTCRemoteInboundRtpStreamStats(
+                    timestamp=datetime.datetime.fromtimestamp(at, datetime.UTC),
+                    type="remote-inbound-rtp",
+                    id=f"remote-inbound-rtp_{id(self)}",
+                    ssrc=reporter,
+                    kind=self.kind,
+                    transportId=self.transport._stats_id,
+                    packetsReceived=packets - report.packets_lost,
+                    packetsLost=report.packets_lost,
+                    jitter=report.jitter,
+                    roundTripTime=self._RTCRtpSender__rtt,
+                    fractionLost=report.fraction_lost,
+                )
+            )
+        return await super().getStats()
+
+    async def _run_rtcp(self) -> None:
+        """aiortc's report loop (a sender report and SDES CNAME every 0.5-1.5 s, a BYE when
+        stopped), waiting while the hub's group sends the reports instead."""
+        if not self.forwarding:
+            await super()._run_rtcp()
+            return
+        self._RTCRtpSender__rtcp_started.set()
+        try:
+            while True:
+                resumed = self._reports_resumed
+                if resumed is not None:
+                    await resumed
+                await asyncio.sleep(REPORT_INTERVAL * (0.5 + random.random()))
+                if self._reports_resumed is None:
+                    await self._send_report()
+        except asyncio.CancelledError:
+            pass
+        await self._send_rtcp([RtcpByePacket(sources=[self._ssrc])])
+        self._RTCRtpSender__rtcp_exited.set()
+
+    async def _send_report(self) -> None:
+        ntp_timestamp = self._RTCRtpSender__ntp_timestamp
+        cname = self._RTCRtpSender__cname
+        packet = fanout.sender_report(
+            self._ssrc,
+            ntp_timestamp,
+            self._RTCRtpSender__rtp_timestamp,
+            self._RTCRtpSender__packet_count,
+            self._RTCRtpSender__octet_count,
+            None if cname is None else cname.encode("utf8"),
+        )
+        self._own_report = ((ntp_timestamp >> 16) & 0xFFFFFFFF, time.time())
+        with contextlib.suppress(ConnectionError):
+            await self.transport._send_rtp(packet)
 
     async def _run_rtp(self, codec: RTCRtpCodecParameters) -> None:
         if not self.forwarding:

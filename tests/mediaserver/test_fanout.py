@@ -58,6 +58,8 @@ def native() -> Any:
         # Loaded but turned off (MEDIASERVER_NATIVE=0): set it up as fanout.py would.
         protect = fanout._srtp_ffi.addressof(fanout._srtp_lib, "srtp_protect")
         _fanout.set_srtp_protect(int(fanout._srtp_ffi.cast("uintptr_t", protect)), pylibsrtp.Error)
+        protect_rtcp = fanout._srtp_ffi.addressof(fanout._srtp_lib, "srtp_protect_rtcp")
+        _fanout.set_srtp_protect_rtcp(int(fanout._srtp_ffi.cast("uintptr_t", protect_rtcp)))
     return _fanout
 
 
