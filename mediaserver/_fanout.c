@@ -358,6 +358,30 @@ write_extensions(Writer *self, uint64_t ntp_time, unsigned char *into)
     return n;
 }
 
+/* Copy a packet a Python protect returned (a new reference, or NULL with an exception) back
+ * into its slot: 0, or -1 with an exception set. */
+static int
+take_protected(PyObject *protected, unsigned char *slot, int *length)
+{
+    if (protected == NULL)
+        return -1;
+    char *data;
+    Py_ssize_t size;
+    if (PyBytes_AsStringAndSize(protected, &data, &size) < 0) {
+        Py_DECREF(protected);
+        return -1;
+    }
+    if (size > SLOT_SIZE) {
+        Py_DECREF(protected);
+        PyErr_SetString(PyExc_ValueError, "protected packet too long");
+        return -1;
+    }
+    memcpy(slot, data, size);
+    *length = (int)size;
+    Py_DECREF(protected);
+    return 0;
+}
+
 /* Protect the packet in `slot` in place; 0 on success. With an exception set on failure. */
 static int
 protect_slot(Writer *self, unsigned char *slot, int *length)
@@ -376,23 +400,7 @@ protect_slot(Writer *self, unsigned char *slot, int *length)
         return -1;
     PyObject *protected = PyObject_CallOneArg(self->protect, clear);
     Py_DECREF(clear);
-    if (protected == NULL)
-        return -1;
-    char *data;
-    Py_ssize_t size;
-    if (PyBytes_AsStringAndSize(protected, &data, &size) < 0) {
-        Py_DECREF(protected);
-        return -1;
-    }
-    if (size > SLOT_SIZE) {
-        Py_DECREF(protected);
-        PyErr_SetString(PyExc_ValueError, "protected packet too long");
-        return -1;
-    }
-    memcpy(slot, data, size);
-    *length = (int)size;
-    Py_DECREF(protected);
-    return 0;
+    return take_protected(protected, slot, length);
 }
 
 /* Report an exception raised while sending and go on: a datagram is lost, like on the wire. */
@@ -807,23 +815,7 @@ protect_report(Writer *self, unsigned char *slot, int *length)
     }
     PyObject *protected =
         PyObject_CallMethod(self->session, "protect_rtcp", "y#", (char *)slot, (Py_ssize_t)*length);
-    if (protected == NULL)
-        return -1;
-    char *data;
-    Py_ssize_t size;
-    if (PyBytes_AsStringAndSize(protected, &data, &size) < 0) {
-        Py_DECREF(protected);
-        return -1;
-    }
-    if (size > SLOT_SIZE) {
-        Py_DECREF(protected);
-        PyErr_SetString(PyExc_ValueError, "protected packet too long");
-        return -1;
-    }
-    memcpy(slot, data, size);
-    *length = (int)size;
-    Py_DECREF(protected);
-    return 0;
+    return take_protected(protected, slot, length);
 }
 
 /* Send this writer's sender report now (the caller holds `busy`): the octets put on the wire,

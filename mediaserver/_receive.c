@@ -1398,6 +1398,17 @@ Receiver_add_track(Receiver *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Track `t` of a call from Python, or NULL with ValueError when there is none. */
+static Track *
+used_track(Receiver *self, int t)
+{
+    if (t < 0 || t >= MAX_TRACKS || !self->tracks[t].used) {
+        PyErr_SetString(PyExc_ValueError, "no such track");
+        return NULL;
+    }
+    return &self->tracks[t];
+}
+
 /* add_source(ssrc, track, stats, fields): a known SSRC; `fields` (base_seq, max_seq, cycles,
  * packets_received, jitter_q4, last_arrival, last_timestamp, clockrate) or None. */
 static PyObject *
@@ -1408,10 +1419,8 @@ Receiver_add_source(Receiver *self, PyObject *args)
     PyObject *stats, *fields;
     if (!PyArg_ParseTuple(args, "kiOO", &ssrc, &t, &stats, &fields))
         return NULL;
-    if (t < 0 || t >= MAX_TRACKS || !self->tracks[t].used) {
-        PyErr_SetString(PyExc_ValueError, "no such track");
+    if (used_track(self, t) == NULL)
         return NULL;
-    }
     if (find_source(self, (uint32_t)ssrc) != NULL) {
         PyErr_SetString(PyExc_ValueError, "SSRC already known");
         return NULL;
@@ -1452,10 +1461,8 @@ Receiver_set_jitter(Receiver *self, PyObject *args)
     PyObject *origin, *packets;
     if (!PyArg_ParseTuple(args, "iOO!", &t, &origin, &PyList_Type, &packets))
         return NULL;
-    if (t < 0 || t >= MAX_TRACKS || !self->tracks[t].used) {
-        PyErr_SetString(PyExc_ValueError, "no such track");
+    if (used_track(self, t) == NULL)
         return NULL;
-    }
     Track *track = &self->tracks[t];
     memset(track->present, 0, (size_t)track->capacity);
     track->has_origin = origin != Py_None;
@@ -1493,10 +1500,8 @@ Receiver_jitter(Receiver *self, PyObject *args)
     int t;
     if (!PyArg_ParseTuple(args, "i", &t))
         return NULL;
-    if (t < 0 || t >= MAX_TRACKS || !self->tracks[t].used) {
-        PyErr_SetString(PyExc_ValueError, "no such track");
+    if (used_track(self, t) == NULL)
         return NULL;
-    }
     Track *track = &self->tracks[t];
     PyObject *packets = PyList_New(0);
     if (packets == NULL)
@@ -1527,10 +1532,8 @@ Receiver_set_nack(Receiver *self, PyObject *args)
     PyObject *max_seq, *missing;
     if (!PyArg_ParseTuple(args, "iOO", &t, &max_seq, &missing))
         return NULL;
-    if (t < 0 || t >= MAX_TRACKS || !self->tracks[t].used) {
-        PyErr_SetString(PyExc_ValueError, "no such track");
+    if (used_track(self, t) == NULL)
         return NULL;
-    }
     Track *track = &self->tracks[t];
     memset(track->missing, 0, sizeof(track->missing));
     track->nack_has_max = max_seq != Py_None;
@@ -1569,10 +1572,8 @@ Receiver_nack(Receiver *self, PyObject *args)
     int t;
     if (!PyArg_ParseTuple(args, "i", &t))
         return NULL;
-    if (t < 0 || t >= MAX_TRACKS || !self->tracks[t].used) {
-        PyErr_SetString(PyExc_ValueError, "no such track");
+    if (used_track(self, t) == NULL)
         return NULL;
-    }
     Track *track = &self->tracks[t];
     PyObject *missing = nack_list(track);
     if (missing == NULL)
