@@ -663,8 +663,9 @@ async def test_a_publisher_is_received_natively_and_handed_back(
     [
         "import os; os.environ['MEDIASERVER_NATIVE'] = '0'",
         "import sys; sys.modules['mediaserver._receive'] = None",  # the import fails
+        "import os; os.environ.pop('MEDIASERVER_NATIVE_RECEIVE')",  # off by default
     ],
-    ids=["MEDIASERVER_NATIVE=0", "not built"],
+    ids=["MEDIASERVER_NATIVE=0", "not built", "not turned on"],
 )
 def test_the_python_path_is_chosen_without_the_native_one(setup: str) -> None:
     code = (
@@ -675,6 +676,7 @@ def test_the_python_path_is_chosen_without_the_native_one(setup: str) -> None:
         "print(receive.describe())\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "MEDIASERVER_NATIVE"}
+    env["MEDIASERVER_NATIVE_RECEIVE"] = "1"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )
