@@ -14,7 +14,6 @@ import itertools
 import math
 import re
 import statistics
-import struct
 import tempfile
 import time
 import wave
@@ -31,8 +30,12 @@ pytestmark = pytest.mark.browser
 
 FPS = 30
 RATE = 48_000
-SECONDS = 2  # the files loop; a whole number of flash periods keeps them aligned
-WIDTH, HEIGHT = 320, 240
+# Chromium's fake camera repeats a frame each time its file loops, so a 2-second clapperboard
+# drifted a frame (33 ms) every 2 s against its sound, and the offset measured in the 8 s that
+# Ada's browser records and in the meeting's recording differed by where the two windows fell
+# (0.104 in one run). A file longer than the meeting drifts at most once in it.
+SECONDS = 30  # the files loop; a whole number of flash periods keeps them aligned
+WIDTH, HEIGHT = 160, 120  # small: 30 s of raw pictures
 
 
 def _write_y4m(path: Path, *, flashes: bool) -> Path:
@@ -48,11 +51,10 @@ def _write_y4m(path: Path, *, flashes: bool) -> Path:
 
 def _write_wav(path: Path, *, beeps: bool) -> Path:
     """WAV audio: a 1 kHz beep for 100 ms at every whole second (if `beeps`), else silence."""
-    samples = bytearray()
-    for n in range(SECONDS * RATE):
-        loud = beeps and (n % RATE) < RATE // 10
-        value = 0.5 * math.sin(2 * math.pi * 1000 * n / RATE) if loud else 0.0
-        samples += struct.pack("<h", int(value * 32767))
+    n = numpy.arange(SECONDS * RATE)
+    loud = (n % RATE) < RATE // 10 if beeps else numpy.zeros(n.shape, dtype=bool)
+    values = numpy.where(loud, 0.5 * numpy.sin(2 * math.pi * 1000 * n / RATE), 0.0)
+    samples = (values * 32767).astype("<i2").tobytes()
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
