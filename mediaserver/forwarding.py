@@ -617,6 +617,15 @@ class ForwardingReceiver(RTCRtpReceiver):
             receive.release(self.transport, "transport disconnected")
         super()._handle_disconnect()
 
+    @property
+    def receivable_natively(self) -> bool:
+        """Whether the native receive path may serve this receiver: it skips
+        `_handle_rtp_packet`, so a subclass that overrides it (the benchmark's counting
+        subscriber) must see its packets in Python."""
+        return self.forwarding and (
+            type(self)._handle_rtp_packet is ForwardingReceiver._handle_rtp_packet
+        )
+
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         self.last_heard_at = time.monotonic()
         self.octets_received[packet.ssrc] = self.octets_received.get(packet.ssrc, 0) + len(

@@ -3,10 +3,11 @@ reassembled into frames in C (`mediaserver._receive`, built from _receive.c when
 there at install time), one Python call per frame instead of aiortc's per-packet chain.
 
 A `NativeReceive` serves one DTLS transport whose receivers are all the media server's
-ForwardingReceivers, while its ICE pair is nominated on a host UDP socket (IPv4) and DTLS is
-connected. It replaces the pair's aioice protocol's `datagram_received` (uvloop keeps reading
-the first datagram of a wake-up: it has no pause for UDP transports and refuses `add_reader` on
-a transport's socket), and the C side drains the socket with recvmmsg, a bounded number of
+ForwardingReceivers (not a subclass with its own `_handle_rtp_packet`, which C would skip),
+while its ICE pair is nominated on a host UDP socket (IPv4) and DTLS is connected. It replaces
+the pair's aioice protocol's `datagram_received` (uvloop keeps reading the first datagram of a
+wake-up: it has no pause for UDP transports and refuses `add_reader` on a transport's socket),
+and the C side drains the socket with recvmmsg, a bounded number of
 batches per wake-up. STUN, DTLS, RTCP and other addresses' datagrams go to aioice's own
 `datagram_received`, so to aiortc's coroutines, as before.
 
@@ -26,7 +27,8 @@ It ends (`release`) on a DTLS or ICE state change, another nominated pair, a rec
 or disabled, a renegotiated receiver set, a packet C does not handle (H.264, an SSRC beyond
 `MAX_SSRCS`: that packet and the rest of its batch go to Python still encrypted, and the
 transport stays on Python) or a Python error under the C call (reported as unraisable: the event
-loop never sees it). `MEDIASERVER_NATIVE=0` turns it off (as the native send path).
+loop never sees it). `MEDIASERVER_NATIVE_RECEIVE=0` turns it off, and `MEDIASERVER_NATIVE=0` turns
+it off with the native send path.
 """
 
 from __future__ import annotations
@@ -57,12 +59,10 @@ REATTACH_DELAY = 1.0  # seconds after a pair or state change before trying the n
 
 
 def turned_on() -> bool:
-    """Whether `MEDIASERVER_NATIVE_RECEIVE=1` asks for the native receive path. It is off by
-    default: with it on, the forwarding benchmark's subscribers (a publisher and its viewers in
-    a separate process, `bench.mediaserver_forwarding`) received nothing, a fault not found yet,
-    while every test through it passes (docs/mediaserver.md)."""
-    value = os.environ.get("MEDIASERVER_NATIVE_RECEIVE", "0").strip().lower()
-    return value in ("1", "true", "yes", "on")
+    """Whether the native receive path is wanted: yes unless `MEDIASERVER_NATIVE_RECEIVE=0`
+    (or `MEDIASERVER_NATIVE=0`, which turns every native path off)."""
+    value = os.environ.get("MEDIASERVER_NATIVE_RECEIVE", "1").strip().lower()
+    return value not in ("0", "false", "no", "off")
 
 
 def _load_native() -> Any:
@@ -92,7 +92,7 @@ def describe() -> str:
     if fanout.turned_off():
         return "Python receive path (MEDIASERVER_NATIVE=0)"
     if not turned_on():
-        return "Python receive path (the native one is off unless MEDIASERVER_NATIVE_RECEIVE=1)"
+        return "Python receive path (MEDIASERVER_NATIVE_RECEIVE=0)"
     return "Python receive path (mediaserver._receive is not built)"
 
 
@@ -318,7 +318,7 @@ def _receivers_of(dtls: Any) -> list[Any] | None:
     if not receivers or len(receivers) > 4:
         return None
     for receiver in receivers:
-        if not getattr(receiver, "forwarding", False) or not receiver._enabled:
+        if not getattr(receiver, "receivable_natively", False) or not receiver._enabled:
             return None
         if not receiver._RTCRtpReceiver__started:
             return None
@@ -429,7 +429,10 @@ def refusal(dtls: Any) -> str:
     if _host_socket(pair) is None:
         return "the pair is not a host UDP socket over IPv4"
     if _receivers_of(dtls) is None:
-        return "a receiver is not a started, enabled ForwardingReceiver (or too many SSRCs)"
+        return (
+            "a receiver is not a started, enabled ForwardingReceiver that leaves its packets to"
+            " the media server (or too many SSRCs)"
+        )
     return ""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiortc.rtcpeerconnection
 import aiortc.rtcrtpreceiver
 import pylibsrtp
 import pytest
@@ -29,9 +30,11 @@ from aiortc.rtcrtpparameters import (
     RTCRtpReceiveParameters,
     RTCRtpRtxParameters,
 )
+from aiortc.rtcsessiondescription import RTCSessionDescription
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 from pylibsrtp import Policy
 
+from bench.client import CountingReceiver, Subscriber
 from mediaserver import receive
 from mediaserver.forwarding import FORWARDING, ForwardingDtlsTransport, ForwardingReceiver
 from mediaserver.server import MediaServer
@@ -658,14 +661,55 @@ async def test_a_publisher_is_received_natively_and_handed_back(
     assert "datagram_received" not in protocol.__dict__
 
 
+async def test_a_receiver_that_handles_its_own_packets_stays_on_python(
+    native: Any, media_server: MediaServer, rpc: Rpc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The benchmark's counting subscriber (bench/client.py) overrides `_handle_rtp_packet` to
+    count frames by the marker bit. The native path skips that method, so it must leave such a
+    transport alone: with it on in the subscriber processes too, bench.mediaserver_forwarding's
+    subscribers counted nothing. Here the publisher's endpoint, in the same process, is still
+    received natively."""
+    pipeline = await rpc.create("MediaPipeline")
+    source, publisher = await publish(rpc, pipeline)
+    with monkeypatch.context() as patch:  # the subscriber's receivers only, not the server's
+        patch.setattr(aiortc.rtcpeerconnection, "RTCRtpReceiver", CountingReceiver)
+        subscriber = Subscriber()
+    try:
+        endpoint = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
+        await rpc.invoke(source, "connect", sink=endpoint)
+        pc = subscriber.pc
+        await pc.setLocalDescription(await pc.createOffer())
+        answer = await rpc.invoke(endpoint, "processOffer", offer=pc.localDescription.sdp)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        await rpc.invoke(endpoint, "gatherCandidates")
+        for line in pc.localDescription.sdp.splitlines():
+            if line.startswith("a=candidate:"):
+                candidate = {"candidate": line[2:], "sdpMid": "0", "sdpMLineIndex": 0}
+                await rpc.invoke(endpoint, "addIceCandidate", candidate=candidate)
+        async with asyncio.timeout(15):
+            await subscriber.media.wait()
+        frames = dict(subscriber.frames)
+        await asyncio.sleep(1)
+        assert subscriber.frames["video"] >= frames["video"] + 20, subscriber.frames
+        assert subscriber.frames["audio"] >= frames["audio"] + 30, subscriber.frames
+        viewing = subscriber.receivers["video"].transport
+        assert getattr(viewing, "native_receive", None) is None
+        published = publisher_receivers(media_server, source)[0].transport
+        assert published.native_receive is not None
+    finally:
+        await subscriber.pc.close()
+        await publisher.close()
+    await rpc.request("release", object=pipeline)
+
+
 @pytest.mark.parametrize(
     "setup",
     [
         "import os; os.environ['MEDIASERVER_NATIVE'] = '0'",
         "import sys; sys.modules['mediaserver._receive'] = None",  # the import fails
-        "import os; os.environ.pop('MEDIASERVER_NATIVE_RECEIVE')",  # off by default
+        "import os; os.environ['MEDIASERVER_NATIVE_RECEIVE'] = '0'",
     ],
-    ids=["MEDIASERVER_NATIVE=0", "not built", "not turned on"],
+    ids=["MEDIASERVER_NATIVE=0", "not built", "MEDIASERVER_NATIVE_RECEIVE=0"],
 )
 def test_the_python_path_is_chosen_without_the_native_one(setup: str) -> None:
     code = (
@@ -675,10 +719,18 @@ def test_the_python_path_is_chosen_without_the_native_one(setup: str) -> None:
         "assert receive.attach(None) is None\n"
         "print(receive.describe())\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "MEDIASERVER_NATIVE"}
-    env["MEDIASERVER_NATIVE_RECEIVE"] = "1"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASERVER_NATIVE")}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     assert "Python receive path" in result.stdout
+
+
+def test_the_native_receive_path_is_on_by_default(native: Any) -> None:
+    code = "from mediaserver import receive\nassert receive.native_available()\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASERVER_NATIVE")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
