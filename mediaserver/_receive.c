@@ -8,8 +8,12 @@
  * buffer for the loop's next iteration (when that buffer is full the kernel drops: nothing
  * queues in user space). Per datagram, as aiortc's RTCDtlsTransport and RTCRtpReceiver do:
  *
- *   - not from the pair's remote address, or not RTP (RFC 7983: STUN, DTLS, RTCP...): handed
- *     to the Python protocol's own `datagram_received` (the `fallback`), as before;
+ *   - not from the pair's remote address, or not SRTP (RFC 7983: STUN, DTLS...): handed to
+ *     the Python protocol's own `datagram_received` (the `fallback`), as before;
+ *   - RTCP: to the fallback too, unless `set_rtcp(on_rtcp)` was called: then srtp_unprotect_rtcp
+ *     in place and `on_rtcp(compound, blocks)` with the decrypted compound packet (aiortc's
+ *     transport would have done the same, through its receive loop) and, when it holds only
+ *     receiver reports and SDES, its report blocks read here;
  *   - RTP: routed by SSRC (or by payload type, learning the SSRC, as aiortc's RtpRouter), then
  *     srtp_unprotect in place on the transport's receiving pylibsrtp Session's srtp_t, parsed
  *     (aiortc's RtpPacket.parse rules), the receiver's statistics updated (the fields of
@@ -23,7 +27,8 @@
  * side asking to stop) ends the native mode: that datagram and the rest of the batch go to the
  * fallback, still encrypted, and `on_handback(reason)` tells Python, which takes the state back.
  *
- * libsrtp is reached as in _fanout.c: srtp_unprotect's address from pylibsrtp's cffi binding.
+ * libsrtp is reached as in _fanout.c: srtp_unprotect's (and srtp_unprotect_rtcp's) address from
+ * pylibsrtp's cffi binding.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -54,6 +59,7 @@ enum { DONE = 0, FALLBACK = 1, HANDBACK = 2 };
 
 typedef int (*srtp_unprotect_fn)(void *ctx, void *srtp_hdr, int *len_ptr);
 static srtp_unprotect_fn srtp_unprotect_ptr = NULL;
+static srtp_unprotect_fn srtp_unprotect_rtcp_ptr = NULL;
 
 typedef struct {
     int payload_type;
@@ -128,6 +134,7 @@ typedef struct {
     PyObject *receivers[MAX_TRACKS];
     PyObject *transport;        /* the DTLS transport: rx counters */
     PyObject *now_datetime;     /* aiortc.clock.current_datetime */
+    PyObject *on_rtcp;          /* (decrypted compound) or NULL: RTCP goes to the fallback */
     int active;
     int in_call;
     int abs_send_time_id, mid_id, rid_id, rrid_id, toffset_id, audio_level_id, twcc_id;
@@ -144,7 +151,7 @@ typedef struct {
     PyObject *plis;             /* list of ssrc or NULL */
     /* counters */
     unsigned long long packets, frames, dropped, fallbacks, batches, wakeups, handbacks;
-    unsigned long long srtp_failures, parse_failures, truncated, errors;
+    unsigned long long srtp_failures, parse_failures, truncated, errors, rtcp;
     uint8_t work[DGRAM_SIZE];
     uint8_t buffers[BATCH][DGRAM_SIZE];
     struct sockaddr_in addrs[BATCH];
@@ -1002,6 +1009,126 @@ call_fallback(Receiver *self, const uint8_t *data, Py_ssize_t length, PyObject *
     return 0;
 }
 
+static inline uint32_t
+be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* aiortc's RtcpSdesPacket.parse, without keeping anything: whether it would parse. */
+static int
+sdes_parses(const uint8_t *data, int length, int count)
+{
+    int pos = 0;
+    for (int chunk = 0; chunk < count; chunk++) {
+        if (length < pos + 4)
+            return 0;
+        pos += 4;
+        while (pos < length - 1) {
+            int type = data[pos], size = data[pos + 1];
+            pos += 2;
+            if (length < pos + size)
+                return 0;
+            pos += size;
+            if (type == 0)
+                break;
+        }
+    }
+    return 1;
+}
+
+/* The report blocks of a compound packet made of receiver reports and SDES only (what a viewer
+ * sends most), as aiortc's RtcpPacket.parse reads them: a list of (reporter, ssrc,
+ * fraction_lost, packets_lost, highest_sequence, jitter, lsr, dlsr). Py_None for any other
+ * compound (another packet type, padding, or one aiortc would refuse): Python parses those.
+ * NULL on a Python error. */
+static PyObject *
+report_blocks(const uint8_t *data, int length)
+{
+    int pos = 0, reports = 0;
+    while (pos < length) { /* first pass: only well-formed RR and SDES */
+        if (length < pos + 4)
+            Py_RETURN_NONE;
+        int first = data[pos], type = data[pos + 1];
+        int count = first & 0x1F;
+        int size = ((data[pos + 2] << 8) | data[pos + 3]) * 4;
+        if (first >> 6 != 2 || (first & 0x20) || length < pos + 4 + size)
+            Py_RETURN_NONE;
+        const uint8_t *payload = data + pos + 4;
+        if (type == 201) {
+            if (size != 4 + 24 * count)
+                Py_RETURN_NONE;
+            reports += count;
+        } else if (type != 202 || !sdes_parses(payload, size, count)) {
+            Py_RETURN_NONE;
+        }
+        pos += 4 + size;
+    }
+    PyObject *blocks = PyList_New(reports);
+    if (blocks == NULL)
+        return NULL;
+    int index = 0;
+    for (pos = 0; pos < length;) {
+        int count = data[pos] & 0x1F;
+        int size = ((data[pos + 2] << 8) | data[pos + 3]) * 4;
+        if (data[pos + 1] == 201) {
+            uint32_t reporter = be32(data + pos + 4);
+            for (int r = 0; r < count; r++) {
+                const uint8_t *b = data + pos + 8 + 24 * r;
+                int32_t lost = (int32_t)(((uint32_t)b[5] << 16) | ((uint32_t)b[6] << 8) | b[7]);
+                if (lost & 0x800000)
+                    lost -= 0x1000000; /* 24-bit two's complement, as unpack_packets_lost */
+                PyObject *block = Py_BuildValue("(kkiikkkk)", (unsigned long)reporter,
+                                                (unsigned long)be32(b), (int)b[4], (int)lost,
+                                                (unsigned long)be32(b + 8),
+                                                (unsigned long)be32(b + 12),
+                                                (unsigned long)be32(b + 16),
+                                                (unsigned long)be32(b + 20));
+                if (block == NULL) {
+                    Py_DECREF(blocks);
+                    return NULL;
+                }
+                PyList_SET_ITEM(blocks, index++, block);
+            }
+        }
+        pos += 4 + size;
+    }
+    return blocks;
+}
+
+/* An SRTCP datagram, as aiortc's RTCDtlsTransport._recv_next: counted, decrypted (dropped when
+ * that fails) and given to `on_rtcp(compound, blocks)`, `blocks` as report_blocks() reads them
+ * (None: Python parses). DONE, or -1 on a Python error. */
+static int
+handle_rtcp(Receiver *self, const uint8_t *data, Py_ssize_t length)
+{
+    self->rx_packets++;
+    self->rx_bytes += length;
+    if (length > DGRAM_SIZE) {
+        self->dropped++;
+        return DONE;
+    }
+    memcpy(self->work, data, (size_t)length);
+    int size = (int)length;
+    if (self->srtp != NULL) {
+        int status = srtp_unprotect_rtcp_ptr(self->srtp, self->work, &size);
+        if (status != 0 || size < 0 || size > length) {
+            self->srtp_failures++;
+            return DONE;
+        }
+    }
+    self->rtcp++;
+    PyObject *blocks = report_blocks(self->work, size);
+    if (blocks == NULL)
+        return -1;
+    PyObject *result = PyObject_CallFunction(self->on_rtcp, "y#N", (const char *)self->work,
+                                             (Py_ssize_t)size, blocks);
+    if (result == NULL)
+        return -1;
+    Py_DECREF(result);
+    return DONE;
+}
+
 /* One datagram from the pair's remote address: DONE, FALLBACK (to Python as it is), HANDBACK
  * (to Python as it is, and the native mode ends), -1 on a Python error. */
 static int
@@ -1013,7 +1140,7 @@ handle_datagram(Receiver *self, const uint8_t *data, Py_ssize_t length, int64_t 
     if (first < 128 || first > 191)
         return FALLBACK; /* STUN, DTLS, ZRTP, TURN channels: Python's */
     if (length >= 2 && data[1] >= 192 && data[1] <= 208)
-        return FALLBACK; /* RTCP */
+        return self->on_rtcp == NULL ? FALLBACK : handle_rtcp(self, data, length);
     self->rx_packets++;
     self->rx_bytes += length;
     if (length < RTP_HEADER || length > DGRAM_SIZE) {
@@ -1232,6 +1359,7 @@ Receiver_clear(Receiver *self)
     Py_CLEAR(self->stats_factory);
     Py_CLEAR(self->transport);
     Py_CLEAR(self->now_datetime);
+    Py_CLEAR(self->on_rtcp);
     return 0;
 }
 
@@ -1246,6 +1374,7 @@ Receiver_traverse(Receiver *self, visitproc visit, void *arg)
     Py_VISIT(self->stats_factory);
     Py_VISIT(self->transport);
     Py_VISIT(self->now_datetime);
+    Py_VISIT(self->on_rtcp);
     for (int t = 0; t < MAX_TRACKS; t++) {
         Py_VISIT(self->tracks[t].on_frame);
         Py_VISIT(self->octets_dicts[t]);
@@ -1663,15 +1792,31 @@ Receiver_set_clock(Receiver *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* set_rtcp(on_rtcp or None): decrypt RTCP here and give it to `on_rtcp`, or leave it to the
+ * fallback (the default). */
+static PyObject *
+Receiver_set_rtcp(Receiver *self, PyObject *args)
+{
+    PyObject *on_rtcp;
+    if (!PyArg_ParseTuple(args, "O", &on_rtcp))
+        return NULL;
+    if (on_rtcp != Py_None && self->srtp != NULL && srtp_unprotect_rtcp_ptr == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_srtp_unprotect() got no srtp_unprotect_rtcp");
+        return NULL;
+    }
+    Py_XSETREF(self->on_rtcp, on_rtcp == Py_None ? NULL : Py_NewRef(on_rtcp));
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 Receiver_counters(Receiver *self, PyObject *Py_UNUSED(ignored))
 {
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsi}", "packets", self->packets, "frames",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsi}", "packets", self->packets, "frames",
                          self->frames, "dropped", self->dropped, "fallbacks", self->fallbacks,
                          "batches", self->batches, "wakeups", self->wakeups, "handbacks",
                          self->handbacks, "srtp_failures", self->srtp_failures,
                          "parse_failures", self->parse_failures, "truncated", self->truncated,
-                         "errors", self->errors,
+                         "errors", self->errors, "rtcp", self->rtcp,
                          "sources", self->nsources);
 }
 
@@ -1709,6 +1854,7 @@ static PyMethodDef Receiver_methods[] = {
     {"stop", (PyCFunction)Receiver_stop, METH_NOARGS, NULL},
     {"close", (PyCFunction)Receiver_close, METH_NOARGS, NULL},
     {"set_clock", (PyCFunction)Receiver_set_clock, METH_VARARGS, NULL},
+    {"set_rtcp", (PyCFunction)Receiver_set_rtcp, METH_VARARGS, NULL},
     {"counters", (PyCFunction)Receiver_counters, METH_NOARGS, NULL},
     {NULL},
 };
@@ -1736,15 +1882,17 @@ static PyTypeObject ReceiverType = {
 static PyObject *
 set_srtp_unprotect(PyObject *module, PyObject *args)
 {
-    unsigned long long address;
+    unsigned long long address, rtcp_address = 0;
     PyObject *error;
-    if (!PyArg_ParseTuple(args, "KO", &address, &error))
+    if (!PyArg_ParseTuple(args, "KO|K", &address, &error, &rtcp_address))
         return NULL;
     if (address == 0) {
         PyErr_SetString(PyExc_ValueError, "a null srtp_unprotect");
         return NULL;
     }
     srtp_unprotect_ptr = (srtp_unprotect_fn)(uintptr_t)address;
+    if (rtcp_address != 0)
+        srtp_unprotect_rtcp_ptr = (srtp_unprotect_fn)(uintptr_t)rtcp_address;
     Py_INCREF(error);
     Py_XSETREF(srtp_error, error);
     Py_RETURN_NONE;

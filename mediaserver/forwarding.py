@@ -902,15 +902,28 @@ class ForwardingSender(RTCRtpSender):
         """aiortc's estimate from the peer's receiver reports, in seconds (0 until known)."""
         return self._RTCRtpSender__rtt or 0.0
 
-    async def _handle_rtcp_packet(self, packet: Any) -> None:
+    def take_rtcp(self, packet: Any) -> bool:
+        """Handle the peer's reports (the RTCP a sender gets most) at once, without the
+        statistics object aiortc's handler builds for each (getStats builds it once); False for
+        any other packet (`_handle_rtcp_packet`'s). The native receive path calls this first."""
+        if not isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+            return False
         self.last_heard_at = time.monotonic()
-        if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
-            # The peer's reports (the RTCP a sender gets most) are taken here, without the
-            # statistics object aiortc's handler builds for each: getStats builds it once.
-            for report in packet.reports:
-                if report.ssrc == self._ssrc:
-                    self._take_report_block(packet.ssrc, report)
+        for report in packet.reports:
+            if report.ssrc == self._ssrc:
+                self._take_report_block(packet.ssrc, report)
+        return True
+
+    def take_report(self, reporter: int, report: RtcpReceiverInfo) -> None:
+        """One report block about this sender's stream, read by the native receive path."""
+        self.last_heard_at = time.monotonic()
+        if report.ssrc == self._ssrc:
+            self._take_report_block(reporter, report)
+
+    async def _handle_rtcp_packet(self, packet: Any) -> None:
+        if self.take_rtcp(packet):
             return
+        self.last_heard_at = time.monotonic()
         self.feedback_received.count(packet, self._ssrc)
         await super()._handle_rtcp_packet(packet)
 

@@ -45,7 +45,14 @@ import pylibsrtp
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpreceiver import StreamStatistics
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtpPacket,
+    pack_remb_fci,
+)
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
@@ -72,9 +79,19 @@ def _load_native() -> Any:
         from . import _receive
     except ImportError:
         return None
-    unprotect = _srtp_ffi.addressof(_srtp_lib, "srtp_unprotect")
-    _receive.set_srtp_unprotect(int(_srtp_ffi.cast("uintptr_t", unprotect)), pylibsrtp.Error)
+    set_srtp(_receive)
     return _receive
+
+
+def set_srtp(module: Any) -> None:
+    """Give the native module libsrtp's unprotect functions (pylibsrtp's bundled library)."""
+    unprotect = _srtp_ffi.addressof(_srtp_lib, "srtp_unprotect")
+    unprotect_rtcp = _srtp_ffi.addressof(_srtp_lib, "srtp_unprotect_rtcp")
+    module.set_srtp_unprotect(
+        int(_srtp_ffi.cast("uintptr_t", unprotect)),
+        pylibsrtp.Error,
+        int(_srtp_ffi.cast("uintptr_t", unprotect_rtcp)),
+    )
 
 
 _native = _load_native()
@@ -179,6 +196,7 @@ class NativeReceive:
             aiortc.clock.current_datetime,
             _extension_ids(dtls),
         )
+        self.native.set_rtcp(self._on_rtcp)
         router = dtls._rtp_router
         for index, receiver in enumerate(receivers):
             codecs = receiver._RTCRtpReceiver__codecs
@@ -268,6 +286,28 @@ class NativeReceive:
             if receiver is not None:
                 _spawn(receiver._send_rtcp_pli(ssrc))
 
+    def _on_rtcp(self, data: bytes, blocks: list[tuple[int, ...]] | None) -> None:
+        """A decrypted RTCP compound packet, routed as aiortc's transport routes it. Receiver
+        reports, the RTCP a sender gets most, are taken at once: from the report `blocks` C
+        read when the compound holds nothing else, or through `take_rtcp`. The rest goes to
+        aiortc's handlers in a task, in order."""
+        router = self.dtls._rtp_router
+        if blocks is not None and _take_blocks(router.senders, blocks):
+            return
+        try:
+            packets = RtcpPacket.parse(data)
+        except ValueError as exc:
+            logger.debug("RTCP parsing failed: %s", exc)
+            return
+        later: list[tuple[Any, Any]] = []
+        for packet in packets:
+            for recipient in router.route_rtcp(packet):
+                take = getattr(recipient, "take_rtcp", None)
+                if take is None or not take(packet):
+                    later.append((recipient, packet))
+        if later:
+            _spawn(_deliver_rtcp(later))
+
     def _on_handback(self, reason: str) -> None:
         self.release(reason)
 
@@ -309,13 +349,42 @@ class NativeReceive:
         logger.debug("native receive path released (%s): %s", reason, counters)
 
 
+def _take_blocks(senders: dict[int, Any], blocks: list[tuple[int, ...]]) -> bool:
+    """Give each report block to the sender it is about, as aiortc's router would route the
+    report; False (nothing done) when one of those senders cannot take it so."""
+    recipients = [senders.get(block[1]) for block in blocks]
+    if not all(r is None or hasattr(r, "take_report") for r in recipients):
+        return False
+    for sender, (reporter, ssrc, fraction, lost, highest, jitter, lsr, dlsr) in zip(
+        recipients, blocks, strict=True
+    ):
+        if sender is not None:
+            report = RtcpReceiverInfo(
+                ssrc=ssrc,
+                fraction_lost=fraction,
+                packets_lost=lost,
+                highest_sequence=highest,
+                jitter=jitter,
+                lsr=lsr,
+                dlsr=dlsr,
+            )
+            sender.take_report(reporter, report)
+    return True
+
+
+async def _deliver_rtcp(deliveries: list[tuple[Any, Any]]) -> None:
+    for recipient, packet in deliveries:
+        await recipient._handle_rtcp_packet(packet)
+
+
 # -- attaching to a live transport -------------------------------------------------------------
 
 
 def _receivers_of(dtls: Any) -> list[Any] | None:
-    """The transport's receivers when all can be served natively."""
+    """The transport's receivers when all can be served natively (none: a transport that only
+    sends, whose RTCP is still read here)."""
     receivers = list(dtls._rtp_router.receivers)
-    if not receivers or len(receivers) > 4:
+    if len(receivers) > 4:
         return None
     for receiver in receivers:
         if not getattr(receiver, "receivable_natively", False) or not receiver._enabled:

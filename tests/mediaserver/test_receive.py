@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiortc.clock
 import aiortc.rtcpeerconnection
 import aiortc.rtcrtpreceiver
 import pylibsrtp
@@ -31,7 +32,20 @@ from aiortc.rtcrtpparameters import (
     RTCRtpRtxParameters,
 )
 from aiortc.rtcsessiondescription import RTCSessionDescription
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    HeaderExtensionsMap,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+    RtpPacket,
+    pack_remb_fci,
+)
 from pylibsrtp import Policy
 
 from bench.client import CountingReceiver, Subscriber
@@ -61,9 +75,7 @@ def native(monkeypatch: pytest.MonkeyPatch) -> Any:
         _receive = None
     require(_receive is not None, "the native receive module (mediaserver._receive, built)")
     if receive._native is None:
-        unprotect = receive._srtp_ffi.addressof(receive._srtp_lib, "srtp_unprotect")
-        address = int(receive._srtp_ffi.cast("uintptr_t", unprotect))
-        _receive.set_srtp_unprotect(address, pylibsrtp.Error)
+        receive.set_srtp(_receive)
         monkeypatch.setattr(receive, "_native", _receive)
     return _receive
 
@@ -661,6 +673,46 @@ async def test_a_publisher_is_received_natively_and_handed_back(
     assert "datagram_received" not in protocol.__dict__
 
 
+async def test_a_viewers_rtcp_is_read_natively(
+    native: Any, media_server: MediaServer, rpc: Rpc
+) -> None:
+    """A viewer's endpoint only sends, so the native path has no track to serve there, but it
+    reads the viewer's RTCP: decrypted in C, its receiver reports taken by the senders at once
+    (round-trip time, loss), its feedback (NACK, PLI) handed to aiortc's handlers."""
+    pipeline = await rpc.create("MediaPipeline")
+    source, publisher = await publish(rpc, pipeline)
+    endpoint, viewer = await view(rpc, pipeline, source)
+    try:
+        await viewer.wait_video(15)
+        element = media_server.registry.objects[endpoint]
+        assert isinstance(element, WebRtcEndpoint) and element.pc is not None
+        senders = {t.kind: t.sender for t in element.pc.getTransceivers()}
+        dtls = senders["video"].transport
+        await wait_for(lambda: dtls.native_receive is not None)
+        reading = dtls.native_receive
+        assert reading.receivers == []
+        received = dtls._RTCDtlsTransport__rx_packets
+        await wait_for(lambda: reading.counters()["rtcp"] >= 4)
+        await wait_for(lambda: all(s.round_trip_time > 0 for s in senders.values()))
+        assert dtls._RTCDtlsTransport__rx_packets >= received + 4
+
+        video = senders["video"]
+        asking = next(t.receiver for t in viewer.pc.getTransceivers() if t.kind == "video")
+        nacks, plis = video.feedback_received.nack, video.feedback_received.pli
+        last = asking._RTCRtpReceiver__remote_streams[video._ssrc].max_seq
+        await asking._send_rtcp_nack(video._ssrc, [last])
+        await asking._send_rtcp_pli(video._ssrc)
+        await wait_for(lambda: video.feedback_received.nack > nacks)
+        await wait_for(lambda: video.feedback_received.pli > plis)
+        counters = reading.counters()
+        assert counters["srtp_failures"] == 0 and counters["errors"] == 0
+        assert dtls.native_receive is reading  # still native
+    finally:
+        await publisher.close()
+        await viewer.close()
+    await rpc.request("release", object=pipeline)
+
+
 async def test_a_receiver_that_handles_its_own_packets_stays_on_python(
     native: Any, media_server: MediaServer, rpc: Rpc, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -734,3 +786,115 @@ def test_the_native_receive_path_is_on_by_default(native: Any) -> None:
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def _rtcp_expected(data: bytes) -> list[tuple[int, ...]] | None:
+    """The report blocks aiortc reads from a compound of receiver reports and SDES only, with
+    no padding (what the native path reads itself); None for any other compound."""
+    try:
+        packets = RtcpPacket.parse(data)
+    except ValueError:
+        return None
+    position = 0
+    while position + 4 <= len(data):  # aiortc parsed it: the headers are all there
+        if data[position] & 0x20 or data[position + 1] not in (201, 202):
+            return None
+        position += 4 + int.from_bytes(data[position + 2 : position + 4], "big") * 4
+    return [
+        (
+            p.ssrc,
+            r.ssrc,
+            r.fraction_lost,
+            r.packets_lost,
+            r.highest_sequence,
+            r.jitter,
+            r.lsr,
+            r.dlsr,
+        )
+        for p in packets
+        if isinstance(p, RtcpRrPacket)
+        for r in p.reports
+    ]
+
+
+def test_report_blocks_are_read_as_aiortc_reads_them(native: Any) -> None:
+    """The native path reads the report blocks of an RTCP compound made of receiver reports and
+    SDES, and leaves every other compound (feedback, sender reports, padding, anything aiortc
+    refuses) to aiortc's parser: for known compounds and a seeded fuzz of mutated ones."""
+    seen: list[tuple[bytes, Any]] = []
+    fallback: list[bytes] = []
+    reader = native.Receiver(
+        None,
+        0,
+        -1,
+        ("127.0.0.1", 9),
+        lambda data, addr: fallback.append(data),
+        lambda *args: None,
+        lambda reason: None,
+        lambda *args: None,
+        None,
+        aiortc.clock.current_datetime,
+        (0, 0, 0, 0, 0, 0, 0),
+    )
+    reader.set_rtcp(lambda data, blocks: seen.append((data, blocks)))
+
+    def block(ssrc: int, lost: int) -> RtcpReceiverInfo:
+        return RtcpReceiverInfo(
+            ssrc=ssrc,
+            fraction_lost=lost & 0xFF,
+            packets_lost=lost,
+            highest_sequence=70_000,
+            jitter=12,
+            lsr=0xDEADBEEF,
+            dlsr=65_536,
+        )
+
+    sdes = bytes(RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=7, items=[(1, b"{cname}")])]))
+    rr = bytes(RtcpRrPacket(ssrc=7, reports=[block(0x1234, 3)]))
+    two = bytes(RtcpRrPacket(ssrc=8, reports=[block(0x1234, -5), block(0xFFFFFFFF, 2**23 - 1)]))
+    remb = bytes(
+        RtcpPsfbPacket(
+            fmt=RTCP_PSFB_APP, ssrc=7, media_ssrc=0, fci=pack_remb_fci(300_000, [0x1234])
+        )
+    )
+    sr = bytes(RtcpSrPacket(ssrc=7, sender_info=RtcpSenderInfo(1, 2, 3, 4), reports=[block(9, 0)]))
+    padded = bytes([rr[0] | 0x20, rr[1], rr[2], rr[3] + 1]) + rr[4:] + b"\x00\x00\x00\x04"
+    known = {
+        "RR+SDES": (rr + sdes, True),
+        "two RRs, negative and largest loss": (two + rr + sdes, True),
+        "RR+REMB": (rr + remb, False),
+        "SR+SDES": (sr + sdes, False),
+        "padding": (padded + sdes, False),
+        "a block cut short": (rr[:-4] + sdes, False),
+        "SDES cut short": (rr + sdes[:-6], False),
+    }
+    for name, (data, fast) in known.items():
+        seen.clear()
+        reader.process([data])
+        assert len(seen) == 1 and seen[0][0] == data, name
+        assert (seen[0][1] is not None) == fast, name
+        assert seen[0][1] == _rtcp_expected(data), name
+
+    generator = random.Random(16)
+    read = {True: 0, False: 0}  # by whether C read the blocks
+    samples = [rr + sdes, two + sdes, rr, sdes + two, rr + remb]
+    for _ in range(3_000):
+        data = bytearray(generator.choice(samples))
+        for _ in range(generator.randint(1, 3)):
+            spot = generator.randrange(len(data))
+            if generator.random() < 0.5:
+                data[spot] = generator.randrange(256)
+            else:
+                del data[spot:]
+                if len(data) < 2:
+                    data = bytearray(rr)
+        data[0] = 0x80 | (data[0] & 0x3F)  # still an RTCP packet to the demultiplexer
+        if data[1] not in range(192, 209):
+            data[1] = generator.choice((201, 202, 206))
+        seen.clear()
+        reader.process([bytes(data)])
+        assert len(seen) == 1
+        assert seen[0][1] == _rtcp_expected(bytes(data)), bytes(data).hex()
+        read[seen[0][1] is not None] += 1
+    assert min(read.values()) > 300, read  # both ways, many times
+    assert reader.counters()["errors"] == 0
