@@ -36,9 +36,23 @@ from .mediaserver_forwarding import FULL, Ramp, pin, say, tree_cpu_split
 BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("RTCP out: sender reports", ("_run_rtcp (aiortc/rtcrtpsender.py", "_send_reports (media")),
     ("RTCP out: receiver reports", ("_run_rtcp (aiortc/rtcrtpreceiver.py",)),
-    ("RTCP in", ("_handle_rtcp_data (aiortc/rtcdtlstransport.py",)),
+    (
+        "RTCP in",
+        (
+            "_handle_rtcp_data (aiortc/rtcdtlstransport.py",
+            "_on_rtcp (mediaserver/receive.py",  # the native receive path's hand-off
+            "_deliver_rtcp (mediaserver/receive.py",
+        ),
+    ),
     ("hub and send path", ("MediaHub.push (mediaserver/forwarding.py",)),
-    ("RTP in (publisher)", ("_handle_rtp_data (aiortc/rtcdtlstransport.py",)),
+    (
+        "RTP in (publisher)",
+        (
+            "_handle_rtp_data (aiortc/rtcdtlstransport.py",
+            "on_frame (mediaserver/receive.py",
+            "_on_events (mediaserver/receive.py",
+        ),
+    ),
     ("ICE: peers' checks answered", ("request_received (aioice/",)),
     ("ICE: own consent checks", ("query_consent (aioice/", "check_periodic (aioice/")),
     ("ICE: other STUN", ("Transaction.", "CandidatePair.")),

@@ -52,6 +52,7 @@
 #define NACK_WINDOW 128       /* aiortc's RTP_HISTORY_SIZE */
 #define MAX_MISORDER 100      /* aiortc's jitterbuffer.MAX_MISORDER */
 #define RTP_HEADER 12
+#define MISSING_BYTES (65536 / 8)
 #define NTP_UNIX_OFFSET 2208988800.0
 
 enum { CODEC_IDENTITY = 0, CODEC_VP8 = 1, CODEC_UNSUPPORTED = 2, CODEC_RTX = 3 };
@@ -96,7 +97,7 @@ typedef struct {
     /* NACK generator, as aiortc's NackGenerator: the missing set is within NACK_WINDOW of max */
     int nack_has_max;
     uint16_t nack_max;
-    uint8_t missing[65536 / 8];
+    uint8_t *missing;  /* MISSING_BYTES, allocated with the track */
     PyObject *on_frame;
     /* REMB per frame: the packets of one SSRC and RTP timestamp summed, sent with the last */
     int has_pending;
@@ -145,7 +146,7 @@ typedef struct {
     int remb_per_frame;         /* REMB samples summed per frame (else one per packet) */
     /* per call */
     int64_t rx_packets, rx_bytes;
-    RembSample remb[MAX_EVENTS];
+    RembSample *remb;           /* MAX_EVENTS, allocated with the first track */
     int nremb;
     PyObject *nacks;            /* list of (ssrc, [seq...]) or NULL */
     PyObject *plis;             /* list of ssrc or NULL */
@@ -153,9 +154,13 @@ typedef struct {
     unsigned long long packets, frames, dropped, fallbacks, batches, wakeups, handbacks;
     unsigned long long srtp_failures, parse_failures, truncated, errors, rtcp;
     uint8_t work[DGRAM_SIZE];
-    uint8_t buffers[BATCH][DGRAM_SIZE];
-    struct sockaddr_in addrs[BATCH];
 } Receiver;
+
+/* recvmmsg's buffers, shared by every Receiver (one drains at a time, under the GIL): a
+ * transport's Receiver stays small, as most of them (viewers') read a few datagrams a second. */
+static uint8_t batch_buffers[BATCH][DGRAM_SIZE];
+static struct sockaddr_in batch_addrs[BATCH];
+static int batch_busy = 0;
 
 static PyObject *srtp_error = NULL;
 static PyObject *str_base_seq, *str_max_seq, *str_cycles, *str_packets_received, *str_jitter_q4,
@@ -189,6 +194,8 @@ track_free(Track *track)
     PyMem_Free(track->stamps);
     PyMem_Free(track->lengths);
     PyMem_Free(track->data);
+    PyMem_Free(track->missing);
+    track->missing = NULL;
     track->present = NULL;
     track->seqs = NULL;
     track->stamps = NULL;
@@ -651,7 +658,8 @@ remb_push(Receiver *self, const RembSample *sample)
 {
     /* beyond MAX_EVENTS in one call the last is overwritten: bounded, and the estimator only
      * sees fewer samples of a burst it could not have been fed in time anyway */
-    self->remb[self->nremb < MAX_EVENTS ? self->nremb++ : MAX_EVENTS - 1] = *sample;
+    if (self->remb != NULL) /* (there is none before a track, which makes the samples) */
+        self->remb[self->nremb < MAX_EVENTS ? self->nremb++ : MAX_EVENTS - 1] = *sample;
 }
 
 static int
@@ -1262,18 +1270,21 @@ Receiver_datagram_received(Receiver *self, PyObject *args)
     PyBuffer_Release(&view);
     /* then the rest of the socket's queue, bounded; once a reason to stop came up, what was
      * read already goes to Python as it is */
-    for (int batch = 0; reason == NULL && self->active && self->fd >= 0 && batch < MAX_BATCHES;
+    int draining = !batch_busy; /* (a nested call leaves the rest for the loop's next turn) */
+    batch_busy = 1;
+    for (int batch = 0;
+         draining && reason == NULL && self->active && self->fd >= 0 && batch < MAX_BATCHES;
          batch++) {
         struct mmsghdr messages[BATCH];
         struct iovec vectors[BATCH];
         memset(messages, 0, sizeof(messages));
         for (int i = 0; i < BATCH; i++) {
-            vectors[i].iov_base = self->buffers[i];
+            vectors[i].iov_base = batch_buffers[i];
             vectors[i].iov_len = DGRAM_SIZE;
             messages[i].msg_hdr.msg_iov = &vectors[i];
             messages[i].msg_hdr.msg_iovlen = 1;
-            messages[i].msg_hdr.msg_name = &self->addrs[i];
-            messages[i].msg_hdr.msg_namelen = sizeof(self->addrs[i]);
+            messages[i].msg_hdr.msg_name = &batch_addrs[i];
+            messages[i].msg_hdr.msg_namelen = sizeof(batch_addrs[i]);
         }
         int count = recvmmsg(self->fd, messages, BATCH, MSG_DONTWAIT, NULL);
         if (count <= 0)
@@ -1281,9 +1292,9 @@ Receiver_datagram_received(Receiver *self, PyObject *args)
         self->batches++;
         arrival_ms = arrival_ms_now(self);
         for (int i = 0; i < count; i++) {
-            const uint8_t *data = self->buffers[i];
+            const uint8_t *data = batch_buffers[i];
             Py_ssize_t length = messages[i].msg_len;
-            struct sockaddr_in *from = &self->addrs[i];
+            struct sockaddr_in *from = &batch_addrs[i];
             if (messages[i].msg_hdr.msg_flags & MSG_TRUNC) {
                 self->truncated++;
                 continue;
@@ -1307,6 +1318,8 @@ Receiver_datagram_received(Receiver *self, PyObject *args)
         if (count < BATCH)
             break;
     }
+    if (draining)
+        batch_busy = 0;
     if (finish_call(self) < 0)
         python_error(self, &reason);
     self->in_call = 0;
@@ -1331,6 +1344,9 @@ Receiver_release(Receiver *self)
     self->nsources = 0;
     Py_CLEAR(self->nacks);
     Py_CLEAR(self->plis);
+    PyMem_Free(self->remb);
+    self->remb = NULL;
+    self->nremb = 0;
     if (self->fd >= 0) {
         close(self->fd);
         self->fd = -1;
@@ -1516,7 +1532,15 @@ Receiver_add_track(Receiver *self, PyObject *args)
     track->stamps = PyMem_Calloc((size_t)capacity, sizeof(uint32_t));
     track->lengths = PyMem_Calloc((size_t)capacity, sizeof(uint16_t));
     track->data = PyMem_Malloc((size_t)capacity * DGRAM_SIZE);
-    if (!track->present || !track->seqs || !track->stamps || !track->lengths || !track->data) {
+    track->missing = PyMem_Calloc(MISSING_BYTES, 1);
+    if (self->remb == NULL)
+        self->remb = PyMem_Calloc(MAX_EVENTS, sizeof(RembSample));
+    if (self->remb == NULL) {
+        track_free(track);
+        return PyErr_NoMemory();
+    }
+    if (!track->present || !track->seqs || !track->stamps || !track->lengths || !track->data ||
+        !track->missing) {
         track_free(track);
         return PyErr_NoMemory();
     }
@@ -1664,7 +1688,7 @@ Receiver_set_nack(Receiver *self, PyObject *args)
     if (used_track(self, t) == NULL)
         return NULL;
     Track *track = &self->tracks[t];
-    memset(track->missing, 0, sizeof(track->missing));
+    memset(track->missing, 0, MISSING_BYTES);
     track->nack_has_max = max_seq != Py_None;
     if (track->nack_has_max) {
         long value = PyLong_AsLong(max_seq);
