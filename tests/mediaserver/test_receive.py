@@ -31,7 +31,6 @@ from aiortc.rtcrtpparameters import (
     RTCRtpReceiveParameters,
     RTCRtpRtxParameters,
 )
-from aiortc.rtcsessiondescription import RTCSessionDescription
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     HeaderExtensionsMap,
@@ -48,7 +47,7 @@ from aiortc.rtp import (
 )
 from pylibsrtp import Policy
 
-from bench.client import CountingReceiver, Subscriber
+from bench.client import CountingReceiver, KurentoSignaling, Subscriber
 from mediaserver import receive
 from mediaserver.forwarding import FORWARDING, ForwardingDtlsTransport, ForwardingReceiver
 from mediaserver.server import MediaServer
@@ -726,30 +725,22 @@ async def test_a_receiver_that_handles_its_own_packets_stays_on_python(
     with monkeypatch.context() as patch:  # the subscriber's receivers only, not the server's
         patch.setattr(aiortc.rtcpeerconnection, "RTCRtpReceiver", CountingReceiver)
         subscriber = Subscriber()
+    signaling = KurentoSignaling(media_server.url)  # as the benchmark's subscribers negotiate
     try:
-        endpoint = await rpc.create("WebRtcEndpoint", mediaPipeline=pipeline)
-        await rpc.invoke(source, "connect", sink=endpoint)
-        pc = subscriber.pc
-        await pc.setLocalDescription(await pc.createOffer())
-        answer = await rpc.invoke(endpoint, "processOffer", offer=pc.localDescription.sdp)
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        await rpc.invoke(endpoint, "gatherCandidates")
-        for line in pc.localDescription.sdp.splitlines():
-            if line.startswith("a=candidate:"):
-                candidate = {"candidate": line[2:], "sdpMid": "0", "sdpMLineIndex": 0}
-                await rpc.invoke(endpoint, "addIceCandidate", candidate=candidate)
+        await signaling.subscribe(subscriber.pc, pipeline, source)
         async with asyncio.timeout(15):
             await subscriber.media.wait()
         frames = dict(subscriber.frames)
-        await asyncio.sleep(1)
-        assert subscriber.frames["video"] >= frames["video"] + 20, subscriber.frames
-        assert subscriber.frames["audio"] >= frames["audio"] + 30, subscriber.frames
+        await asyncio.sleep(2)  # 60 video frames and 100 audio packets are sent meanwhile
+        assert subscriber.frames["video"] >= frames["video"] + 30, subscriber.frames
+        assert subscriber.frames["audio"] >= frames["audio"] + 50, subscriber.frames
         viewing = subscriber.receivers["video"].transport
         assert getattr(viewing, "native_receive", None) is None
         published = publisher_receivers(media_server, source)[0].transport
         assert published.native_receive is not None
     finally:
         await subscriber.pc.close()
+        await signaling.close()
         await publisher.close()
     await rpc.request("release", object=pipeline)
 
@@ -788,6 +779,24 @@ def test_the_native_receive_path_is_on_by_default(native: Any) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def _bare_receiver(native: Any, fallback: Any) -> Any:
+    """A Receiver with no track, no socket and clear (S)RTP, whatever it is given going to
+    `fallback` or to its RTCP callback."""
+    return native.Receiver(
+        None,
+        0,
+        -1,
+        ("127.0.0.1", 9),
+        fallback,
+        lambda *args: None,
+        lambda reason: None,
+        lambda *args: None,
+        None,
+        aiortc.clock.current_datetime,
+        (0, 0, 0, 0, 0, 0, 0),
+    )
+
+
 def _rtcp_expected(data: bytes) -> list[tuple[int, ...]] | None:
     """The report blocks aiortc reads from a compound of receiver reports and SDES only, with
     no padding (what the native path reads itself); None for any other compound."""
@@ -823,19 +832,7 @@ def test_report_blocks_are_read_as_aiortc_reads_them(native: Any) -> None:
     refuses) to aiortc's parser: for known compounds and a seeded fuzz of mutated ones."""
     seen: list[tuple[bytes, Any]] = []
     fallback: list[bytes] = []
-    reader = native.Receiver(
-        None,
-        0,
-        -1,
-        ("127.0.0.1", 9),
-        lambda data, addr: fallback.append(data),
-        lambda *args: None,
-        lambda reason: None,
-        lambda *args: None,
-        None,
-        aiortc.clock.current_datetime,
-        (0, 0, 0, 0, 0, 0, 0),
-    )
+    reader = _bare_receiver(native, lambda data, addr: fallback.append(data))
     reader.set_rtcp(lambda data, blocks: seen.append((data, blocks)))
 
     def block(ssrc: int, lost: int) -> RtcpReceiverInfo:
@@ -905,17 +902,5 @@ def test_a_transports_receiver_stays_small(native: Any) -> None:
     by all of them and a track's NACK set comes with the track, so an idle one holds a few KiB
     (it held about 100 KiB, all of it touched by the allocation's zeroing: 19 KiB of RSS more
     per subscriber in bench.mediaserver_forwarding)."""
-    reader = native.Receiver(
-        None,
-        0,
-        -1,
-        ("127.0.0.1", 9),
-        lambda data, addr: None,
-        lambda *args: None,
-        lambda reason: None,
-        lambda *args: None,
-        None,
-        aiortc.clock.current_datetime,
-        (0, 0, 0, 0, 0, 0, 0),
-    )
+    reader = _bare_receiver(native, lambda data, addr: None)
     assert sys.getsizeof(reader) < 16 * 1024, sys.getsizeof(reader)
