@@ -1614,9 +1614,9 @@ Receiver_set_jitter(Receiver *self, PyObject *args)
     PyObject *origin, *packets;
     if (!PyArg_ParseTuple(args, "iOO!", &t, &origin, &PyList_Type, &packets))
         return NULL;
-    if (used_track(self, t) == NULL)
+    Track *track = used_track(self, t);
+    if (track == NULL)
         return NULL;
-    Track *track = &self->tracks[t];
     memset(track->present, 0, (size_t)track->capacity);
     track->has_origin = origin != Py_None;
     if (track->has_origin) {
@@ -1653,9 +1653,9 @@ Receiver_jitter(Receiver *self, PyObject *args)
     int t;
     if (!PyArg_ParseTuple(args, "i", &t))
         return NULL;
-    if (used_track(self, t) == NULL)
+    Track *track = used_track(self, t);
+    if (track == NULL)
         return NULL;
-    Track *track = &self->tracks[t];
     PyObject *packets = PyList_New(0);
     if (packets == NULL)
         return NULL;
@@ -1685,9 +1685,9 @@ Receiver_set_nack(Receiver *self, PyObject *args)
     PyObject *max_seq, *missing;
     if (!PyArg_ParseTuple(args, "iOO", &t, &max_seq, &missing))
         return NULL;
-    if (used_track(self, t) == NULL)
+    Track *track = used_track(self, t);
+    if (track == NULL)
         return NULL;
-    Track *track = &self->tracks[t];
     memset(track->missing, 0, MISSING_BYTES);
     track->nack_has_max = max_seq != Py_None;
     if (track->nack_has_max) {
@@ -1725,9 +1725,9 @@ Receiver_nack(Receiver *self, PyObject *args)
     int t;
     if (!PyArg_ParseTuple(args, "i", &t))
         return NULL;
-    if (used_track(self, t) == NULL)
+    Track *track = used_track(self, t);
+    if (track == NULL)
         return NULL;
-    Track *track = &self->tracks[t];
     PyObject *missing = nack_list(track);
     if (missing == NULL)
         return NULL;

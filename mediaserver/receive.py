@@ -8,8 +8,10 @@ while its ICE pair is nominated on a host UDP socket (IPv4) and DTLS is connecte
 the pair's aioice protocol's `datagram_received` (uvloop keeps reading the first datagram of a
 wake-up: it has no pause for UDP transports and refuses `add_reader` on a transport's socket),
 and the C side drains the socket with recvmmsg, a bounded number of
-batches per wake-up. STUN, DTLS, RTCP and other addresses' datagrams go to aioice's own
-`datagram_received`, so to aiortc's coroutines, as before.
+batches per wake-up. RTCP is decrypted in C and handed over once per compound packet
+(`_on_rtcp`); a transport with no receiver (a viewer's) is served for its RTCP alone. STUN, DTLS
+and other addresses' datagrams go to aioice's own `datagram_received`, so to aiortc's
+coroutines, as before.
 
 The state aiortc's receivers keep (name-mangled `RTCRtpReceiver` attributes: the jitter buffer,
 the NACK generator's missing set, the `StreamStatistics` per SSRC, `__active_ssrc`; the DTLS
